@@ -1,0 +1,222 @@
+//! One timed load run against one set of nodes: build the clients, wait until every one has
+//! joined and sees its peers, pace the schedule, drain, and add up what every client saw.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::client::{self, ClientSpec, Outcome, SendSpec, Shared};
+use crate::clock::Schedule;
+use crate::conn::Auth;
+use crate::pacer::Pacer;
+use crate::payload::FrameBuilder;
+use crate::stats::{Counters, Hist, Summary};
+use crate::sys::{CpuProbe, CpuUse, Nodes};
+use crate::token::Minter;
+
+const SETUP_CONCURRENCY: usize = 128;
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Who talks to whom.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum Layout {
+    /// A sends B an offer then candidates; `cross` puts B on the next node.
+    Pairs { pairs: usize, cross: bool },
+    /// Every member broadcasts to the rest of its room.
+    Rooms { rooms: usize, size: usize },
+}
+
+impl Layout {
+    /// Deliveries per message sent.
+    pub fn fanout(&self) -> u64 {
+        match *self {
+            Layout::Pairs { .. } => 1,
+            Layout::Rooms { size, .. } => size.saturating_sub(1) as u64,
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSpec {
+    pub layout: Layout,
+    /// Timed signals per second, all senders together.
+    pub rate: f64,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub auth: Auth,
+    #[serde(skip)]
+    pub secret: String,
+}
+
+/// SIGKILL `pid` (node `node` of the target list) `after` the run starts.
+#[derive(Debug, Clone, Copy)]
+pub struct KillPlan {
+    pub after: Duration,
+    pub pid: u32,
+    pub node: usize,
+}
+
+/// Everything measured in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadStats {
+    pub target: String,
+    pub nodes: usize,
+    pub clients: usize,
+    pub joined: usize,
+    pub rate: f64,
+    /// From the first due message to the last delivery (or the drain deadline); the
+    /// denominator of `delivered_per_s` (`sent_per_s` uses the sending window).
+    pub active_s: f64,
+    pub expected: u64,
+    pub lost: u64,
+    pub sent_per_s: f64,
+    pub delivered_per_s: f64,
+    pub counters: Counters,
+    pub latency: Summary,
+    pub send_lag: Summary,
+    pub rejoin: Option<Summary>,
+    pub server_cpu: Option<CpuUse>,
+    pub aux_cpu: Option<CpuUse>,
+    pub tool_cpu: Option<CpuUse>,
+}
+
+/// Run `spec` against `nodes`, optionally killing one node part-way.
+pub async fn run(spec: &LoadSpec, nodes: &Nodes, kill: Option<KillPlan>) -> Result<LoadStats> {
+    let (clients, wakers) = build_clients(spec)?;
+    let n = clients.len();
+    let shared = Arc::new(Shared::new(nodes.targets.clone(), spec.auth, kill.is_some()));
+    let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for c in clients {
+        set.spawn(client::run(Arc::clone(&shared), c, Arc::clone(&gate)));
+    }
+    wait_ready(&shared, n).await;
+    let probe = CpuProbe::start(nodes)?;
+    let start = Instant::now() + Duration::from_millis(20);
+    let plan = Schedule::new(start, spec.rate, wakers.len(), spec.duration);
+    let _ = shared.schedule.set(plan);
+    let pacer = Pacer::spawn(plan, wakers)?;
+    if let Some(k) = kill {
+        tokio::spawn(kill_later(Arc::clone(&shared), start + k.after, k));
+    }
+    tokio::time::sleep_until((start + spec.duration).into()).await;
+    drain(&shared, spec.layout.fanout(), spec.drain).await;
+    let active = start.elapsed();
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let cpu = probe.finish(active, delivered)?;
+    pacer.stop();
+    shared.cancel.cancel();
+    let outcomes = set.join_all().await;
+    Ok(summarize(spec, nodes, n, active, cpu, &outcomes))
+}
+
+async fn wait_ready(shared: &Shared, n: usize) {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    while shared.ready.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until every sent message has been delivered, or `limit` passes.
+async fn drain(shared: &Shared, fanout: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let want = shared.sent.load(Ordering::Relaxed) * fanout;
+        if shared.delivered.load(Ordering::Relaxed) >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn kill_later(shared: Arc<Shared>, at: Instant, plan: KillPlan) {
+    tokio::time::sleep_until(at.into()).await;
+    let _ = shared.dead_node.set(plan.node);
+    let _ = shared.kill_at.set(Instant::now());
+    let status = tokio::process::Command::new("kill").arg("-KILL").arg(plan.pid.to_string()).status().await;
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("warning: kill -KILL {} failed", plan.pid);
+    }
+}
+
+fn build_clients(spec: &LoadSpec) -> Result<(Vec<ClientSpec>, Vec<Arc<Notify>>)> {
+    let run = run_id();
+    let minter = Minter::new(&spec.secret);
+    let mut clients = Vec::new();
+    let mut wakers = Vec::new();
+    let mut add = |id: String, room: String, slot: usize, peers: usize, to: Option<(Option<&str>, bool)>| {
+        let token = minter.mint(&format!("lt-{id}"), &id)?;
+        let send = to.map(|(to, offer)| {
+            let waker = Arc::new(Notify::new());
+            wakers.push(Arc::clone(&waker));
+            SendSpec { sender: (wakers.len() - 1) as u32, frames: FrameBuilder::new(to, offer), waker }
+        });
+        clients.push(ClientSpec { client_id: id, token, room, slot, expect_peers: peers, send });
+        anyhow::Ok(())
+    };
+    match spec.layout {
+        Layout::Pairs { pairs, cross } => {
+            for k in 0..pairs {
+                let (a, b, room) = (format!("{run}a{k}"), format!("{run}b{k}"), format!("lt-{run}-{k}"));
+                add(a, room.clone(), k, 1, Some((Some(&b), true)))?;
+                add(b, room, k + usize::from(cross), 1, None)?;
+            }
+        }
+        Layout::Rooms { rooms, size } => {
+            for r in 0..rooms {
+                for m in 0..size {
+                    let slot = r * size + m;
+                    add(format!("{run}r{r}m{m}"), format!("lt-{run}-{r}"), slot, size - 1, Some((None, false)))?;
+                }
+            }
+        }
+    }
+    if wakers.is_empty() {
+        bail!("nothing to send: the layout has no senders");
+    }
+    Ok((clients, wakers))
+}
+
+/// A short random tag that keeps ids and rooms of different runs apart.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
+}
+
+fn summarize(spec: &LoadSpec, nodes: &Nodes, n: usize, active: Duration, cpu: [Option<CpuUse>; 3], outs: &[Outcome]) -> LoadStats {
+    let mut counters = Counters::default();
+    let (mut latency, mut lag, mut rejoin) = (Hist::default(), Hist::default(), Hist::default());
+    for o in outs {
+        counters.merge(&o.counters);
+        o.latency.iter().for_each(|h| latency.merge(h));
+        o.send_lag.iter().for_each(|h| lag.merge(h));
+        o.rejoin.iter().for_each(|h| rejoin.merge(h));
+    }
+    let expected = counters.sent * spec.layout.fanout();
+    let secs = active.as_secs_f64().max(1e-9);
+    let [server_cpu, aux_cpu, tool_cpu] = cpu;
+    LoadStats {
+        target: nodes.label.clone(),
+        nodes: nodes.targets.len(),
+        clients: n,
+        joined: outs.iter().filter(|o| o.joined).count(),
+        rate: spec.rate,
+        active_s: secs,
+        expected,
+        lost: expected.saturating_sub(counters.delivered),
+        sent_per_s: counters.sent as f64 / spec.duration.as_secs_f64().max(1e-9),
+        delivered_per_s: counters.delivered as f64 / secs,
+        latency: latency.summary(),
+        send_lag: lag.summary(),
+        rejoin: (rejoin.len() > 0).then(|| rejoin.summary()),
+        counters,
+        server_cpu,
+        aux_cpu,
+        tool_cpu,
+    }
+}

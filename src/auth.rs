@@ -1,0 +1,191 @@
+//! Access tokens: HS256 JWTs with the claims `sub`, `name`, `iat`, `exp`, `jti`, and optional
+//! `rooms` (a grant of room names and `prefix*` patterns) and `role`. Only HS256 verifies;
+//! `none`, RS/HS confusion and every other algorithm are refused.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{RoomId, UserId};
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Seconds of clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub iat: u64,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// Which rooms a token may join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomGrant {
+    Any,
+    Only(Vec<String>),
+}
+
+impl RoomGrant {
+    pub fn allows(&self, room: &RoomId) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => room.as_str().starts_with(prefix),
+                None => p == room.as_str(),
+            }),
+        }
+    }
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: UserId,
+    pub name: String,
+    pub rooms: RoomGrant,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token expired")]
+    Expired,
+    #[error("token too large")]
+    TooLarge,
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+}
+
+/// Signs and verifies tokens with one secret.
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+                ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not allowed"),
+                ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing claim"),
+                _ => AuthError::Invalid("malformed"),
+            })?;
+        let claims = data.claims;
+        let user_id = UserId::parse(&claims.sub).map_err(|_| AuthError::Invalid("bad sub"))?;
+        let name = claims
+            .name
+            .filter(|n| !n.is_empty() && n.chars().count() <= 128)
+            .unwrap_or_else(|| claims.sub.clone());
+        Ok(Identity {
+            user_id,
+            name,
+            rooms: claims.rooms.map_or(RoomGrant::Any, RoomGrant::Only),
+            admin: claims.role.as_deref() == Some("admin"),
+        })
+    }
+
+    pub fn mint(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+}
+
+/// Claims for a new token valid for `ttl` from now.
+pub fn claims(user: &UserId, name: &str, ttl: Duration) -> Claims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    Claims {
+        sub: user.to_string(),
+        name: Some(name.to_owned()),
+        iat: now,
+        exp: now + ttl.as_secs(),
+        jti: Some(uuid::Uuid::new_v4().to_string()),
+        rooms: None,
+        role: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn user() -> UserId {
+        UserId::parse("u-1").unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_grants() {
+        let tokens = Tokens::new(SECRET);
+        let mut c = claims(&user(), "Alice", Duration::from_secs(60));
+        c.rooms = Some(vec!["team-*".into(), "lobby".into()]);
+        c.role = Some("admin".into());
+        let id = tokens.verify(&tokens.mint(&c)).unwrap();
+        assert_eq!(id.name, "Alice");
+        assert!(id.admin);
+        let room = |s| RoomId::parse(s).unwrap();
+        assert!(id.rooms.allows(&room("team-7")));
+        assert!(id.rooms.allows(&room("lobby")));
+        assert!(!id.rooms.allows(&room("lobby2")));
+        assert!(!id.rooms.allows(&room("other")));
+    }
+
+    #[test]
+    fn refuses_expired_forged_and_foreign_tokens() {
+        let tokens = Tokens::new(SECRET);
+        let mut c = claims(&user(), "A", Duration::from_secs(60));
+        c.exp = c.iat - 60;
+        assert_eq!(tokens.verify(&tokens.mint(&c)), Err(AuthError::Expired));
+
+        let good = tokens.mint(&claims(&user(), "A", Duration::from_secs(60)));
+        let other = Tokens::new(b"another-secret-another-secret-xx");
+        assert!(other.verify(&good).is_err());
+        assert!(tokens.verify("garbage").is_err());
+        assert!(tokens.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+
+        // alg: none, and HS512 with the right secret: both refused.
+        let parts: Vec<&str> = good.split('.').collect();
+        let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+        assert!(tokens.verify(&format!("{none_header}.{}.", parts[1])).is_err());
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(&user(), "A", Duration::from_secs(60)),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(tokens.verify(&hs512).is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! The contract every [`Bus`] keeps, as a suite run against each implementation.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use super::{Bus, Envelope, Route, Topic};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
+
+pub type Node = (Box<dyn Bus>, mpsc::Receiver<Envelope>, NodeId);
+
+/// Runs the whole contract; `cluster()` must return two fresh nodes of one new cluster.
+pub async fn bus_contract<F, Fut>(cluster: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (Node, Node)>,
+{
+    no_subscribers(cluster().await).await;
+    delivers_once_without_echo(cluster().await).await;
+    keeps_order(cluster().await).await;
+    unsubscribe_stops_delivery(cluster().await).await;
+    every_route_round_trips(cluster().await).await;
+}
+
+fn room(name: &str) -> Topic {
+    Topic::Room(RoomId::parse(name).unwrap())
+}
+
+fn envelope(origin: &NodeId, topic: &Topic, n: usize) -> Envelope {
+    let route = match topic {
+        Topic::Room(room) => Route::Room {
+            room: room.clone(),
+            except: ConnId(7),
+        },
+        Topic::User(user) => Route::User {
+            user: user.clone(),
+            except: ConnId(7),
+        },
+    };
+    Envelope {
+        origin: origin.clone(),
+        route,
+        payload: Bytes::from(format!(r#"{{"type":"signal","n":{n}}}"#)),
+    }
+}
+
+async fn recv(rx: &mut mpsc::Receiver<Envelope>) -> Envelope {
+    timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("envelope within 5 s")
+        .expect("inbound stream open")
+}
+
+/// Asserts nothing arrives: publishes a marker on a fresh topic and expects it first.
+async fn assert_quiet(a: &Node, b: &mut Node) {
+    let marker = room("contract-marker");
+    b.0.subscribe(&marker).await.unwrap();
+    let sent = envelope(&a.2, &marker, usize::MAX);
+    assert_eq!(a.0.publish(&marker, sent.clone()).await.unwrap(), 1);
+    assert_eq!(recv(&mut b.1).await, sent, "an unexpected envelope arrived first");
+}
+
+async fn no_subscribers((a, _b): (Node, Node)) {
+    let topic = room("nobody");
+    assert_eq!(a.0.publish(&topic, envelope(&a.2, &topic, 1)).await.unwrap(), 0);
+}
+
+async fn delivers_once_without_echo((mut a, mut b): (Node, Node)) {
+    let topic = Topic::User(UserId::parse("u-1").unwrap());
+    a.0.subscribe(&topic).await.unwrap();
+    b.0.subscribe(&topic).await.unwrap();
+    b.0.subscribe(&topic).await.unwrap();
+    let sent = envelope(&a.2, &topic, 1);
+    assert_eq!(a.0.publish(&topic, sent.clone()).await.unwrap(), 1);
+    assert_eq!(recv(&mut b.1).await, sent);
+    assert_quiet(&a, &mut b).await;
+    assert!(a.1.try_recv().is_err(), "a node received its own envelope");
+}
+
+async fn keeps_order((a, mut b): (Node, Node)) {
+    let topic = room("ordered");
+    b.0.subscribe(&topic).await.unwrap();
+    for n in 0..500 {
+        a.0.publish(&topic, envelope(&a.2, &topic, n)).await.unwrap();
+    }
+    for n in 0..500 {
+        assert_eq!(recv(&mut b.1).await, envelope(&a.2, &topic, n));
+    }
+}
+
+async fn unsubscribe_stops_delivery((a, mut b): (Node, Node)) {
+    let topic = room("leaving");
+    b.0.subscribe(&topic).await.unwrap();
+    b.0.unsubscribe(&topic).await.unwrap();
+    b.0.unsubscribe(&topic).await.unwrap();
+    assert_eq!(a.0.publish(&topic, envelope(&a.2, &topic, 1)).await.unwrap(), 0);
+    assert_quiet(&a, &mut b).await;
+}
+
+async fn every_route_round_trips((a, mut b): (Node, Node)) {
+    let topic = Topic::User(UserId::parse("üser:x@y").unwrap());
+    b.0.subscribe(&topic).await.unwrap();
+    let client = ClientId::parse("c-1").unwrap();
+    let routes = [
+        Route::Room {
+            room: RoomId::parse("r.1:x-y_z").unwrap(),
+            except: ConnId(u64::MAX),
+        },
+        Route::Client {
+            client: client.clone(),
+        },
+        Route::User {
+            user: UserId::parse("üser:x@y").unwrap(),
+            except: ConnId(0),
+        },
+        Route::Kick {
+            client,
+            conn: ConnId(42),
+        },
+    ];
+    for route in routes {
+        let sent = Envelope {
+            origin: a.2.clone(),
+            route,
+            payload: Bytes::from_static("{\"sdp\":\"v=0\\r\\n ü\"}".as_bytes()),
+        };
+        a.0.publish(&topic, sent.clone()).await.unwrap();
+        assert_eq!(recv(&mut b.1).await, sent);
+    }
+}
+
+#[tokio::test]
+async fn memory_bus_keeps_the_contract() {
+    use super::memory::MemoryHub;
+    bus_contract(|| async {
+        let hub = MemoryHub::new();
+        let attach = |hub: &MemoryHub| {
+            let id = NodeId::generate();
+            let (bus, rx) = hub.attach(id.clone());
+            (Box::new(bus) as Box<dyn Bus>, rx, id)
+        };
+        (attach(&hub), attach(&hub))
+    })
+    .await;
+}

@@ -1,0 +1,147 @@
+//! The `switchboard` command: `serve` (the default) and `token mint`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchboard::auth::{self, Tokens};
+use switchboard::config::{Config, Environment};
+use switchboard::protocol::{RoomId, UserId};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A WebRTC signaling relay cluster")]
+struct Cli {
+    /// A TOML config file (settings as in README.md; `SWITCHBOARD_*` variables override it).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default).
+    Serve,
+    /// Token tools.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print an HS256 token signed with the configured secret.
+    Mint {
+        /// User id (the `sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Display name (the `name` claim).
+        #[arg(long)]
+        name: String,
+        /// A room or `prefix*` pattern the token may join; repeat for more. None = any room.
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+        /// Lifetime, e.g. `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Give the token the `admin` role.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Token {
+            command: TokenCommand::Mint { user, name, rooms, ttl, admin },
+        } => mint(&config, &user, &name, rooms, ttl, admin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mint(config: &Config, user: &str, name: &str, rooms: Vec<String>, ttl: Duration, admin: bool) -> anyhow::Result<()> {
+    let user = UserId::parse(user)?;
+    anyhow::ensure!(!name.is_empty() && name.chars().count() <= 128, "--name must be 1-128 characters");
+    anyhow::ensure!(ttl >= Duration::from_secs(1) && ttl <= Duration::from_secs(366 * 86_400), "--ttl must be between 1s and 366d");
+    for room in &rooms {
+        let base = room.strip_suffix('*').unwrap_or(room);
+        anyhow::ensure!(base.is_empty() || RoomId::parse(base).is_ok(), "--room {room:?} is not a room name or prefix* pattern");
+    }
+    let mut claims = auth::claims(&user, name, ttl);
+    claims.rooms = (!rooms.is_empty()).then_some(rooms);
+    claims.role = admin.then(|| "admin".to_owned());
+    println!("{}", Tokens::new(config.jwt_secret.expose().as_bytes()).mint(&claims));
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    switchboard::telemetry::init(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let mode = if config.redis_url.is_some() { "Redis cluster" } else { "standalone, in-process bus" };
+        tracing::info!(%addr, mode, env = ?config.env, "switchboard listening");
+        if config.env == Environment::Development {
+            eprintln!("switchboard listening on http://{addr} ({mode}, development mode)");
+            eprintln!("  WebSocket: ws://{addr}/ws/{{room}}   health: http://{addr}/health");
+            eprintln!("  get a token: cargo run --release -- token mint --user alice --name Alice");
+        }
+        let deadline = config.shutdown_timeout + Duration::from_secs(2);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        };
+        let server = switchboard::app::run(config, listener, shutdown);
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result,
+            () = async { let _ = stopping_rx.await; tokio::time::sleep(deadline).await } => {
+                tracing::warn!("shutdown deadline passed; exiting");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,31 @@
+//! Metric names. Labels are bounded: message type, close code, route — never a room, user or
+//! client id.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "switchboard_connections";
+pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
+pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+pub const MESSAGES_IN: &str = "switchboard_messages_received_total";
+pub const MESSAGE_ERRORS: &str = "switchboard_message_errors_total";
+pub const JOINS: &str = "switchboard_room_joins_total";
+pub const TAKEOVERS: &str = "switchboard_client_takeovers_total";
+pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
+pub const BUS_ERRORS: &str = "switchboard_bus_errors_total";
+pub const BUS_DROPPED: &str = "switchboard_bus_dropped_total";
+pub const HTTP_REJECTED: &str = "switchboard_upgrades_rejected_total";
+
+/// Installs the process-wide Prometheus recorder once; later calls return the same handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}

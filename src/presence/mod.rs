@@ -1,0 +1,108 @@
+//! Presence: which connection holds which client id, and who is in which room, cluster-wide.
+//!
+//! Every entry is owned by one connection ([`ConnId`]) on one node ([`NodeId`]). Removals are
+//! conditional on that owner, so a late cleanup of a replaced connection never removes its
+//! successor. Room caps are enforced atomically: two joins racing for the last seat cannot
+//! both succeed.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+
+use crate::protocol::{ClientId, ConnId, NodeId, PeerView, RoomId, UserId};
+
+/// A connection as presence records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub client_id: ClientId,
+    pub user_id: UserId,
+    pub username: String,
+    pub conn: ConnId,
+    pub node: NodeId,
+}
+
+impl Member {
+    pub fn view(&self) -> PeerView {
+        PeerView {
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            user_id: self.user_id.clone(),
+        }
+    }
+}
+
+/// The outcome of claiming a client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody held it.
+    Fresh,
+    /// The same user held it with another connection, which must now be evicted and closed.
+    Replaced(Member),
+    /// Another user's connection holds it; nothing changed.
+    Taken,
+}
+
+/// The outcome of a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    /// Joined; these are the other members.
+    Joined(Vec<Member>),
+    /// Already a member; these are the other members.
+    Already(Vec<Member>),
+    /// The room is at its cap; nothing changed.
+    Full,
+}
+
+/// A room and its member count.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSummary {
+    pub room: RoomId,
+    pub members: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The presence store. Memory for a single node and tests, Redis for a cluster.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Claims `me.client_id` for `me.conn`, replacing the same user's older connection.
+    async fn claim(&self, me: &Member) -> Result<Claim, PresenceError>;
+
+    /// Adds `me` to `room` unless it holds `cap` members already.
+    async fn join(&self, room: &RoomId, me: &Member, cap: usize) -> Result<Joined, PresenceError>;
+
+    /// Removes `me` from `room`; `false` when it was not (or no longer) a member.
+    async fn leave(&self, room: &RoomId, me: &Member) -> Result<bool, PresenceError>;
+
+    /// Removes every membership of `member.conn` and its client-id claim; returns the rooms it
+    /// was removed from (empty when another cleanup got there first).
+    async fn evict(&self, member: &Member) -> Result<Vec<RoomId>, PresenceError>;
+
+    /// The member holding `client` in `room`, if any.
+    async fn member(&self, room: &RoomId, client: &ClientId)
+    -> Result<Option<Member>, PresenceError>;
+
+    /// Every member of `room`, in join order.
+    async fn members(&self, room: &RoomId) -> Result<Vec<Member>, PresenceError>;
+
+    /// Every non-empty room.
+    async fn rooms(&self) -> Result<Vec<RoomSummary>, PresenceError>;
+
+    /// How many connections `user` has.
+    async fn devices(&self, user: &UserId) -> Result<usize, PresenceError>;
+
+    /// Checks the store (for readiness).
+    async fn check(&self) -> Result<(), PresenceError>;
+
+    /// Renews this node's lease and removes the members of nodes whose lease expired; returns
+    /// what was removed, so that their rooms can be told. Stores without leases (a single
+    /// process) have nothing to reap.
+    async fn reap(&self) -> Result<Vec<(RoomId, Member)>, PresenceError> {
+        Ok(Vec::new())
+    }
+}

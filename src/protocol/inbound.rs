@@ -1,0 +1,384 @@
+//! Frames from clients. A frame is parsed one level deep: the addressing fields (`type`, `to`,
+//! `room`, `target_user_id`) are read, every other value stays raw text. Relaying splices the
+//! server-set fields into that text instead of re-serialising the payload, so an SDP body is
+//! copied once and never parsed.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{ClientId, ErrorCode, ErrorFrame, RoomId, UserId};
+
+/// Room signals: relayed to one member (`to`) or every other member of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomSignalKind {
+    Offer,
+    Answer,
+    IceCandidate,
+    Signal,
+}
+
+/// User-addressed signals: relayed to every connection of `target_user_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSignalKind {
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+/// A parsed client frame.
+#[derive(Debug)]
+pub enum ClientMessage<'a> {
+    /// `auth_token`; an invalid `clientId` is dropped (the server generates one).
+    AuthToken {
+        token: String,
+        client_id: Option<ClientId>,
+    },
+    Ping,
+    /// A client's answer to a keepalive; ignored.
+    Pong,
+    Join(RoomId),
+    Leave(RoomId),
+    RoomSignal {
+        kind: RoomSignalKind,
+        to: Option<ClientId>,
+        room: Option<RoomId>,
+        body: RawObject<'a>,
+    },
+    UserSignal {
+        kind: UserSignalKind,
+        target: UserId,
+        body: RawObject<'a>,
+    },
+}
+
+impl RoomSignalKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Answer => "answer",
+            Self::IceCandidate => "ice_candidate",
+            Self::Signal => "signal",
+        }
+    }
+}
+
+impl UserSignalKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Offer => "webrtc_offer",
+            Self::Answer => "webrtc_answer",
+            Self::IceCandidate => "webrtc_ice_candidate",
+        }
+    }
+}
+
+/// The deepest nesting of arrays and objects a frame may have.
+pub const MAX_DEPTH: usize = 32;
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientMessage<'_>, ErrorFrame> {
+    if nesting_depth(text) > MAX_DEPTH {
+        return Err(ErrorFrame::new(
+            ErrorCode::InvalidJson,
+            format!("frame nests deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    let body: RawObject<'_> = serde_json::from_str(text).map_err(|e| {
+        ErrorFrame::new(
+            ErrorCode::InvalidJson,
+            format!("frame is not a JSON object: {}", short(&e)),
+        )
+    })?;
+    let kind: Cow<'_, str> = body
+        .field("type")?
+        .ok_or_else(|| missing("type"))?;
+    Ok(match &*kind {
+        "auth_token" => ClientMessage::AuthToken {
+            token: body
+                .field::<Cow<'_, str>>("token")?
+                .ok_or_else(|| missing("token"))?
+                .into_owned(),
+            client_id: body
+                .get("clientId")
+                .and_then(|raw| serde_json::from_str(raw.get()).ok()),
+        },
+        "ping" => ClientMessage::Ping,
+        "pong" => ClientMessage::Pong,
+        "join" => ClientMessage::Join(body.field("room")?.ok_or_else(|| missing("room"))?),
+        "leave" => ClientMessage::Leave(body.field("room")?.ok_or_else(|| missing("room"))?),
+        "offer" => room_signal(RoomSignalKind::Offer, body)?,
+        "answer" => room_signal(RoomSignalKind::Answer, body)?,
+        "ice_candidate" => room_signal(RoomSignalKind::IceCandidate, body)?,
+        "signal" => room_signal(RoomSignalKind::Signal, body)?,
+        "webrtc_offer" => user_signal(UserSignalKind::Offer, body)?,
+        "webrtc_answer" => user_signal(UserSignalKind::Answer, body)?,
+        "webrtc_ice_candidate" => user_signal(UserSignalKind::IceCandidate, body)?,
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(ErrorFrame::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type {shown:?}"),
+            ));
+        }
+    })
+}
+
+fn room_signal(kind: RoomSignalKind, body: RawObject<'_>) -> Result<ClientMessage<'_>, ErrorFrame> {
+    Ok(ClientMessage::RoomSignal {
+        kind,
+        to: body.field("to")?,
+        room: body.field("room")?,
+        body,
+    })
+}
+
+fn user_signal(kind: UserSignalKind, body: RawObject<'_>) -> Result<ClientMessage<'_>, ErrorFrame> {
+    let target = body
+        .field("target_user_id")?
+        .ok_or_else(|| missing("target_user_id"))?;
+    Ok(ClientMessage::UserSignal { kind, target, body })
+}
+
+/// The deepest nesting of `[` and `{` outside strings (a scan, not a parse).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn missing(field: &'static str) -> ErrorFrame {
+    ErrorFrame::new(ErrorCode::MissingField, format!("missing field `{field}`")).field(field)
+}
+
+fn short(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.chars().take(120).collect()
+}
+
+/// A JSON object parsed one level deep, in the order the client sent its keys.
+#[derive(Debug, Default)]
+pub struct RawObject<'a> {
+    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// The raw value of the last `key` (JSON keeps the last of duplicates).
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// Reads `key` as `T`; `null` counts as absent, a value of the wrong type or shape is
+    /// `invalid_field`.
+    pub fn field<T: serde::Deserialize<'a>>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, ErrorFrame> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|e| {
+                ErrorFrame::new(
+                    ErrorCode::InvalidField,
+                    format!("field `{key}` is invalid: {}", short(&e)),
+                )
+                .field(key)
+            }),
+        }
+    }
+
+    /// The object's text without the fields named in `drop` or `add`, followed by the fields of
+    /// `add` (string values). Keys a client sent for server-set fields are thereby replaced.
+    pub fn splice(&self, drop: &[&str], add: &[(&str, &str)]) -> String {
+        let extra: usize = add.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        let raw_len: usize = self.entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let mut out = String::with_capacity(raw_len + extra + 2);
+        out.push('{');
+        let kept = self
+            .entries
+            .iter()
+            .filter(|(k, _)| !drop.contains(&&**k) && !add.iter().any(|(a, _)| a == k));
+        for (key, value) in kept {
+            push_key(&mut out, key);
+            out.push_str(value.get());
+            out.push(',');
+        }
+        for (key, value) in add {
+            push_key(&mut out, &Cow::Borrowed(*key));
+            push_json_str(&mut out, value);
+            out.push(',');
+        }
+        if out.ends_with(',') {
+            out.pop();
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn push_key(out: &mut String, key: &Cow<'_, str>) {
+    match key {
+        // A key borrowed from the frame had no escapes, so it is valid JSON string text as is.
+        Cow::Borrowed(k) if !k.contains(['"', '\\']) && !k.chars().any(char::is_control) => {
+            out.push('"');
+            out.push_str(k);
+            out.push('"');
+        }
+        _ => push_json_str(out, key),
+    }
+    out.push(':');
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("strings always serialise"));
+}
+
+impl<'de> serde::Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = RawObject<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(6));
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            entries.push((key.0, map.next_value::<&'de RawValue>()?));
+        }
+        Ok(RawObject { entries })
+    }
+}
+
+/// An object key, borrowed from the frame when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn code(text: &str) -> ErrorCode {
+        parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_object() {
+        for bad in ["", "garbage", "[1,2]", "42", "\"str\"", "{", "{\"type\":}", "null"] {
+            assert_eq!(code(bad), ErrorCode::InvalidJson, "{bad:?}");
+        }
+        let deep = format!("{{\"type\":\"offer\",\"offer\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(code(&deep), ErrorCode::InvalidJson);
+        let ok = format!("{{\"type\":\"ping\",\"x\":\"{}\"}}", "[".repeat(200));
+        assert!(parse(&ok).is_ok(), "brackets inside strings do not count");
+        assert_eq!(nesting_depth(r#"{"a":"\"{[","b":[{}]}"#), 3);
+    }
+
+    #[test]
+    fn field_errors() {
+        assert_eq!(code("{}"), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"join","room":["x"]}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"offer","to":5}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"offer","to":"a.b"}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"webrtc_offer"}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":"auth_token"}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":"auth_token","token":1}"#), ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn auth_token_keeps_only_valid_client_ids() {
+        let ClientMessage::AuthToken { client_id, .. } =
+            parse(r#"{"type":"auth_token","token":"t","clientId":"good-1"}"#).unwrap()
+        else {
+            panic!("not auth_token")
+        };
+        assert_eq!(client_id.unwrap().as_str(), "good-1");
+        let ClientMessage::AuthToken { client_id, .. } =
+            parse(r#"{"type":"auth_token","token":"t","clientId":"bad id!"}"#).unwrap()
+        else {
+            panic!("not auth_token")
+        };
+        assert!(client_id.is_none());
+    }
+
+    #[test]
+    fn splice_replaces_addressing_and_keeps_payload() {
+        let text = r#"{"type":"offer","offer":{"sdp":"v=0\r\n","type":"offer"},"to":"b","from":"forged","x\"y":1}"#;
+        let ClientMessage::RoomSignal { body, to, .. } = parse(text).unwrap() else {
+            panic!("not a room signal")
+        };
+        assert_eq!(to.unwrap().as_str(), "b");
+        let out = body.splice(&["to"], &[("from", "a"), ("username", "Al \"x\""), ("room", "r")]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"offer","offer":{"sdp":"v=0\r\n","type":"offer"},"x\"y":1,
+                   "from":"a","username":"Al \"x\"","room":"r"})
+        );
+    }
+
+    #[test]
+    fn null_addressing_counts_as_absent() {
+        let ClientMessage::RoomSignal { to, room, .. } =
+            parse(r#"{"type":"signal","to":null,"room":null,"data":{}}"#).unwrap()
+        else {
+            panic!("not a room signal")
+        };
+        assert!(to.is_none() && room.is_none());
+    }
+}

@@ -1,0 +1,260 @@
+//! The wire protocol: identifiers, the frames clients send ([`inbound`]), the frames the
+//! server sends ([`ServerMessage`]), error codes and close codes. `docs/protocol.md` is the
+//! human version of this module; the two change together.
+
+mod ids;
+pub mod inbound;
+
+use serde::Serialize;
+
+pub use ids::{ClientId, ConnId, InvalidId, NodeId, RoomId, UserId};
+pub use inbound::{ClientMessage, RoomSignalKind, UserSignalKind};
+
+/// WebSocket close codes the server sends, and what a client should do about each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// The session ended normally.
+    Normal = 1000,
+    /// Authentication failed or timed out, or the client id belongs to another user.
+    PolicyViolation = 1008,
+    /// A frame exceeded `max_message_bytes`.
+    MessageTooBig = 1009,
+    /// The server failed; reconnect with backoff.
+    InternalError = 1011,
+    /// The node is draining; reconnect at once (the load balancer picks another node).
+    ServiceRestart = 1012,
+    /// The room named in the URL is full; try again later.
+    TryAgainLater = 1013,
+    /// Another connection of the same user took this client id. Do not reconnect.
+    Replaced = 4001,
+    /// The client did not read fast enough and its outbox filled up.
+    SlowConsumer = 4002,
+    /// No frame and no pong within the idle timeout.
+    IdleTimeout = 4003,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// Whether a well-behaved client should reconnect after this close.
+    pub fn should_reconnect(self) -> bool {
+        matches!(
+            self,
+            Self::InternalError
+                | Self::ServiceRestart
+                | Self::TryAgainLater
+                | Self::SlowConsumer
+                | Self::IdleTimeout
+        )
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::PolicyViolation => "policy violation",
+            Self::MessageTooBig => "message too big",
+            Self::InternalError => "internal error",
+            Self::ServiceRestart => "service restart",
+            Self::TryAgainLater => "try again later",
+            Self::Replaced => "replaced by a newer connection",
+            Self::SlowConsumer => "slow consumer",
+            Self::IdleTimeout => "idle timeout",
+        }
+    }
+
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::PolicyViolation => "policy_violation",
+            Self::MessageTooBig => "message_too_big",
+            Self::InternalError => "internal_error",
+            Self::ServiceRestart => "service_restart",
+            Self::TryAgainLater => "try_again_later",
+            Self::Replaced => "replaced",
+            Self::SlowConsumer => "slow_consumer",
+            Self::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// The stable `code` of an error frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownType,
+    MissingField,
+    InvalidField,
+    BinaryNotSupported,
+    Unauthorized,
+    Forbidden,
+    AlreadyAuthenticated,
+    NotInRoom,
+    PeerNotFound,
+    UserOffline,
+    RoomFull,
+    TooManyRooms,
+    ClientIdTaken,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownType => "unknown_type",
+            Self::MissingField => "missing_field",
+            Self::InvalidField => "invalid_field",
+            Self::BinaryNotSupported => "binary_not_supported",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::AlreadyAuthenticated => "already_authenticated",
+            Self::NotInRoom => "not_in_room",
+            Self::PeerNotFound => "peer_not_found",
+            Self::UserOffline => "user_offline",
+            Self::RoomFull => "room_full",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::ClientIdTaken => "client_id_taken",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An error frame: `{"type":"error","code":...,"message":...}` plus context fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<ClientId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+}
+
+impl ErrorFrame {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+            room: None,
+            to: None,
+            target_user_id: None,
+            max: None,
+        }
+    }
+
+    pub fn field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
+    pub fn room(mut self, room: &RoomId) -> Self {
+        self.room = Some(room.clone());
+        self
+    }
+
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = Some(max);
+        self
+    }
+}
+
+/// A room member as peers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    pub client_id: ClientId,
+    pub username: String,
+    pub user_id: UserId,
+}
+
+/// Every frame the server originates (relayed signals are spliced, see [`inbound`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    AuthRequired,
+    AuthSuccess {
+        user: String,
+        user_id: UserId,
+        client_id: ClientId,
+    },
+    UsersInRoom {
+        room: RoomId,
+        users: Vec<PeerView>,
+    },
+    UserJoined {
+        room: RoomId,
+        #[serde(flatten)]
+        peer: PeerView,
+    },
+    UserLeft {
+        room: RoomId,
+        #[serde(flatten)]
+        peer: PeerView,
+    },
+    Pong,
+    Reconnect {
+        reason: &'static str,
+    },
+    Error(ErrorFrame),
+}
+
+impl ServerMessage {
+    /// The frame's JSON text. Serialising these types cannot fail.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+}
+
+impl From<ErrorFrame> for ServerMessage {
+    fn from(e: ErrorFrame) -> Self {
+        Self::Error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn server_message_shapes() {
+        let peer = PeerView {
+            client_id: ClientId::parse("c1").unwrap(),
+            username: "bob".into(),
+            user_id: UserId::parse("u2").unwrap(),
+        };
+        let room = RoomId::parse("r").unwrap();
+        let joined = ServerMessage::UserJoined { room, peer };
+        let v: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"user_joined","room":"r","client_id":"c1","username":"bob","user_id":"u2"})
+        );
+        let err = ServerMessage::from(ErrorFrame::new(ErrorCode::RoomFull, "full").max(10));
+        let v: serde_json::Value = serde_json::from_str(&err.to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"room_full","message":"full","max":10})
+        );
+        assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn close_codes() {
+        assert_eq!(CloseCode::SlowConsumer.code(), 4002);
+        assert!(CloseCode::ServiceRestart.should_reconnect());
+        assert!(!CloseCode::Replaced.should_reconnect());
+        assert!(!CloseCode::PolicyViolation.should_reconnect());
+    }
+}

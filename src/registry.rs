@@ -1,0 +1,207 @@
+//! The node's local connections, indexed by connection, client, user and room.
+//!
+//! Delivery never blocks: each connection has a bounded outbox, and a connection whose outbox
+//! is full is closed as a slow consumer instead of growing memory or stalling its senders.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+use crate::protocol::{ClientId, CloseCode, ConnId, RoomId, UserId};
+
+/// Asks a connection task to close with a code. The first request wins.
+#[derive(Debug, Default)]
+pub struct Control {
+    code: OnceLock<CloseCode>,
+    token: CancellationToken,
+}
+
+impl Control {
+    pub fn close(&self, code: CloseCode) {
+        if self.code.set(code).is_ok() {
+            self.token.cancel();
+        }
+    }
+
+    /// Resolves once [`Control::close`] was called; returns the code.
+    pub async fn closed(&self) -> CloseCode {
+        self.token.cancelled().await;
+        self.code.get().copied().unwrap_or(CloseCode::Normal)
+    }
+}
+
+/// A local connection as the registry sees it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub conn: ConnId,
+    pub client: ClientId,
+    pub user: UserId,
+    pub outbox: mpsc::Sender<Utf8Bytes>,
+    pub control: Arc<Control>,
+}
+
+impl ConnHandle {
+    /// Queues `frame`; a full outbox closes the connection as a slow consumer.
+    fn deliver(&self, frame: &Utf8Bytes) -> bool {
+        match self.outbox.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!(m::SLOW_CONSUMERS).increment(1);
+                self.control.close(CloseCode::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<ConnId, (ConnHandle, Vec<RoomId>)>,
+    by_client: HashMap<ClientId, ConnId>,
+    by_user: HashMap<UserId, Vec<ConnId>>,
+    by_room: HashMap<RoomId, Vec<ConnId>>,
+}
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl Registry {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection. A newer connection with the same client id takes over its address.
+    pub fn insert(&self, handle: ConnHandle) {
+        let mut inner = self.write();
+        inner.by_client.insert(handle.client.clone(), handle.conn);
+        inner.by_user.entry(handle.user.clone()).or_default().push(handle.conn);
+        inner.conns.insert(handle.conn, (handle, Vec::new()));
+    }
+
+    /// Removes a connection; returns the rooms it was in, or `None` if it was not registered.
+    pub fn remove(&self, conn: ConnId) -> Option<Vec<RoomId>> {
+        let mut inner = self.write();
+        let (handle, rooms) = inner.conns.remove(&conn)?;
+        if inner.by_client.get(&handle.client) == Some(&conn) {
+            inner.by_client.remove(&handle.client);
+        }
+        remove_from(&mut inner.by_user, &handle.user, conn);
+        for room in &rooms {
+            remove_from(&mut inner.by_room, room, conn);
+        }
+        Some(rooms)
+    }
+
+    /// Records a local membership; `false` when the connection is unknown or already a member.
+    pub fn join(&self, room: &RoomId, conn: ConnId) -> bool {
+        let mut inner = self.write();
+        let Some((_, rooms)) = inner.conns.get_mut(&conn) else {
+            return false;
+        };
+        if rooms.contains(room) {
+            return false;
+        }
+        rooms.push(room.clone());
+        inner.by_room.entry(room.clone()).or_default().push(conn);
+        true
+    }
+
+    /// Drops a local membership; `false` when the connection was not a member.
+    pub fn leave(&self, room: &RoomId, conn: ConnId) -> bool {
+        let mut inner = self.write();
+        match inner.conns.get_mut(&conn) {
+            Some((_, rooms)) if rooms.contains(room) => rooms.retain(|r| r != room),
+            _ => return false,
+        }
+        remove_from(&mut inner.by_room, room, conn);
+        true
+    }
+
+    /// Delivers to every local member of `room` but `except`; returns how many got it.
+    pub fn deliver_room(&self, room: &RoomId, except: ConnId, frame: &Utf8Bytes) -> usize {
+        let inner = self.read();
+        let Some(members) = inner.by_room.get(room) else {
+            return 0;
+        };
+        let targets = members.iter().filter(|c| **c != except);
+        targets
+            .filter_map(|c| inner.conns.get(c))
+            .filter(|(handle, _)| handle.deliver(frame))
+            .count()
+    }
+
+    /// Delivers to the local connection holding `client`, if it is in `room` (or anywhere when
+    /// `room` is `None`); `false` when there is none.
+    pub fn deliver_client(&self, client: &ClientId, room: Option<&RoomId>, frame: &Utf8Bytes) -> bool {
+        let inner = self.read();
+        let Some((handle, rooms)) = inner.by_client.get(client).and_then(|c| inner.conns.get(c)) else {
+            return false;
+        };
+        if room.is_some_and(|r| !rooms.contains(r)) {
+            return false;
+        }
+        handle.deliver(frame);
+        true
+    }
+
+    /// Delivers to every local connection of `user` but `except`; returns how many got it.
+    pub fn deliver_user(&self, user: &UserId, except: ConnId, frame: &Utf8Bytes) -> usize {
+        let inner = self.read();
+        let Some(conns) = inner.by_user.get(user) else {
+            return 0;
+        };
+        let targets = conns.iter().filter(|c| **c != except);
+        targets
+            .filter_map(|c| inner.conns.get(c))
+            .filter(|(handle, _)| handle.deliver(frame))
+            .count()
+    }
+
+    /// Closes connection `conn` with `code`, if it is local.
+    pub fn close(&self, conn: ConnId, code: CloseCode) -> bool {
+        let inner = self.read();
+        inner.conns.get(&conn).map(|(h, _)| h.control.close(code)).is_some()
+    }
+
+    /// Closes every local connection with `code`.
+    pub fn close_all(&self, code: CloseCode) {
+        for (handle, _) in self.read().conns.values() {
+            handle.control.close(code);
+        }
+    }
+
+    /// Queues `frame` on every local connection (drain notices).
+    pub fn broadcast_all(&self, frame: &Utf8Bytes) {
+        for (handle, _) in self.read().conns.values() {
+            let _ = handle.outbox.try_send(frame.clone());
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.read().conns.len()
+    }
+
+    pub fn rooms(&self) -> usize {
+        self.read().by_room.len()
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<ConnId>>, key: &K, conn: ConnId) {
+    if let Some(conns) = map.get_mut(key) {
+        conns.retain(|c| *c != conn);
+        if conns.is_empty() {
+            map.remove(key);
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! One WebSocket connection: authentication, the initial join, then a single `select!` over the
+//! socket, the outbox, the keepalive timer and the close control. This is the only module that
+//! knows axum's WebSocket type.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::auth::Identity;
+use crate::metrics as m;
+use crate::presence::Member;
+use crate::protocol::{
+    ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, RoomId, ServerMessage,
+    inbound,
+};
+use crate::registry::{ConnHandle, Control};
+use crate::signaling::{Action, Session};
+use crate::state::AppState;
+
+/// Frames written per flush when the outbox has a backlog.
+const WRITE_BATCH: usize = 64;
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// What the upgrade handler learned before the upgrade.
+pub struct Start {
+    pub room: Option<RoomId>,
+    pub identity: Option<Identity>,
+    pub client_id: Option<ClientId>,
+}
+
+/// A frame read from the client, or why there is none.
+enum Incoming {
+    Text(Utf8Bytes),
+    Binary,
+    NotUtf8,
+    Control,
+    Closed,
+    TooBig,
+}
+
+struct Conn {
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    state: AppState,
+    last_seen: Instant,
+}
+
+pub async fn run(socket: WebSocket, state: AppState, start: Start) {
+    let (sink, stream) = socket.split();
+    let mut conn = Conn {
+        sink,
+        stream,
+        state,
+        last_seen: Instant::now(),
+    };
+    metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
+    let code = match conn.authenticate(start.identity, start.client_id).await {
+        Ok((identity, client_id)) => conn.serve(identity, client_id, start.room).await,
+        Err(code) => code,
+    };
+    metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
+    conn.close(code).await;
+}
+
+impl Conn {
+    async fn next(&mut self) -> Incoming {
+        let frame = match self.stream.next().await {
+            None => return Incoming::Closed,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return read_error(e),
+        };
+        self.last_seen = Instant::now();
+        match frame {
+            Message::Text(text) => Incoming::Text(text),
+            Message::Binary(_) => Incoming::Binary,
+            Message::Ping(_) | Message::Pong(_) => Incoming::Control,
+            Message::Close(_) => Incoming::Closed,
+        }
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> bool {
+        self.sink.send(Message::Text(message.to_json().into())).await.is_ok()
+    }
+
+    async fn send_error(&mut self, error: ErrorFrame) -> bool {
+        metrics::counter!(m::MESSAGE_ERRORS, "code" => error.code.as_str()).increment(1);
+        self.send(&error.into()).await
+    }
+
+    /// Sends the close frame and waits briefly for the client's, so no data is reset away.
+    async fn close(mut self, code: CloseCode) {
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: code.reason().into(),
+        };
+        if self.sink.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(frame)) = self.stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Runs the `auth_required` → `auth_token` exchange unless the query carried a token.
+    async fn authenticate(
+        &mut self,
+        identity: Option<Identity>,
+        client_id: Option<ClientId>,
+    ) -> Result<(Identity, Option<ClientId>), CloseCode> {
+        if let Some(identity) = identity {
+            return Ok((identity, client_id));
+        }
+        if !self.send(&ServerMessage::AuthRequired).await {
+            return Err(CloseCode::Normal);
+        }
+        let deadline = tokio::time::sleep(self.state.config.auth_timeout);
+        tokio::pin!(deadline);
+        loop {
+            let incoming = tokio::select! {
+                () = &mut deadline => return Err(CloseCode::PolicyViolation),
+                incoming = self.next() => incoming,
+            };
+            let text = match incoming {
+                Incoming::Text(text) => text,
+                Incoming::Control => continue,
+                Incoming::Binary => {
+                    self.send_error(binary()).await;
+                    continue;
+                }
+                Incoming::NotUtf8 => {
+                    self.send_error(not_utf8()).await;
+                    continue;
+                }
+                Incoming::Closed => return Err(CloseCode::Normal),
+                Incoming::TooBig => return Err(CloseCode::MessageTooBig),
+            };
+            let error = match inbound::parse(&text) {
+                Ok(ClientMessage::AuthToken { token, client_id: id }) => {
+                    match self.state.tokens.verify(&token) {
+                        Ok(identity) => return Ok((identity, id.or(client_id))),
+                        Err(e) => {
+                            let reason = super::auth_reason(&e);
+                            metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
+                            self.send_error(ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))
+                                .await;
+                            return Err(CloseCode::PolicyViolation);
+                        }
+                    }
+                }
+                Ok(_) => ErrorFrame::new(ErrorCode::Unauthorized, "authenticate first: send auth_token"),
+                Err(e) => e,
+            };
+            if !self.send_error(error).await {
+                return Err(CloseCode::Normal);
+            }
+        }
+    }
+
+    /// Registers the connection, joins the URL's room and runs the main loop.
+    async fn serve(&mut self, identity: Identity, client_id: Option<ClientId>, room: Option<RoomId>) -> CloseCode {
+        let config = Arc::clone(&self.state.config);
+        let hub = Arc::clone(&self.state.hub);
+        let me = Member {
+            client_id: client_id.unwrap_or_else(ClientId::generate),
+            user_id: identity.user_id.clone(),
+            username: identity.name.clone(),
+            conn: ConnId::generate(),
+            node: hub.node.clone(),
+        };
+        let (outbox, mut outbox_rx) = mpsc::channel(config.outbox_frames);
+        let control = Arc::new(Control::default());
+        let handle = ConnHandle {
+            conn: me.conn,
+            client: me.client_id.clone(),
+            user: me.user_id.clone(),
+            outbox,
+            control: Arc::clone(&control),
+        };
+        if let Err(e) = hub.connect(&me, handle).await {
+            let code = match e.code {
+                ErrorCode::ClientIdTaken => CloseCode::PolicyViolation,
+                _ => CloseCode::InternalError,
+            };
+            self.send_error(e).await;
+            return code;
+        }
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        let success = ServerMessage::AuthSuccess {
+            user: identity.name.clone(),
+            user_id: identity.user_id.clone(),
+            client_id: me.client_id.clone(),
+        };
+        let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
+        let code = if !self.send(&success).await {
+            CloseCode::Normal
+        } else if let Some(code) = self.initial_join(&mut session, room).await {
+            code
+        } else {
+            self.main_loop(&mut session, &control, &mut outbox_rx).await
+        };
+        hub.disconnect(&session.me).await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        code
+    }
+
+    /// Joins the room named in the URL; returns a close code when the connection must end.
+    async fn initial_join(&mut self, session: &mut Session, room: Option<RoomId>) -> Option<CloseCode> {
+        let room = room?;
+        if let Err(e) = session.may_join(&room) {
+            self.send_error(e).await;
+            return Some(CloseCode::PolicyViolation);
+        }
+        match self.join(session, room).await {
+            Ok(true) => None,
+            Ok(false) => Some(CloseCode::Normal),
+            Err(e) => {
+                let code = match e.code {
+                    ErrorCode::RoomFull => CloseCode::TryAgainLater,
+                    _ => CloseCode::InternalError,
+                };
+                self.send_error(e).await;
+                Some(code)
+            }
+        }
+    }
+
+    /// Joins `room` and sends `users_in_room`; `Ok(false)` when the socket is gone.
+    async fn join(&mut self, session: &mut Session, room: RoomId) -> Result<bool, ErrorFrame> {
+        let cap = self.state.config.max_members_per_room;
+        let users = self.state.hub.join(&session.me, &room, cap).await?;
+        session.joined(room.clone());
+        Ok(self.send(&ServerMessage::UsersInRoom { room, users }).await)
+    }
+
+    async fn main_loop(
+        &mut self,
+        session: &mut Session,
+        control: &Control,
+        outbox: &mut mpsc::Receiver<Utf8Bytes>,
+    ) -> CloseCode {
+        let config = Arc::clone(&self.state.config);
+        let mut keepalive = tokio::time::interval(config.ping_interval);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                code = control.closed() => {
+                    if code == CloseCode::ServiceRestart {
+                        self.flush_outbox(outbox).await;
+                    }
+                    return code;
+                }
+                Some(frame) = outbox.recv() => {
+                    if !self.write_batch(frame, outbox).await {
+                        return CloseCode::Normal;
+                    }
+                }
+                incoming = self.next() => {
+                    if let Some(code) = self.on_incoming(session, incoming).await {
+                        return code;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if self.last_seen.elapsed() >= config.idle_timeout {
+                        return CloseCode::IdleTimeout;
+                    }
+                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return CloseCode::Normal;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, with one flush.
+    async fn write_batch(&mut self, first: Utf8Bytes, outbox: &mut mpsc::Receiver<Utf8Bytes>) -> bool {
+        if self.sink.feed(Message::Text(first)).await.is_err() {
+            return false;
+        }
+        for _ in 1..WRITE_BATCH {
+            let Ok(frame) = outbox.try_recv() else { break };
+            if self.sink.feed(Message::Text(frame)).await.is_err() {
+                return false;
+            }
+        }
+        self.sink.flush().await.is_ok()
+    }
+
+    async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Utf8Bytes>) {
+        while let Ok(frame) = outbox.try_recv() {
+            if self.sink.feed(Message::Text(frame)).await.is_err() {
+                return;
+            }
+        }
+        let _ = self.sink.flush().await;
+    }
+
+    async fn on_incoming(&mut self, session: &mut Session, incoming: Incoming) -> Option<CloseCode> {
+        let sent = match incoming {
+            Incoming::Text(text) => self.on_text(session, &text).await,
+            Incoming::Binary => self.send_error(binary()).await,
+            Incoming::NotUtf8 => self.send_error(not_utf8()).await,
+            Incoming::Control => true,
+            Incoming::Closed => return Some(CloseCode::Normal),
+            Incoming::TooBig => return Some(CloseCode::MessageTooBig),
+        };
+        (!sent).then_some(CloseCode::Normal)
+    }
+
+    /// Handles one text frame; `false` when the socket is gone.
+    async fn on_text(&mut self, session: &mut Session, text: &str) -> bool {
+        let action = match inbound::parse(text).and_then(|msg| session.handle(msg)) {
+            Ok(action) => action,
+            Err(e) => return self.send_error(e).await,
+        };
+        let hub = Arc::clone(&self.state.hub);
+        let result = match action {
+            Action::Nothing => Ok(()),
+            Action::Reply(reply) => return self.send(&reply).await,
+            Action::Join(room) => match self.join(session, room).await {
+                Ok(open) => return open,
+                Err(e) => Err(e),
+            },
+            Action::Leave(room) => {
+                session.left(&room);
+                hub.leave(&session.me, &room).await
+            }
+            Action::SendRoom { kind, room, to, frame } => {
+                metrics::counter!(m::MESSAGES_IN, "type" => kind.label()).increment(1);
+                hub.send_room(&session.me, &room, to.as_ref(), frame.into()).await
+            }
+            Action::SendUser { kind, target, frame } => {
+                metrics::counter!(m::MESSAGES_IN, "type" => kind.label()).increment(1);
+                hub.send_user(&session.me, &target, frame.into()).await
+            }
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => self.send_error(e).await,
+        }
+    }
+}
+
+fn binary() -> ErrorFrame {
+    ErrorFrame::new(ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON text")
+}
+
+fn not_utf8() -> ErrorFrame {
+    ErrorFrame::new(ErrorCode::InvalidJson, "text frame is not valid UTF-8")
+}
+
+fn read_error(e: axum::Error) -> Incoming {
+    match e.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Incoming::TooBig,
+        Some(tungstenite::Error::Utf8(_)) => Incoming::NotUtf8,
+        _ => Incoming::Closed,
+    }
+}

@@ -1,0 +1,294 @@
+//! Test support: real nodes on port 0, each in its own runtime thread (so that a test can crash
+//! one: its runtime is dropped and nothing of it runs again, like `kill -9`), and a WebSocket
+//! client that waits on events with a timeout instead of sleeping.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::app::{self, Backends};
+use switchboard::auth::{self, Tokens};
+use switchboard::bus::memory::MemoryHub;
+use switchboard::config::{Config, DEV_JWT_SECRET};
+use switchboard::presence::memory::MemoryPresence;
+use switchboard::protocol::{NodeId, UserId};
+use switchboard::state::AppState;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Where a test node's cluster state lives.
+#[derive(Clone)]
+pub enum Backing {
+    /// Its own in-process bus and presence.
+    Standalone,
+    /// In-process, shared with the other nodes holding the same hub and presence.
+    Shared(MemoryHub, MemoryPresence),
+    /// Whatever the config names (Redis when `redis_url` is set).
+    FromConfig,
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    crash: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts a standalone node with `config`.
+pub fn spawn_node(config: Config) -> TestNode {
+    spawn_node_on(config, Backing::Standalone)
+}
+
+/// Starts a node on its own runtime thread.
+pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (crash_tx, crash_rx) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let node = app::node_id(&config);
+            let backends = match backing {
+                Backing::Standalone => Backends::standalone(&node),
+                Backing::Shared(hub, presence) => Backends::in_process(&hub, &presence, &node),
+                Backing::FromConfig => Backends::from_config(&config, &node).await.unwrap(),
+            };
+            let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let state = app::build(config, node, backends);
+            ready_tx.send((addr, state.clone())).unwrap();
+            let serve = app::serve_state(state, listener, async {
+                let _ = shutdown_rx.await;
+            });
+            tokio::select! {
+                _ = serve => {}
+                _ = crash_rx => {}
+            }
+        });
+        // Dropping the runtime here drops every task of the node without running its cleanup.
+    });
+    let (addr, state) = ready_rx.recv_timeout(WAIT).expect("node started");
+    TestNode {
+        addr,
+        state,
+        shutdown: Some(shutdown_tx),
+        crash: Some(crash_tx),
+        thread: Some(thread),
+    }
+}
+
+/// `n` nodes sharing one in-process bus and presence.
+pub fn spawn_memory_cluster(n: usize, config: &Config) -> Vec<TestNode> {
+    let (hub, presence) = (MemoryHub::new(), MemoryPresence::new());
+    (0..n)
+        .map(|_| spawn_node_on(config.clone(), Backing::Shared(hub.clone(), presence.clone())))
+        .collect()
+}
+
+impl TestNode {
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.state.hub.node.clone()
+    }
+
+    /// Drains the node gracefully and waits for it to stop.
+    pub fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the node at once, without any cleanup (no `user_left`, no lease release).
+    pub fn crash(mut self) {
+        if let Some(tx) = self.crash.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(tx) = self.crash.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A token for `user` signed with the development secret.
+pub fn token(user: &str) -> String {
+    token_with(user, |_| {})
+}
+
+pub fn token_with(user: &str, edit: impl FnOnce(&mut auth::Claims)) -> String {
+    let mut claims = auth::claims(&UserId::parse(user).unwrap(), &format!("name-{user}"), Duration::from_secs(600));
+    edit(&mut claims);
+    Tokens::new(DEV_JWT_SECRET.as_bytes()).mint(&claims)
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A test WebSocket client.
+pub struct Client {
+    ws: Ws,
+    pub client_id: String,
+}
+
+/// What a refused upgrade answered.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
+pub async fn connect(url: &str) -> Result<Client, Refused> {
+    let request = url.into_client_request().unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(Client {
+            ws,
+            client_id: String::new(),
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err(Refused { status, body })
+        }
+        Err(e) => panic!("connect {url}: {e}"),
+    }
+}
+
+impl Client {
+    /// Connects to `room` with a query token and client id; waits for `users_in_room`.
+    pub async fn join(node: &TestNode, room: &str, user: &str, client_id: &str) -> (Client, Value) {
+        let url = node.ws(&format!("/ws/{room}?token={}&client_id={client_id}", token(user)));
+        let mut client = connect(&url).await.expect("upgrade accepted");
+        let ok = client.recv_type("auth_success").await;
+        client.client_id = ok["client_id"].as_str().unwrap().to_owned();
+        let users = client.recv_type("users_in_room").await;
+        (client, users)
+    }
+
+    /// Connects to `/ws` with a query token; waits for `auth_success`.
+    pub async fn user(node: &TestNode, user: &str, client_id: &str) -> Client {
+        let url = node.ws(&format!("/ws?token={}&client_id={client_id}", token(user)));
+        let mut client = connect(&url).await.expect("upgrade accepted");
+        let ok = client.recv_type("auth_success").await;
+        client.client_id = ok["client_id"].as_str().unwrap().to_owned();
+        client
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next JSON frame (WebSocket pings are skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("socket open")
+                .expect("frame read");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame, which must be of `kind`.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let value = self.recv().await;
+        assert_eq!(value["type"], kind, "unexpected frame: {value}");
+        value
+    }
+
+    /// The next frame, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let value = self.recv_type("error").await;
+        assert_eq!(value["code"], code, "unexpected error: {value}");
+        value
+    }
+
+    /// Asserts that nothing is queued for this client: a ping's pong comes next.
+    pub async fn expect_quiet(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        let next = self.recv().await;
+        assert_eq!(next["type"], "pong", "expected nothing before the pong, got {next}");
+    }
+
+    /// Waits for the server's close frame; returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error before a close frame: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// Reads frames until the close frame; returns them and the close code.
+    pub async fn drain_until_close(&mut self) -> (Vec<Value>, u16) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            match next {
+                Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(Some(frame)))) => return (frames, frame.code.into()),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
