@@ -47,7 +47,10 @@ impl Backends {
     pub async fn from_config(config: &Config, node: &NodeId) -> anyhow::Result<Self> {
         match &config.redis_url {
             None => Ok(Self::standalone(node)),
-            Some(url) => crate::cluster::connect(url.expose(), &config.redis_prefix, node, config.lease_ttl).await,
+            Some(url) => {
+                crate::cluster::connect(url.expose(), &config.redis_prefix, node, config.lease_ttl)
+                    .await
+            }
         }
     }
 }
@@ -62,7 +65,11 @@ pub fn node_id(config: &Config) -> NodeId {
 }
 
 /// Connects the backends the config names and serves until `shutdown` resolves, then drains.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let node = node_id(&config);
     let backends = Backends::from_config(&config, &node).await?;
     serve(config, listener, node, backends, shutdown).await
@@ -92,12 +99,15 @@ pub async fn serve_state(
         }),
     );
     let drained = state.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            drain(&drained).await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        drain(&drained).await;
+    })
+    .await?;
     Ok(())
 }
 

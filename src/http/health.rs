@@ -54,7 +54,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 
 pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.is_draining() {
-        return Err(ApiError::unavailable("draining", "this node is shutting down"));
+        return Err(ApiError::unavailable(
+            "draining",
+            "this node is shutting down",
+        ));
     }
     let (healthy, checks) = checks(&state).await;
     if !healthy {

@@ -1,6 +1,7 @@
 //! Cluster-wide room and presence queries over bearer tokens.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
@@ -16,7 +17,10 @@ impl From<PresenceError> for ApiError {
     }
 }
 
-pub async fn list(State(state): State<AppState>, Bearer(_): Bearer) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Bearer(_): Bearer,
+) -> Result<Json<Value>, ApiError> {
     let rooms = state.hub.presence.rooms().await?;
     Ok(Json(json!({ "rooms": rooms })))
 }
@@ -25,9 +29,11 @@ pub async fn list(State(state): State<AppState>, Bearer(_): Bearer) -> Result<Js
 pub async fn show(
     State(state): State<AppState>,
     Bearer(identity): Bearer,
-    Path(room): Path<String>,
+    room: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let room = RoomId::parse(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let Path(room) = room.map_err(|e| ApiError::bad_request("invalid_room", e.body_text()))?;
+    let room =
+        RoomId::parse(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     let members = state.hub.presence.members(&room).await?;
     let is_member = members.iter().any(|m| m.user_id == identity.user_id);
     if !identity.admin && !is_member {
@@ -36,16 +42,22 @@ pub async fn show(
         ));
     }
     let views: Vec<_> = members.iter().map(Member::view).collect();
-    Ok(Json(json!({ "room": room, "count": views.len(), "members": views })))
+    Ok(Json(
+        json!({ "room": room, "count": views.len(), "members": views }),
+    ))
 }
 
 /// Whether a user is online, and on how many devices, anywhere in the cluster.
 pub async fn presence(
     State(state): State<AppState>,
     Bearer(_): Bearer,
-    Path(user): Path<String>,
+    user: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = UserId::parse(&user).map_err(|e| ApiError::bad_request("invalid_user", e.to_string()))?;
+    let Path(user) = user.map_err(|e| ApiError::bad_request("invalid_user", e.body_text()))?;
+    let user =
+        UserId::parse(&user).map_err(|e| ApiError::bad_request("invalid_user", e.to_string()))?;
     let devices = state.hub.presence.devices(&user).await?;
-    Ok(Json(json!({ "user_id": user, "online": devices > 0, "devices": devices })))
+    Ok(Json(
+        json!({ "user_id": user, "online": devices > 0, "devices": devices }),
+    ))
 }

@@ -67,7 +67,8 @@ macro_rules! id_type {
 fn charset(s: &str, max: usize, extra: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 id_type!(
@@ -140,7 +141,16 @@ mod tests {
         for ok in ["a", "lobby", "team.alpha:call-1_x", &"r".repeat(128)] {
             assert!(RoomId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "has space", "ü", "a/b", "a?b", &"r".repeat(129), "room\n", "😀"] {
+        for bad in [
+            "",
+            "has space",
+            "ü",
+            "a/b",
+            "a?b",
+            &"r".repeat(129),
+            "room\n",
+            "😀",
+        ] {
             assert!(RoomId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -92,9 +92,7 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ErrorFrame> {
             format!("frame is not a JSON object: {}", short(&e)),
         )
     })?;
-    let kind: Cow<'_, str> = body
-        .field("type")?
-        .ok_or_else(|| missing("type"))?;
+    let kind: Cow<'_, str> = body.field("type")?.ok_or_else(|| missing("type"))?;
     Ok(match &*kind {
         "auth_token" => ClientMessage::AuthToken {
             token: body
@@ -216,7 +214,11 @@ impl<'a> RawObject<'a> {
     /// `add` (string values). Keys a client sent for server-set fields are thereby replaced.
     pub fn splice(&self, drop: &[&str], add: &[(&str, &str)]) -> String {
         let extra: usize = add.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-        let raw_len: usize = self.entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let raw_len: usize = self
+            .entries
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
         let mut out = String::with_capacity(raw_len + extra + 2);
         out.push('{');
         let kept = self
@@ -315,10 +317,23 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_object() {
-        for bad in ["", "garbage", "[1,2]", "42", "\"str\"", "{", "{\"type\":}", "null"] {
+        for bad in [
+            "",
+            "garbage",
+            "[1,2]",
+            "42",
+            "\"str\"",
+            "{",
+            "{\"type\":}",
+            "null",
+        ] {
             assert_eq!(code(bad), ErrorCode::InvalidJson, "{bad:?}");
         }
-        let deep = format!("{{\"type\":\"offer\",\"offer\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            "{{\"type\":\"offer\",\"offer\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         assert_eq!(code(&deep), ErrorCode::InvalidJson);
         let ok = format!("{{\"type\":\"ping\",\"x\":\"{}\"}}", "[".repeat(200));
         assert!(parse(&ok).is_ok(), "brackets inside strings do not count");
@@ -331,13 +346,25 @@ mod tests {
         assert_eq!(code(r#"{"type":7}"#), ErrorCode::InvalidField);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::MissingField);
-        assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::InvalidField);
-        assert_eq!(code(r#"{"type":"join","room":["x"]}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"join","room":"a b"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":["x"]}"#),
+            ErrorCode::InvalidField
+        );
         assert_eq!(code(r#"{"type":"offer","to":5}"#), ErrorCode::InvalidField);
-        assert_eq!(code(r#"{"type":"offer","to":"a.b"}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"offer","to":"a.b"}"#),
+            ErrorCode::InvalidField
+        );
         assert_eq!(code(r#"{"type":"webrtc_offer"}"#), ErrorCode::MissingField);
         assert_eq!(code(r#"{"type":"auth_token"}"#), ErrorCode::MissingField);
-        assert_eq!(code(r#"{"type":"auth_token","token":1}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"auth_token","token":1}"#),
+            ErrorCode::InvalidField
+        );
     }
 
     #[test]
@@ -363,7 +390,10 @@ mod tests {
             panic!("not a room signal")
         };
         assert_eq!(to.unwrap().as_str(), "b");
-        let out = body.splice(&["to"], &[("from", "a"), ("username", "Al \"x\""), ("room", "r")]);
+        let out = body.splice(
+            &["to"],
+            &[("from", "a"), ("username", "Al \"x\""), ("room", "r")],
+        );
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             v,

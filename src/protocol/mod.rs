@@ -18,6 +18,8 @@ pub enum CloseCode {
     Normal = 1000,
     /// Authentication failed or timed out, or the client id belongs to another user.
     PolicyViolation = 1008,
+    /// A text frame was not valid UTF-8 (a WebSocket protocol violation).
+    InvalidPayload = 1007,
     /// A frame exceeded `max_message_bytes`.
     MessageTooBig = 1009,
     /// The server failed; reconnect with backoff.
@@ -55,6 +57,7 @@ impl CloseCode {
         match self {
             Self::Normal => "normal",
             Self::PolicyViolation => "policy violation",
+            Self::InvalidPayload => "invalid UTF-8",
             Self::MessageTooBig => "message too big",
             Self::InternalError => "internal error",
             Self::ServiceRestart => "service restart",
@@ -70,6 +73,7 @@ impl CloseCode {
         match self {
             Self::Normal => "normal",
             Self::PolicyViolation => "policy_violation",
+            Self::InvalidPayload => "invalid_payload",
             Self::MessageTooBig => "message_too_big",
             Self::InternalError => "internal_error",
             Self::ServiceRestart => "service_restart",

@@ -23,8 +23,9 @@ use crate::state::AppState;
 
 /// Frames written per flush when the outbox has a backlog.
 const WRITE_BATCH: usize = 64;
-/// How long a closing connection waits for the client's close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a closing connection may take to send its close frame, and then waits for the
+/// client's.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// What the upgrade handler learned before the upgrade.
 pub struct Start {
@@ -33,7 +34,8 @@ pub struct Start {
     pub client_id: Option<ClientId>,
 }
 
-/// A frame read from the client, or why there is none.
+/// A frame read from the client, or why there is none. After a read error the socket yields
+/// nothing more, so every error ends the connection.
 enum Incoming {
     Text(Utf8Bytes),
     Binary,
@@ -84,7 +86,10 @@ impl Conn {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> bool {
-        self.sink.send(Message::Text(message.to_json().into())).await.is_ok()
+        self.sink
+            .send(Message::Text(message.to_json().into()))
+            .await
+            .is_ok()
     }
 
     async fn send_error(&mut self, error: ErrorFrame) -> bool {
@@ -98,7 +103,8 @@ impl Conn {
             code: code.code(),
             reason: code.reason().into(),
         };
-        if self.sink.send(Message::Close(Some(frame))).await.is_err() {
+        let sent = tokio::time::timeout(CLOSE_LINGER, self.sink.send(Message::Close(Some(frame))));
+        if !matches!(sent.await, Ok(Ok(()))) {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -139,25 +145,29 @@ impl Conn {
                 }
                 Incoming::NotUtf8 => {
                     self.send_error(not_utf8()).await;
-                    continue;
+                    return Err(CloseCode::InvalidPayload);
                 }
                 Incoming::Closed => return Err(CloseCode::Normal),
                 Incoming::TooBig => return Err(CloseCode::MessageTooBig),
             };
             let error = match inbound::parse(&text) {
-                Ok(ClientMessage::AuthToken { token, client_id: id }) => {
-                    match self.state.tokens.verify(&token) {
-                        Ok(identity) => return Ok((identity, id.or(client_id))),
-                        Err(e) => {
-                            let reason = super::auth_reason(&e);
-                            metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
-                            self.send_error(ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))
-                                .await;
-                            return Err(CloseCode::PolicyViolation);
-                        }
+                Ok(ClientMessage::AuthToken {
+                    token,
+                    client_id: id,
+                }) => match self.state.tokens.verify(&token) {
+                    Ok(identity) => return Ok((identity, id.or(client_id))),
+                    Err(e) => {
+                        let reason = super::auth_reason(&e);
+                        metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
+                        self.send_error(ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))
+                            .await;
+                        return Err(CloseCode::PolicyViolation);
                     }
-                }
-                Ok(_) => ErrorFrame::new(ErrorCode::Unauthorized, "authenticate first: send auth_token"),
+                },
+                Ok(_) => ErrorFrame::new(
+                    ErrorCode::Unauthorized,
+                    "authenticate first: send auth_token",
+                ),
                 Err(e) => e,
             };
             if !self.send_error(error).await {
@@ -167,7 +177,12 @@ impl Conn {
     }
 
     /// Registers the connection, joins the URL's room and runs the main loop.
-    async fn serve(&mut self, identity: Identity, client_id: Option<ClientId>, room: Option<RoomId>) -> CloseCode {
+    async fn serve(
+        &mut self,
+        identity: Identity,
+        client_id: Option<ClientId>,
+        room: Option<RoomId>,
+    ) -> CloseCode {
         let config = Arc::clone(&self.state.config);
         let hub = Arc::clone(&self.state.hub);
         let me = Member {
@@ -214,7 +229,11 @@ impl Conn {
     }
 
     /// Joins the room named in the URL; returns a close code when the connection must end.
-    async fn initial_join(&mut self, session: &mut Session, room: Option<RoomId>) -> Option<CloseCode> {
+    async fn initial_join(
+        &mut self,
+        session: &mut Session,
+        room: Option<RoomId>,
+    ) -> Option<CloseCode> {
         let room = room?;
         if let Err(e) = session.may_join(&room) {
             self.send_error(e).await;
@@ -262,8 +281,13 @@ impl Conn {
                     return code;
                 }
                 Some(frame) = outbox.recv() => {
-                    if !self.write_batch(frame, outbox).await {
-                        return CloseCode::Normal;
+                    // A client that stops reading blocks this write; the close control still
+                    // ends the connection.
+                    tokio::select! {
+                        written = self.write_batch(frame, outbox) => if !written {
+                            return CloseCode::Normal;
+                        },
+                        code = control.closed() => return code,
                     }
                 }
                 incoming = self.next() => {
@@ -284,7 +308,11 @@ impl Conn {
     }
 
     /// Writes `first` and whatever else is queued, with one flush.
-    async fn write_batch(&mut self, first: Utf8Bytes, outbox: &mut mpsc::Receiver<Utf8Bytes>) -> bool {
+    async fn write_batch(
+        &mut self,
+        first: Utf8Bytes,
+        outbox: &mut mpsc::Receiver<Utf8Bytes>,
+    ) -> bool {
         if self.sink.feed(Message::Text(first)).await.is_err() {
             return false;
         }
@@ -306,11 +334,18 @@ impl Conn {
         let _ = self.sink.flush().await;
     }
 
-    async fn on_incoming(&mut self, session: &mut Session, incoming: Incoming) -> Option<CloseCode> {
+    async fn on_incoming(
+        &mut self,
+        session: &mut Session,
+        incoming: Incoming,
+    ) -> Option<CloseCode> {
         let sent = match incoming {
             Incoming::Text(text) => self.on_text(session, &text).await,
             Incoming::Binary => self.send_error(binary()).await,
-            Incoming::NotUtf8 => self.send_error(not_utf8()).await,
+            Incoming::NotUtf8 => {
+                self.send_error(not_utf8()).await;
+                return Some(CloseCode::InvalidPayload);
+            }
             Incoming::Control => true,
             Incoming::Closed => return Some(CloseCode::Normal),
             Incoming::TooBig => return Some(CloseCode::MessageTooBig),
@@ -336,11 +371,21 @@ impl Conn {
                 session.left(&room);
                 hub.leave(&session.me, &room).await
             }
-            Action::SendRoom { kind, room, to, frame } => {
+            Action::SendRoom {
+                kind,
+                room,
+                to,
+                frame,
+            } => {
                 metrics::counter!(m::MESSAGES_IN, "type" => kind.label()).increment(1);
-                hub.send_room(&session.me, &room, to.as_ref(), frame.into()).await
+                hub.send_room(&session.me, &room, to.as_ref(), frame.into())
+                    .await
             }
-            Action::SendUser { kind, target, frame } => {
+            Action::SendUser {
+                kind,
+                target,
+                frame,
+            } => {
                 metrics::counter!(m::MESSAGES_IN, "type" => kind.label()).increment(1);
                 hub.send_user(&session.me, &target, frame.into()).await
             }
@@ -353,7 +398,10 @@ impl Conn {
 }
 
 fn binary() -> ErrorFrame {
-    ErrorFrame::new(ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON text")
+    ErrorFrame::new(
+        ErrorCode::BinaryNotSupported,
+        "binary frames are not supported; send JSON text",
+    )
 }
 
 fn not_utf8() -> ErrorFrame {

@@ -4,7 +4,7 @@
 
 mod connection;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
@@ -17,8 +17,9 @@ use crate::metrics as m;
 use crate::protocol::{ClientId, RoomId};
 use crate::state::AppState;
 
+/// The upgrade's query string. Unknown parameters are ignored (cache busters); duplicates of
+/// known ones are refused.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WsQuery {
     token: Option<String>,
     client_id: Option<String>,
@@ -31,11 +32,13 @@ type WsQueryResult = Result<Query<WsQuery>, QueryRejection>;
 
 pub async fn room_endpoint(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    room: Result<Path<String>, PathRejection>,
     query: WsQueryResult,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    let room = RoomId::parse(&room).map_err(|e| reject(ApiError::bad_request("invalid_room", e.to_string())))?;
+    let invalid = |detail: String| reject(ApiError::bad_request("invalid_room", detail));
+    let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
+    let room = RoomId::parse(&room).map_err(|e| invalid(e.to_string()))?;
     accept(state, Some(room), query, upgrade)
 }
 
@@ -52,17 +55,30 @@ fn reject(e: ApiError) -> ApiError {
     e
 }
 
-fn accept(state: AppState, room: Option<RoomId>, query: WsQueryResult, upgrade: Upgrade) -> Result<Response, ApiError> {
+fn accept(
+    state: AppState,
+    room: Option<RoomId>,
+    query: WsQueryResult,
+    upgrade: Upgrade,
+) -> Result<Response, ApiError> {
     if state.is_draining() {
-        return Err(reject(ApiError::unavailable("draining", "this node is shutting down; reconnect")));
+        return Err(reject(ApiError::unavailable(
+            "draining",
+            "this node is shutting down; reconnect",
+        )));
     }
-    let Query(query) = query.map_err(|e| reject(ApiError::bad_request("invalid_query", e.body_text())))?;
-    let upgrade = upgrade.map_err(|e| reject(ApiError::bad_request("not_websocket", e.body_text())))?;
+    let Query(query) =
+        query.map_err(|e| reject(ApiError::bad_request("invalid_query", e.body_text())))?;
+    let upgrade =
+        upgrade.map_err(|e| reject(ApiError::bad_request("not_websocket", e.body_text())))?;
     let pre_auth = match &query.token {
         Some(token) => Some(verify_query_token(&state, token, room.as_ref())?),
         None => None,
     };
-    let client_id = query.client_id.or(query.client_id_camel).and_then(|c| ClientId::parse(&c).ok());
+    let client_id = query
+        .client_id
+        .or(query.client_id_camel)
+        .and_then(|c| ClientId::parse(&c).ok());
     let limit = state.config.max_message_bytes;
     let upgrade = upgrade
         .max_message_size(limit)
@@ -77,13 +93,19 @@ fn accept(state: AppState, room: Option<RoomId>, query: WsQueryResult, upgrade: 
     Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start)))
 }
 
-fn verify_query_token(state: &AppState, token: &str, room: Option<&RoomId>) -> Result<Identity, ApiError> {
+fn verify_query_token(
+    state: &AppState,
+    token: &str,
+    room: Option<&RoomId>,
+) -> Result<Identity, ApiError> {
     let identity = state.tokens.verify(token).map_err(|e| {
         metrics::counter!(m::AUTH_FAILURES, "reason" => auth_reason(&e)).increment(1);
         reject(ApiError::unauthorized(e.to_string()))
     })?;
     if let Some(room) = room.filter(|r| !identity.rooms.allows(r)) {
-        return Err(reject(ApiError::forbidden(format!("token does not grant room {room}"))));
+        return Err(reject(ApiError::forbidden(format!(
+            "token does not grant room {room}"
+        ))));
     }
     Ok(identity)
 }

@@ -99,7 +99,12 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
 pub fn spawn_memory_cluster(n: usize, config: &Config) -> Vec<TestNode> {
     let (hub, presence) = (MemoryHub::new(), MemoryPresence::new());
     (0..n)
-        .map(|_| spawn_node_on(config.clone(), Backing::Shared(hub.clone(), presence.clone())))
+        .map(|_| {
+            spawn_node_on(
+                config.clone(),
+                Backing::Shared(hub.clone(), presence.clone()),
+            )
+        })
         .collect()
 }
 
@@ -151,7 +156,11 @@ pub fn token(user: &str) -> String {
 }
 
 pub fn token_with(user: &str, edit: impl FnOnce(&mut auth::Claims)) -> String {
-    let mut claims = auth::claims(&UserId::parse(user).unwrap(), &format!("name-{user}"), Duration::from_secs(600));
+    let mut claims = auth::claims(
+        &UserId::parse(user).unwrap(),
+        &format!("name-{user}"),
+        Duration::from_secs(600),
+    );
     edit(&mut claims);
     Tokens::new(DEV_JWT_SECRET.as_bytes()).mint(&claims)
 }
@@ -194,7 +203,10 @@ pub async fn connect(url: &str) -> Result<Client, Refused> {
 impl Client {
     /// Connects to `room` with a query token and client id; waits for `users_in_room`.
     pub async fn join(node: &TestNode, room: &str, user: &str, client_id: &str) -> (Client, Value) {
-        let url = node.ws(&format!("/ws/{room}?token={}&client_id={client_id}", token(user)));
+        let url = node.ws(&format!(
+            "/ws/{room}?token={}&client_id={client_id}",
+            token(user)
+        ));
         let mut client = connect(&url).await.expect("upgrade accepted");
         let ok = client.recv_type("auth_success").await;
         client.client_id = ok["client_id"].as_str().unwrap().to_owned();
@@ -239,6 +251,25 @@ impl Client {
         }
     }
 
+    /// The next JSON frame if one arrives within `wait` (for polling until cluster state
+    /// recovers; pings are skipped).
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .ok()?
+                .expect("socket open")
+                .expect("frame read");
+            match message {
+                Message::Text(text) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
     /// The next frame, which must be of `kind`.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         let value = self.recv().await;
@@ -257,13 +288,18 @@ impl Client {
     pub async fn expect_quiet(&mut self) {
         self.send(json!({"type": "ping"})).await;
         let next = self.recv().await;
-        assert_eq!(next["type"], "pong", "expected nothing before the pong, got {next}");
+        assert_eq!(
+            next["type"], "pong",
+            "expected nothing before the pong, got {next}"
+        );
     }
 
     /// Waits for the server's close frame; returns its code.
     pub async fn expect_close(&mut self) -> u16 {
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close within the wait");
             match next {
                 Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
                 Some(Ok(Message::Close(None))) => return 1005,
@@ -278,7 +314,9 @@ impl Client {
     pub async fn drain_until_close(&mut self) -> (Vec<Value>, u16) {
         let mut frames = Vec::new();
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close within the wait");
             match next {
                 Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
                 Some(Ok(Message::Close(Some(frame)))) => return (frames, frame.code.into()),

@@ -1,0 +1,158 @@
+//! Malformed and hostile frames: each gets a clear error, the connection stays usable (except
+//! over the size limit), and nobody else notices.
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn every_bad_frame_gets_its_error_code_and_the_connection_survives() {
+    let node = spawn_node(test_config());
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut b, _) = Client::join(&node, "r", "bob", "b1").await;
+    a.recv_type("user_joined").await;
+
+    let deep = format!(
+        "{{\"type\":\"offer\",\"offer\":{}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let cases: Vec<(String, &str)> = vec![
+        ("\u{0}\u{1}\u{2}garbage".into(), "invalid_json"),
+        ("".into(), "invalid_json"),
+        ("[1,2,3]".into(), "invalid_json"),
+        ("null".into(), "invalid_json"),
+        ("{\"type\":\"offer\"".into(), "invalid_json"),
+        (deep, "invalid_json"),
+        ("{}".into(), "missing_field"),
+        (r#"{"type":null}"#.into(), "missing_field"),
+        (r#"{"type":["offer"]}"#.into(), "invalid_field"),
+        (r#"{"type":"launch_missiles"}"#.into(), "unknown_type"),
+        (
+            format!(r#"{{"type":"{}"}}"#, "x".repeat(50_000)),
+            "unknown_type",
+        ),
+        (
+            r#"{"type":"join","room":"ünïcödé"}"#.into(),
+            "invalid_field",
+        ),
+        (r#"{"type":"join","room":12}"#.into(), "invalid_field"),
+        (r#"{"type":"join"}"#.into(), "missing_field"),
+        (
+            r#"{"type":"offer","to":{"$ne":null}}"#.into(),
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"offer","to":"../../etc"}"#.into(),
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"webrtc_offer","target_user_id":42}"#.into(),
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"webrtc_offer","target_user_id":""}"#.into(),
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"webrtc_offer","data":{}}"#.into(),
+            "missing_field",
+        ),
+    ];
+    for (frame, code) in cases {
+        a.send_text(&frame).await;
+        let e = a.expect_error(code).await;
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty() && m.len() < 300),
+            "{e}"
+        );
+    }
+    a.send_raw(Message::binary(vec![0u8, 159, 146, 150])).await;
+    a.expect_error("binary_not_supported").await;
+
+    // Still a working connection, and the peer saw none of it.
+    a.send(json!({"type":"offer","offer":{"sdp":"ok"},"to":"b1"}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["offer"]["sdp"], "ok");
+    b.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_closes_with_1007() {
+    let node = spawn_node(test_config());
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut b, _) = Client::join(&node, "r", "bob", "b1").await;
+    a.recv_type("user_joined").await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    b.send_raw(Message::Frame(frame)).await;
+    let (frames, code) = b.drain_until_close().await;
+    assert_eq!(code, 1007);
+    assert!(
+        frames.iter().all(|f| f["code"] == "invalid_json"),
+        "{frames:?}"
+    );
+    assert_eq!(a.recv_type("user_left").await["client_id"], "b1");
+    a.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_with_1009_and_others_carry_on() {
+    let node = spawn_node(test_config());
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut b, _) = Client::join(&node, "r", "bob", "b1").await;
+    let (mut c, _) = Client::join(&node, "r", "carol", "c1").await;
+    a.recv_type("user_joined").await;
+    a.recv_type("user_joined").await;
+    b.recv_type("user_joined").await;
+
+    // Just under the limit is relayed.
+    let sdp = "a".repeat(60 * 1024);
+    a.send(json!({"type":"offer","offer":{"sdp":sdp},"to":"b1"}))
+        .await;
+    assert_eq!(
+        b.recv_type("offer").await["offer"]["sdp"]
+            .as_str()
+            .unwrap()
+            .len(),
+        sdp.len()
+    );
+
+    let huge = format!(r#"{{"type":"offer","offer":"{}"}}"#, "x".repeat(200 * 1024));
+    a.send_text(&huge).await;
+    assert_eq!(a.expect_close().await, 1009);
+    assert_eq!(b.recv_type("user_left").await["client_id"], "a1");
+    b.send(json!({"type":"answer","answer":{},"to":"c1"})).await;
+    assert_eq!(c.recv_type("user_left").await["client_id"], "a1");
+    assert_eq!(c.recv_type("answer").await["from"], "b1");
+}
+
+#[tokio::test]
+async fn forged_sender_fields_are_overwritten() {
+    let node = spawn_node(test_config());
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut b, _) = Client::join(&node, "r", "bob", "b1").await;
+    a.recv_type("user_joined").await;
+    a.send(json!({"type":"signal","to":"b1","from":"admin","user_id":"root","username":"root","room":"r","data":"x"}))
+        .await;
+    let got = b.recv_type("signal").await;
+    assert_eq!(
+        (
+            got["from"].as_str(),
+            got["user_id"].as_str(),
+            got["username"].as_str()
+        ),
+        (Some("a1"), Some("alice"), Some("name-alice"))
+    );
+    a.send(json!({"type":"webrtc_offer","target_user_id":"bob","sender_user_id":"root","from_user_id":"root","data":{}}))
+        .await;
+    let got = b.recv_type("webrtc_offer").await;
+    assert_eq!(
+        (got["sender_user_id"].as_str(), got["from_user_id"].as_str()),
+        (Some("alice"), Some("alice"))
+    );
+}

@@ -1,0 +1,140 @@
+//! The REST surface: health, readiness, rooms, presence, metrics, and JSON errors everywhere.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn get(url: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn health_endpoints() {
+    let node = spawn_node(test_config());
+    assert_eq!(
+        get(&node.http("/"), None).await,
+        (200, json!({"status":"ok"}))
+    );
+    assert_eq!(get(&node.http("/healthz"), None).await.0, 200);
+    let (status, ready) = get(&node.http("/readyz"), None).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+
+    let (_a, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (status, health) = get(&node.http("/health"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["node_id"], node.node_id().to_string());
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        (health["connections"].as_u64(), health["rooms"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(health["checks"], json!({"memory":"ok","presence":"ok"}));
+    assert!(health["uptime_seconds"].is_u64());
+}
+
+#[tokio::test]
+async fn rooms_api_needs_a_token_and_membership() {
+    let node = spawn_node(test_config());
+    let (_a, _) = Client::join(&node, "team", "alice", "a1").await;
+    let (_b, _) = Client::join(&node, "team", "bob", "b1").await;
+
+    let (status, body) = get(&node.http("/api/rooms"), None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = get(&node.http("/api/rooms"), Some("garbage")).await;
+    assert_eq!(status, 401);
+
+    let (status, body) = get(&node.http("/api/rooms"), Some(&token("eve"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"rooms":[{"room":"team","members":2}]}));
+
+    let (status, body) = get(&node.http("/api/rooms/team"), Some(&token("alice"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["members"][1],
+        json!({"client_id":"b1","username":"name-bob","user_id":"bob"})
+    );
+
+    let (status, body) = get(&node.http("/api/rooms/team"), Some(&token("eve"))).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let admin = token_with("root", |c| c.role = Some("admin".into()));
+    assert_eq!(
+        get(&node.http("/api/rooms/team"), Some(&admin)).await.0,
+        200
+    );
+
+    let info = reqwest::Client::new()
+        .post(node.http("/api/rooms/team/info"))
+        .bearer_auth(token("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    let (status, body) = get(&node.http("/api/rooms/bad%20room"), Some(&admin)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_room")));
+}
+
+#[tokio::test]
+async fn user_presence() {
+    let node = spawn_node(test_config());
+    let _phone = Client::user(&node, "bob", "p").await;
+    let _laptop = Client::user(&node, "bob", "l").await;
+    let (status, body) = get(&node.http("/api/users/bob/presence"), Some(&token("alice"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"user_id":"bob","online":true,"devices":2}));
+    let (_, body) = get(
+        &node.http("/api/users/nobody/presence"),
+        Some(&token("alice")),
+    )
+    .await;
+    assert_eq!(body["online"], false);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let node = spawn_node(test_config());
+    let (status, body) = get(&node.http("/nope"), None).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let response = reqwest::Client::new()
+        .delete(node.http("/api/rooms"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
+    // A plain GET on the WebSocket endpoint is not an upgrade.
+    let (status, body) = get(&node.http(&format!("/ws/r?token={}", token("a"))), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("not_websocket"))
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_exported() {
+    let node = spawn_node(test_config());
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    a.send(json!({"type":"bogus"})).await;
+    a.expect_error("unknown_type").await;
+    let text = reqwest::get(node.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("switchboard_connections_opened_total"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_message_errors_total{code=\"unknown_type\"}"),
+        "{text}"
+    );
+}
