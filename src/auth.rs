@@ -179,7 +179,11 @@ mod tests {
         // alg: none, and HS512 with the right secret: both refused.
         let parts: Vec<&str> = good.split('.').collect();
         let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
-        assert!(tokens.verify(&format!("{none_header}.{}.", parts[1])).is_err());
+        assert!(
+            tokens
+                .verify(&format!("{none_header}.{}.", parts[1]))
+                .is_err()
+        );
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &claims(&user(), "A", Duration::from_secs(60)),

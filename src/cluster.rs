@@ -1,13 +1,152 @@
 //! Cluster backends over Redis: the bus and presence a node uses when `redis_url` is set.
+//!
+//! # Key layout
+//!
+//! Every name starts with a hash tag, so that a Lua script's keys share one Redis Cluster slot
+//! and sharded channels spread over the shards. `P` is `redis_prefix` (several clusters can
+//! share one Redis), `INC` a node incarnation `node-id/epoch`.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{P:room:R}` | ZSET | member records of room R, scored by join order |
+//! | `{P:client:C}` | HASH | the claim on client id C: `u` user, `k` conn, `o` owner, `m` record |
+//! | `{P:user:U}:dev` | HASH | user U's connections: conn → owner (`devices` = HLEN) |
+//! | `{P:conn:K}` | HASH | connection K: `o` owner, `m` record, `r:R` per room it joined |
+//! | `{P:node:INC}` | SET | connections incarnation INC has entries for (the reaper's index) |
+//! | `{P:nodes}` | ZSET | live incarnations, scored by lease deadline (ms, Redis clock) |
+//! | `{P:nodes}:reaping` | ZSET | dead incarnations being reaped, scored by the reaper's deadline |
+//! | `{P:rooms}` | ZSET | rooms that may have members, scored by last join (s) |
+//!
+//! A member record is `conn|client|owner|["user","username"]`. Channels: `{P:room:R}:bus` and
+//! `{P:user:U}:bus` — PUBLISH/SUBSCRIBE on a standalone server, SPUBLISH/SSUBSCRIBE on Redis
+//! Cluster. `docs/cluster.md` explains timing and failure behaviour.
+
+mod keys;
+pub mod url;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::interfaces::EventInterface;
+use fred::prelude::{Builder, ConnectionConfig, PerformanceConfig, ReconnectPolicy};
+use fred::types::config::Config as RedisConfig;
+use tokio::sync::mpsc;
+
+pub use keys::Keys;
 
 use crate::app::Backends;
+use crate::bus::Envelope;
+use crate::bus::redis::RedisBus;
+use crate::presence::redis::RedisPresence;
 use crate::protocol::NodeId;
 
+/// Reconnect delays, ms: quick at first, never slower than a second.
+const RECONNECT_MIN_MS: u32 = 50;
+const RECONNECT_MAX_MS: u32 = 1000;
+/// Connect and per-command bound for fred's own commands (AUTH, CLUSTER SLOTS, subscribe).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pub/sub messages fred buffers for the inbound task before it counts them as dropped.
+const SUBSCRIBER_BUFFER: usize = 4096;
+/// Connection events fred buffers for a client that receives no messages.
+const EVENT_BUFFER: usize = 32;
+
+/// Connects a node's bus and presence to the Redis `url` names, under `prefix`.
 pub async fn connect(
-    _url: &str,
-    _prefix: &str,
-    _node: &NodeId,
-    _lease_ttl: std::time::Duration,
+    url: &str,
+    prefix: &str,
+    node: &NodeId,
+    lease_ttl: Duration,
 ) -> anyhow::Result<Backends> {
-    anyhow::bail!("redis_url is set, but this build has no Redis backend")
+    let target = url::parse(url)?;
+    let keys = Keys::new(prefix);
+    let (bus, inbound) = start_bus(&target, keys.clone(), node).await?;
+    let client = builder(&target.config, EVENT_BUFFER)
+        .build()
+        .context("building the Redis client")?;
+    init(&client, &target.redacted).await?;
+    let presence = RedisPresence::start(client, keys, node.clone(), lease_ttl)
+        .await
+        .with_context(|| format!("starting presence on {}", target.redacted))?;
+    tracing::info!(redis = %target.redacted, cluster = target.clustered, prefix, "cluster backends connected");
+    Ok(Backends {
+        bus: Arc::new(bus),
+        inbound,
+        presence: Arc::new(presence),
+    })
+}
+
+/// Connects only a node's bus (the bus contract tests use it).
+pub async fn connect_bus(
+    url: &str,
+    prefix: &str,
+    node: &NodeId,
+) -> anyhow::Result<(RedisBus, mpsc::Receiver<Envelope>)> {
+    start_bus(&url::parse(url)?, Keys::new(prefix), node).await
+}
+
+async fn start_bus(
+    target: &url::Target,
+    keys: Keys,
+    node: &NodeId,
+) -> anyhow::Result<(RedisBus, mpsc::Receiver<Envelope>)> {
+    let publisher = builder(&target.config, EVENT_BUFFER)
+        .build()
+        .context("building the Redis client")?;
+    let subscriber = builder(&target.config, SUBSCRIBER_BUFFER)
+        .build_subscriber_client()
+        .context("building the Redis subscriber")?;
+    init(&publisher, &target.redacted).await?;
+    init(&subscriber, &target.redacted).await?;
+    Ok(RedisBus::start(
+        node.clone(),
+        keys,
+        target.clustered,
+        publisher,
+        subscriber,
+    ))
+}
+
+fn builder(config: &RedisConfig, buffer: usize) -> Builder {
+    let mut builder = Builder::from_config(config.clone());
+    builder
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            RECONNECT_MIN_MS,
+            RECONNECT_MAX_MS,
+            2,
+        ))
+        .set_performance_config(PerformanceConfig {
+            default_command_timeout: CONNECT_TIMEOUT,
+            broadcast_channel_capacity: buffer,
+            ..PerformanceConfig::default()
+        })
+        .set_connection_config(ConnectionConfig {
+            connection_timeout: CONNECT_TIMEOUT,
+            internal_command_timeout: CONNECT_TIMEOUT,
+            ..ConnectionConfig::default()
+        });
+    builder
+}
+
+/// Connects a client (failing when Redis is unreachable) and logs its connection errors.
+async fn init(client: &impl EventInterface, redis: &str) -> anyhow::Result<()> {
+    let mut errors = client.error_rx();
+    client
+        .init()
+        .await
+        .with_context(|| format!("connecting to Redis at {redis}"))?;
+    tokio::spawn(async move {
+        loop {
+            match errors.recv().await {
+                Ok((error, server)) => {
+                    let server = server.map(|s| s.to_string()).unwrap_or_default();
+                    tracing::warn!(%error, %server, "Redis connection error; reconnecting");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    Ok(())
 }

@@ -126,7 +126,10 @@ pub enum ConfigError {
     #[error("unknown setting {0} (see the configuration table in README.md)")]
     Unknown(String),
     #[error("{setting}: {reason}")]
-    Refused { setting: &'static str, reason: String },
+    Refused {
+        setting: &'static str,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -154,9 +157,9 @@ impl Config {
             let typed = typed_env_value(name, table.get(&key), value)?;
             table.insert(key, typed);
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
-            ConfigError::Invalid(e.message().to_owned())
-        })?;
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
         config.validate()?;
         Ok(config)
     }
@@ -172,23 +175,41 @@ impl Config {
         if self.env == Environment::Production {
             let secret = self.jwt_secret.expose();
             if secret == DEV_JWT_SECRET {
-                return refuse("SWITCHBOARD_JWT_SECRET", "the development default is refused in production; set a random secret of at least 32 bytes");
+                return refuse(
+                    "SWITCHBOARD_JWT_SECRET",
+                    "the development default is refused in production; set a random secret of at least 32 bytes",
+                );
             }
             if secret.len() < MIN_SECRET_BYTES {
-                return refuse("SWITCHBOARD_JWT_SECRET", "must be at least 32 bytes in production");
+                return refuse(
+                    "SWITCHBOARD_JWT_SECRET",
+                    "must be at least 32 bytes in production",
+                );
             }
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
-            return refuse("SWITCHBOARD_MAX_MESSAGE_BYTES", "must be between 1024 and 16777216");
+            return refuse(
+                "SWITCHBOARD_MAX_MESSAGE_BYTES",
+                "must be between 1024 and 16777216",
+            );
         }
-        if self.outbox_frames == 0 || self.max_rooms_per_connection == 0 || self.max_members_per_room == 0 {
+        if self.outbox_frames == 0
+            || self.max_rooms_per_connection == 0
+            || self.max_members_per_room == 0
+        {
             return refuse("SWITCHBOARD_OUTBOX_FRAMES", "limits must be at least 1");
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
-            return refuse("SWITCHBOARD_IDLE_TIMEOUT", "must be longer than ping_interval (> 0)");
+            return refuse(
+                "SWITCHBOARD_IDLE_TIMEOUT",
+                "must be longer than ping_interval (> 0)",
+            );
         }
         if self.auth_timeout.is_zero() || self.lease_ttl < Duration::from_secs(1) {
-            return refuse("SWITCHBOARD_LEASE_TTL", "timeouts must be positive; lease_ttl at least 1s");
+            return refuse(
+                "SWITCHBOARD_LEASE_TTL",
+                "timeouts must be positive; lease_ttl at least 1s",
+            );
         }
         if let Some(id) = &self.node_id {
             crate::protocol::NodeId::parse(id).map_err(|e| ConfigError::Refused {
@@ -196,19 +217,33 @@ impl Config {
                 reason: e.to_string(),
             })?;
         }
-        if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 || self.redis_prefix.contains(['{', '}', ' ']) {
-            return refuse("SWITCHBOARD_REDIS_PREFIX", "1-64 characters without braces or spaces");
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.len() > 64
+            || self.redis_prefix.contains(['{', '}', ' '])
+        {
+            return refuse(
+                "SWITCHBOARD_REDIS_PREFIX",
+                "1-64 characters without braces or spaces",
+            );
         }
         Ok(())
     }
 }
 
 /// Types an environment value like the setting it overrides.
-fn typed_env_value(name: &str, current: Option<&toml::Value>, raw: &str) -> Result<toml::Value, ConfigError> {
+fn typed_env_value(
+    name: &str,
+    current: Option<&toml::Value>,
+    raw: &str,
+) -> Result<toml::Value, ConfigError> {
     let bad = |what: &str| ConfigError::Invalid(format!("{name} must be {what}"));
     Ok(match current {
-        Some(toml::Value::Integer(_)) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
-        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+        }
+        Some(toml::Value::Boolean(_)) => {
+            toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
+        }
         Some(toml::Value::Array(_)) => toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -232,7 +267,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -252,7 +290,10 @@ mod tests {
                 ("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "3"),
                 ("SWITCHBOARD_NODE_ID", "1"),
                 ("SWITCHBOARD_AUTH_TIMEOUT", "2s"),
-                ("SWITCHBOARD_CORS_ORIGINS", "https://a.example, https://b.example"),
+                (
+                    "SWITCHBOARD_CORS_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
                 ("OTHER", "ignored"),
             ]),
         )
@@ -266,7 +307,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let e = Config::load(None, &env(&[("SWITCHBOARD_MAX_MESSAGE_BYTES", "lots")])).unwrap_err();
-        assert!(e.to_string().contains("SWITCHBOARD_MAX_MESSAGE_BYTES"), "{e}");
+        assert!(
+            e.to_string().contains("SWITCHBOARD_MAX_MESSAGE_BYTES"),
+            "{e}"
+        );
         let e = Config::load(None, &env(&[("SWITCHBOARD_NOPE", "1")])).unwrap_err();
         assert!(e.to_string().contains("SWITCHBOARD_NOPE"), "{e}");
         let e = Config::load(None, &env(&[("SWITCHBOARD_AUTH_TIMEOUT", "10")])).unwrap_err();
@@ -286,7 +330,10 @@ mod tests {
             assert!(e.to_string().contains("SWITCHBOARD_JWT_SECRET"), "{e}");
         }
         let strong = "x".repeat(40);
-        let ok = env(&[("SWITCHBOARD_ENV", "production"), ("SWITCHBOARD_JWT_SECRET", &strong)]);
+        let ok = env(&[
+            ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_JWT_SECRET", &strong),
+        ]);
         assert!(Config::load(None, &ok).is_ok());
     }
 
@@ -296,7 +343,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, "max_members_per_room = 4\nidle_timeout = \"90s\"\n").unwrap();
-        let c = Config::load(Some(&path), &env(&[("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "5")])).unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env(&[("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "5")]),
+        )
+        .unwrap();
         assert_eq!((c.max_members_per_room, c.idle_timeout.as_secs()), (5, 90));
         std::fs::write(&path, "unknown_key = 1\n").unwrap();
         assert!(Config::load(Some(&path), &env(&[])).is_err());

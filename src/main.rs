@@ -11,7 +11,11 @@ use switchboard::config::{Config, Environment};
 use switchboard::protocol::{RoomId, UserId};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "A WebRTC signaling relay cluster")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A WebRTC signaling relay cluster"
+)]
 struct Cli {
     /// A TOML config file (settings as in README.md; `SWITCHBOARD_*` variables override it).
     #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
@@ -66,7 +70,14 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Token {
-            command: TokenCommand::Mint { user, name, rooms, ttl, admin },
+            command:
+                TokenCommand::Mint {
+                    user,
+                    name,
+                    rooms,
+                    ttl,
+                    admin,
+                },
         } => mint(&config, &user, &name, rooms, ttl, admin),
     };
     match result {
@@ -78,28 +89,53 @@ fn main() -> ExitCode {
     }
 }
 
-fn mint(config: &Config, user: &str, name: &str, rooms: Vec<String>, ttl: Duration, admin: bool) -> anyhow::Result<()> {
+fn mint(
+    config: &Config,
+    user: &str,
+    name: &str,
+    rooms: Vec<String>,
+    ttl: Duration,
+    admin: bool,
+) -> anyhow::Result<()> {
     let user = UserId::parse(user)?;
-    anyhow::ensure!(!name.is_empty() && name.chars().count() <= 128, "--name must be 1-128 characters");
-    anyhow::ensure!(ttl >= Duration::from_secs(1) && ttl <= Duration::from_secs(366 * 86_400), "--ttl must be between 1s and 366d");
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().count() <= 128,
+        "--name must be 1-128 characters"
+    );
+    anyhow::ensure!(
+        ttl >= Duration::from_secs(1) && ttl <= Duration::from_secs(366 * 86_400),
+        "--ttl must be between 1s and 366d"
+    );
     for room in &rooms {
         let base = room.strip_suffix('*').unwrap_or(room);
-        anyhow::ensure!(base.is_empty() || RoomId::parse(base).is_ok(), "--room {room:?} is not a room name or prefix* pattern");
+        anyhow::ensure!(
+            base.is_empty() || RoomId::parse(base).is_ok(),
+            "--room {room:?} is not a room name or prefix* pattern"
+        );
     }
     let mut claims = auth::claims(&user, name, ttl);
     claims.rooms = (!rooms.is_empty()).then_some(rooms);
     claims.role = admin.then(|| "admin".to_owned());
-    println!("{}", Tokens::new(config.jwt_secret.expose().as_bytes()).mint(&claims));
+    println!(
+        "{}",
+        Tokens::new(config.jwt_secret.expose().as_bytes()).mint(&claims)
+    );
     Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
     switchboard::telemetry::init(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let mode = if config.redis_url.is_some() { "Redis cluster" } else { "standalone, in-process bus" };
+        let mode = if config.redis_url.is_some() {
+            "Redis cluster"
+        } else {
+            "standalone, in-process bus"
+        };
         tracing::info!(%addr, mode, env = ?config.env, "switchboard listening");
         if config.env == Environment::Development {
             eprintln!("switchboard listening on http://{addr} ({mode}, development mode)");

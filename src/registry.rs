@@ -85,7 +85,11 @@ impl Registry {
     pub fn insert(&self, handle: ConnHandle) {
         let mut inner = self.write();
         inner.by_client.insert(handle.client.clone(), handle.conn);
-        inner.by_user.entry(handle.user.clone()).or_default().push(handle.conn);
+        inner
+            .by_user
+            .entry(handle.user.clone())
+            .or_default()
+            .push(handle.conn);
         inner.conns.insert(handle.conn, (handle, Vec::new()));
     }
 
@@ -143,9 +147,15 @@ impl Registry {
 
     /// Delivers to the local connection holding `client`, if it is in `room` (or anywhere when
     /// `room` is `None`); `false` when there is none.
-    pub fn deliver_client(&self, client: &ClientId, room: Option<&RoomId>, frame: &Utf8Bytes) -> bool {
+    pub fn deliver_client(
+        &self,
+        client: &ClientId,
+        room: Option<&RoomId>,
+        frame: &Utf8Bytes,
+    ) -> bool {
         let inner = self.read();
-        let Some((handle, rooms)) = inner.by_client.get(client).and_then(|c| inner.conns.get(c)) else {
+        let Some((handle, rooms)) = inner.by_client.get(client).and_then(|c| inner.conns.get(c))
+        else {
             return false;
         };
         if room.is_some_and(|r| !rooms.contains(r)) {
@@ -171,7 +181,11 @@ impl Registry {
     /// Closes connection `conn` with `code`, if it is local.
     pub fn close(&self, conn: ConnId, code: CloseCode) -> bool {
         let inner = self.read();
-        inner.conns.get(&conn).map(|(h, _)| h.control.close(code)).is_some()
+        inner
+            .conns
+            .get(&conn)
+            .map(|(h, _)| h.control.close(code))
+            .is_some()
     }
 
     /// Closes every local connection with `code`.

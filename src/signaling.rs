@@ -5,8 +5,8 @@
 use crate::auth::RoomGrant;
 use crate::presence::Member;
 use crate::protocol::{
-    ClientId, ClientMessage, ErrorCode, ErrorFrame, RoomId, RoomSignalKind, ServerMessage,
-    UserId, UserSignalKind,
+    ClientId, ClientMessage, ErrorCode, ErrorFrame, RoomId, RoomSignalKind, ServerMessage, UserId,
+    UserSignalKind,
 };
 
 /// What the connection task does next.
@@ -176,11 +176,10 @@ impl Session {
 }
 
 fn not_in_room(room: Option<&RoomId>) -> ErrorFrame {
-    let frame = match room {
+    match room {
         Some(r) => ErrorFrame::new(ErrorCode::NotInRoom, format!("not in room {r}")).room(r),
         None => ErrorFrame::new(ErrorCode::NotInRoom, "not in any room"),
-    };
-    frame
+    }
 }
 
 #[cfg(test)]
@@ -215,10 +214,18 @@ mod tests {
     #[test]
     fn room_signals_need_a_room() {
         let mut s = session(RoomGrant::Any);
-        assert_eq!(err(&s, r#"{"type":"offer","offer":{}}"#), ErrorCode::NotInRoom);
+        assert_eq!(
+            err(&s, r#"{"type":"offer","offer":{}}"#),
+            ErrorCode::NotInRoom
+        );
         s.joined(room("a"));
-        let Action::SendRoom { room: r, to, frame, .. } =
-            handle(&s, r#"{"type":"offer","offer":{"sdp":"x"},"to":"peer","from":"evil"}"#).unwrap()
+        let Action::SendRoom {
+            room: r, to, frame, ..
+        } = handle(
+            &s,
+            r#"{"type":"offer","offer":{"sdp":"x"},"to":"peer","from":"evil"}"#,
+        )
+        .unwrap()
         else {
             panic!("expected SendRoom")
         };
@@ -230,22 +237,46 @@ mod tests {
         );
         s.joined(room("b"));
         assert_eq!(err(&s, r#"{"type":"answer"}"#), ErrorCode::MissingField);
-        assert_eq!(err(&s, r#"{"type":"answer","room":"c"}"#), ErrorCode::NotInRoom);
+        assert_eq!(
+            err(&s, r#"{"type":"answer","room":"c"}"#),
+            ErrorCode::NotInRoom
+        );
         assert!(handle(&s, r#"{"type":"answer","room":"b"}"#).is_ok());
-        assert_eq!(err(&s, r#"{"type":"signal","to":"me"}"#), ErrorCode::MissingField);
-        assert_eq!(err(&s, r#"{"type":"signal","room":"a","to":"me"}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            err(&s, r#"{"type":"signal","to":"me"}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            err(&s, r#"{"type":"signal","room":"a","to":"me"}"#),
+            ErrorCode::InvalidField
+        );
     }
 
     #[test]
     fn joins_respect_grants_and_room_cap() {
         let mut s = session(RoomGrant::Only(vec!["ok-*".into()]));
-        assert_eq!(err(&s, r#"{"type":"join","room":"nope"}"#), ErrorCode::Forbidden);
-        assert!(matches!(handle(&s, r#"{"type":"join","room":"ok-1"}"#), Ok(Action::Join(_))));
+        assert_eq!(
+            err(&s, r#"{"type":"join","room":"nope"}"#),
+            ErrorCode::Forbidden
+        );
+        assert!(matches!(
+            handle(&s, r#"{"type":"join","room":"ok-1"}"#),
+            Ok(Action::Join(_))
+        ));
         s.joined(room("ok-1"));
         s.joined(room("ok-2"));
-        assert_eq!(err(&s, r#"{"type":"join","room":"ok-3"}"#), ErrorCode::TooManyRooms);
-        assert!(matches!(handle(&s, r#"{"type":"join","room":"ok-1"}"#), Ok(Action::Join(_))));
-        assert_eq!(err(&s, r#"{"type":"leave","room":"ok-3"}"#), ErrorCode::NotInRoom);
+        assert_eq!(
+            err(&s, r#"{"type":"join","room":"ok-3"}"#),
+            ErrorCode::TooManyRooms
+        );
+        assert!(matches!(
+            handle(&s, r#"{"type":"join","room":"ok-1"}"#),
+            Ok(Action::Join(_))
+        ));
+        assert_eq!(
+            err(&s, r#"{"type":"leave","room":"ok-3"}"#),
+            ErrorCode::NotInRoom
+        );
         s.left(&room("ok-1"));
         assert_eq!(s.rooms(), &[room("ok-2")]);
     }
@@ -272,7 +303,10 @@ mod tests {
     #[test]
     fn keepalive_and_reauth() {
         let s = session(RoomGrant::Any);
-        assert!(matches!(handle(&s, r#"{"type":"ping"}"#), Ok(Action::Reply(ServerMessage::Pong))));
+        assert!(matches!(
+            handle(&s, r#"{"type":"ping"}"#),
+            Ok(Action::Reply(ServerMessage::Pong))
+        ));
         assert_eq!(
             err(&s, r#"{"type":"auth_token","token":"t"}"#),
             ErrorCode::AlreadyAuthenticated

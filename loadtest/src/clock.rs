@@ -42,11 +42,12 @@ impl Schedule {
     /// A schedule of `rate * duration` slots (rounded) starting at `start`.
     pub fn new(start: Instant, rate: f64, senders: usize, duration: Duration) -> Self {
         let total = (rate * duration.as_secs_f64()).round().max(0.0) as u64;
-        Self { start, rate, senders: senders.max(1) as u64, total }
-    }
-
-    pub fn start(&self) -> Instant {
-        self.start
+        Self {
+            start,
+            rate,
+            senders: senders.max(1) as u64,
+            total,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -121,9 +122,10 @@ mod tests {
 
     #[test]
     fn first_due_from_skips_past_slots_only() {
-        let s = sched(100.0, 2, 10);
-        assert_eq!(s.first_due_from(0, s.start()), 0);
-        let t = s.start() + Duration::from_millis(35);
+        let start = Instant::now();
+        let s = Schedule::new(start, 100.0, 2, Duration::from_secs(10));
+        assert_eq!(s.first_due_from(0, start), 0);
+        let t = start + Duration::from_millis(35);
         let i = s.first_due_from(1, t);
         assert!(s.due(1, i) >= t && s.due(1, i - 1) < t);
         assert_eq!(s.due(1, i), s.slot_due(5));

@@ -14,13 +14,14 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::payload::{Event, parse};
+use crate::inbound::{Event, parse};
 use crate::target::Target;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// Where the token goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Auth {
     /// `?token=JWT` on the upgrade request.
     Query,
@@ -56,7 +57,9 @@ impl std::fmt::Display for DialError {
 }
 
 fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(8 * 1024).max_message_size(Some(1 << 20))
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(1 << 20))
 }
 
 /// Connect, authenticate and (if `dial.room` is set) join, within `dial.timeout`.
@@ -68,8 +71,16 @@ pub async fn dial(dial: &Dial<'_>) -> Result<Joined, DialError> {
 }
 
 async fn dial_inner(d: &Dial<'_>) -> Result<Joined, DialError> {
-    let addr = d.target.resolve().await.map_err(|_| DialError("resolve".into()))?;
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+    let addr = d
+        .target
+        .resolve()
+        .await
+        .map_err(|_| DialError("resolve".into()))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
     let stream = socket
         .map_err(io_err)?
         .connect(addr)
@@ -83,7 +94,9 @@ async fn dial_inner(d: &Dial<'_>) -> Result<Joined, DialError> {
     if d.auth == Auth::Message {
         expect(&mut ws, |e| matches!(e, Event::AuthRequired).then_some(())).await?;
         let hello = json!({"type": "auth_token", "token": d.token, "clientId": d.client_id});
-        ws.send(Message::text(hello.to_string())).await.map_err(ws_err)?;
+        ws.send(Message::text(hello.to_string()))
+            .await
+            .map_err(ws_err)?;
     }
     expect(&mut ws, |e| matches!(e, Event::AuthSuccess).then_some(())).await?;
     let peers = match d.room {
@@ -147,12 +160,17 @@ pub fn ws_error_key(e: &WsError) -> String {
         WsError::Http(resp) => format!("http_{}", resp.status().as_u16()),
         WsError::Io(e) => format!("io_{:?}", e.kind()).to_lowercase(),
         WsError::ConnectionClosed | WsError::AlreadyClosed => "eof".into(),
+        WsError::Protocol(p) => format!("ws_{p:?}"),
         other => format!("ws_{}", short(&other.to_string())),
     }
 }
 
 fn short(s: &str) -> String {
-    s.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).take(3).collect::<Vec<_>>().join("_")
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 #[cfg(test)]

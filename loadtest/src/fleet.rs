@@ -2,6 +2,7 @@
 //! allows, time each one from the TCP connect to joined, then hold them, reading so that
 //! nothing backs up, until told to close.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -12,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{self, Auth, Dial, Ws};
-use crate::load::run_id;
-use crate::payload::{Event, parse};
+use crate::inbound::{Event, parse};
+use crate::layout::run_id;
 use crate::stats::{Counters, Hist, Tally, bump};
 use crate::target::Target;
 use crate::token::Minter;
@@ -53,38 +54,34 @@ struct Member {
 
 type JoinReport = Result<(Duration, Instant), String>;
 
-/// Open `spec.clients` connections to `target`; returns once each has joined or failed.
-pub async fn open(spec: &FleetSpec, target: &Target) -> Result<Fleet> {
-    let members = members(spec, target)?;
+/// Open `spec.clients` connections, rooms dealt round-robin over `targets`; returns once
+/// each has joined or failed.
+pub async fn open(spec: &FleetSpec, targets: &[Target]) -> Result<Fleet> {
+    let members = members(spec, targets)?;
     let cancel = CancellationToken::new();
-    let gate = std::sync::Arc::new(Semaphore::new(spec.concurrency));
+    let gate = Arc::new(Semaphore::new(spec.concurrency));
     let (tx, mut rx) = mpsc::channel::<JoinReport>(spec.clients.max(1));
     let mut tasks = JoinSet::new();
     let started = Instant::now();
     for m in members {
-        let (gate, tx, cancel) = (std::sync::Arc::clone(&gate), tx.clone(), cancel.clone());
-        tasks.spawn(async move {
-            let permit = gate.acquire_owned().await;
-            let t0 = Instant::now();
-            let result = dial(&m).await;
-            drop(permit);
-            match result {
-                Ok(ws) => {
-                    let _ = tx.send(Ok((t0.elapsed(), Instant::now()))).await;
-                    hold(ws, cancel).await
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    Counters::default()
-                }
-            }
-        });
+        let (gate, tx, cancel) = (Arc::clone(&gate), tx.clone(), cancel.clone());
+        tasks.spawn(attempt(m, gate, tx, cancel));
     }
     drop(tx);
-    let mut fleet = Fleet { cancel, tasks, joins: Hist::default(), joined: 0, failures: Tally::new(), wall: Duration::ZERO };
+    let mut fleet = Fleet {
+        cancel,
+        tasks,
+        joins: Hist::default(),
+        joined: 0,
+        failures: Tally::new(),
+        wall: Duration::ZERO,
+    };
     let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
     let mut last = started;
-    while let Ok(Some(report)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+    for _ in 0..spec.clients {
+        let Ok(Some(report)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
         match report {
             Ok((took, at)) => {
                 fleet.joins.record(took);
@@ -98,16 +95,41 @@ pub async fn open(spec: &FleetSpec, target: &Target) -> Result<Fleet> {
     Ok(fleet)
 }
 
-fn members(spec: &FleetSpec, target: &Target) -> Result<Vec<Member>> {
+/// One connection: wait for a slot, dial, report, then hold until cancelled.
+async fn attempt(
+    m: Member,
+    gate: Arc<Semaphore>,
+    tx: mpsc::Sender<JoinReport>,
+    cancel: CancellationToken,
+) -> Counters {
+    let permit = gate.acquire_owned().await;
+    let t0 = Instant::now();
+    let result = dial(&m).await;
+    drop(permit);
+    match result {
+        Ok(ws) => {
+            let _ = tx.send(Ok((t0.elapsed(), Instant::now()))).await;
+            drop(tx);
+            hold(ws, cancel).await
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            Counters::default()
+        }
+    }
+}
+
+fn members(spec: &FleetSpec, targets: &[Target]) -> Result<Vec<Member>> {
     let run = run_id();
     let minter = Minter::new(&spec.secret);
     (0..spec.clients)
         .map(|i| {
             let client_id = format!("{run}f{i}");
+            let group = i / spec.room_size.max(1);
             Ok(Member {
-                target: target.clone(),
+                target: targets[group % targets.len()].clone(),
                 token: minter.mint(&format!("lt-{client_id}"), &client_id)?,
-                room: (spec.room_size > 0).then(|| format!("lt-{run}-{}", i / spec.room_size)),
+                room: (spec.room_size > 0).then(|| format!("lt-{run}-{group}")),
                 client_id,
                 auth: spec.auth,
             })
@@ -145,7 +167,10 @@ async fn hold(mut ws: Ws, cancel: CancellationToken) -> Counters {
                 }
             }
             Some(Ok(Message::Close(f))) => {
-                bump(&mut c.closes, &f.map_or(1005, |f| u16::from(f.code)).to_string());
+                bump(
+                    &mut c.closes,
+                    &f.map_or(1005, |f| u16::from(f.code)).to_string(),
+                );
                 return c;
             }
             Some(Ok(_)) => {}

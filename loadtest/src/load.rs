@@ -5,41 +5,22 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::{self, ClientSpec, Outcome, SendSpec, Shared};
+use crate::client::{self, Outcome, Shared};
 use crate::clock::Schedule;
 use crate::conn::Auth;
+pub use crate::layout::Layout;
+use crate::layout::build_clients;
 use crate::pacer::Pacer;
-use crate::payload::FrameBuilder;
 use crate::stats::{Counters, Hist, Summary};
 use crate::sys::{CpuProbe, CpuUse, Nodes};
-use crate::token::Minter;
 
 const SETUP_CONCURRENCY: usize = 128;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Who talks to whom.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub enum Layout {
-    /// A sends B an offer then candidates; `cross` puts B on the next node.
-    Pairs { pairs: usize, cross: bool },
-    /// Every member broadcasts to the rest of its room.
-    Rooms { rooms: usize, size: usize },
-}
-
-impl Layout {
-    /// Deliveries per message sent.
-    pub fn fanout(&self) -> u64 {
-        match *self {
-            Layout::Pairs { .. } => 1,
-            Layout::Rooms { size, .. } => size.saturating_sub(1) as u64,
-        }
-    }
-}
 
 /// What to run.
 #[derive(Debug, Clone, Serialize)]
@@ -70,8 +51,8 @@ pub struct LoadStats {
     pub clients: usize,
     pub joined: usize,
     pub rate: f64,
-    /// From the first due message to the last delivery (or the drain deadline); the
-    /// denominator of `delivered_per_s` (`sent_per_s` uses the sending window).
+    /// From the first due message to the last delivery (or the drain deadline). Rates use
+    /// the sending window (`--duration`) instead.
     pub active_s: f64,
     pub expected: u64,
     pub lost: u64,
@@ -88,9 +69,13 @@ pub struct LoadStats {
 
 /// Run `spec` against `nodes`, optionally killing one node part-way.
 pub async fn run(spec: &LoadSpec, nodes: &Nodes, kill: Option<KillPlan>) -> Result<LoadStats> {
-    let (clients, wakers) = build_clients(spec)?;
+    let (clients, wakers) = build_clients(spec.layout, &spec.secret)?;
     let n = clients.len();
-    let shared = Arc::new(Shared::new(nodes.targets.clone(), spec.auth, kill.is_some()));
+    let shared = Arc::new(Shared::new(
+        nodes.targets.clone(),
+        spec.auth,
+        kill.is_some(),
+    ));
     let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut set = JoinSet::new();
     for c in clients {
@@ -139,56 +124,24 @@ async fn kill_later(shared: Arc<Shared>, at: Instant, plan: KillPlan) {
     tokio::time::sleep_until(at.into()).await;
     let _ = shared.dead_node.set(plan.node);
     let _ = shared.kill_at.set(Instant::now());
-    let status = tokio::process::Command::new("kill").arg("-KILL").arg(plan.pid.to_string()).status().await;
+    let status = tokio::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(plan.pid.to_string())
+        .status()
+        .await;
     if !status.is_ok_and(|s| s.success()) {
         eprintln!("warning: kill -KILL {} failed", plan.pid);
     }
 }
 
-fn build_clients(spec: &LoadSpec) -> Result<(Vec<ClientSpec>, Vec<Arc<Notify>>)> {
-    let run = run_id();
-    let minter = Minter::new(&spec.secret);
-    let mut clients = Vec::new();
-    let mut wakers = Vec::new();
-    let mut add = |id: String, room: String, slot: usize, peers: usize, to: Option<(Option<&str>, bool)>| {
-        let token = minter.mint(&format!("lt-{id}"), &id)?;
-        let send = to.map(|(to, offer)| {
-            let waker = Arc::new(Notify::new());
-            wakers.push(Arc::clone(&waker));
-            SendSpec { sender: (wakers.len() - 1) as u32, frames: FrameBuilder::new(to, offer), waker }
-        });
-        clients.push(ClientSpec { client_id: id, token, room, slot, expect_peers: peers, send });
-        anyhow::Ok(())
-    };
-    match spec.layout {
-        Layout::Pairs { pairs, cross } => {
-            for k in 0..pairs {
-                let (a, b, room) = (format!("{run}a{k}"), format!("{run}b{k}"), format!("lt-{run}-{k}"));
-                add(a, room.clone(), k, 1, Some((Some(&b), true)))?;
-                add(b, room, k + usize::from(cross), 1, None)?;
-            }
-        }
-        Layout::Rooms { rooms, size } => {
-            for r in 0..rooms {
-                for m in 0..size {
-                    let slot = r * size + m;
-                    add(format!("{run}r{r}m{m}"), format!("lt-{run}-{r}"), slot, size - 1, Some((None, false)))?;
-                }
-            }
-        }
-    }
-    if wakers.is_empty() {
-        bail!("nothing to send: the layout has no senders");
-    }
-    Ok((clients, wakers))
-}
-
-/// A short random tag that keeps ids and rooms of different runs apart.
-pub fn run_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
-}
-
-fn summarize(spec: &LoadSpec, nodes: &Nodes, n: usize, active: Duration, cpu: [Option<CpuUse>; 3], outs: &[Outcome]) -> LoadStats {
+fn summarize(
+    spec: &LoadSpec,
+    nodes: &Nodes,
+    n: usize,
+    active: Duration,
+    cpu: [Option<CpuUse>; 3],
+    outs: &[Outcome],
+) -> LoadStats {
     let mut counters = Counters::default();
     let (mut latency, mut lag, mut rejoin) = (Hist::default(), Hist::default(), Hist::default());
     for o in outs {
@@ -210,7 +163,7 @@ fn summarize(spec: &LoadSpec, nodes: &Nodes, n: usize, active: Duration, cpu: [O
         expected,
         lost: expected.saturating_sub(counters.delivered),
         sent_per_s: counters.sent as f64 / spec.duration.as_secs_f64().max(1e-9),
-        delivered_per_s: counters.delivered as f64 / secs,
+        delivered_per_s: counters.delivered as f64 / spec.duration.as_secs_f64().max(1e-9),
         latency: latency.summary(),
         send_lag: lag.summary(),
         rejoin: (rejoin.len() > 0).then(|| rejoin.summary()),

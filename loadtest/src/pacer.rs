@@ -31,7 +31,10 @@ impl Pacer {
         let thread = std::thread::Builder::new()
             .name("pacer".into())
             .spawn(move || pace(&schedule, &wakers, &flag))?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Ask the thread to stop and wait for it.
@@ -85,9 +88,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         pacer.stop();
         assert!(Instant::now() >= schedule.slot_due(schedule.total() - 1));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         for w in &wakers {
-            let woke = rt.block_on(tokio::time::timeout(Duration::from_millis(5), w.notified()));
+            let woke = rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(5), w.notified()).await
+            });
             assert!(woke.is_ok(), "each sender holds a wake-up permit");
         }
     }

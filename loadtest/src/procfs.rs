@@ -49,12 +49,16 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
 
 /// Summed CPU seconds of several processes.
 pub fn cpu_total(pids: &[u32]) -> Result<f64> {
-    pids.iter().try_fold(0.0, |acc, &p| Ok(acc + cpu_seconds(p).with_context(|| format!("pid {p}"))?))
+    pids.iter().try_fold(0.0, |acc, &p| {
+        Ok(acc + cpu_seconds(p).with_context(|| format!("pid {p}"))?)
+    })
 }
 
 /// Summed RSS of several processes, KiB.
 pub fn rss_total(pids: &[u32]) -> Result<u64> {
-    pids.iter().try_fold(0, |acc, &p| Ok(acc + rss_kib(p).with_context(|| format!("pid {p}"))?))
+    pids.iter().try_fold(0, |acc, &p| {
+        Ok(acc + rss_kib(p).with_context(|| format!("pid {p}"))?)
+    })
 }
 
 /// Fail early if a pid given on the command line is not a live process.

@@ -48,23 +48,48 @@ pub struct Report {
 ///
 /// One section per round when there are several, then the per-metric median over rounds;
 /// with two systems a `ratio` column holds `first / second`.
-pub fn compare<T>(title: &str, systems: &[String], rounds: &[Vec<Option<T>>], metrics: &[Metric<T>]) -> Vec<Section> {
+pub fn compare<T>(
+    title: &str,
+    systems: &[String],
+    rounds: &[Vec<Option<T>>],
+    metrics: &[Metric<T>],
+) -> Vec<Section> {
     let mut out = Vec::new();
     if rounds.len() > 1 {
         for (r, results) in rounds.iter().enumerate() {
-            let one = |m: &Metric<T>, s: usize| results.get(s).and_then(Option::as_ref).and_then(m.1);
-            out.push(section(&format!("{title} — round {}", r + 1), systems, metrics, one));
+            let one =
+                |m: &Metric<T>, s: usize| results.get(s).and_then(Option::as_ref).and_then(m.1);
+            out.push(section(
+                &format!("{title} — round {}", r + 1),
+                systems,
+                metrics,
+                one,
+            ));
         }
     }
     let med = |m: &Metric<T>, s: usize| {
-        median(rounds.iter().filter_map(|r| r.get(s).and_then(Option::as_ref).and_then(m.1)).collect())
+        median(
+            rounds
+                .iter()
+                .filter_map(|r| r.get(s).and_then(Option::as_ref).and_then(m.1))
+                .collect(),
+        )
     };
-    let heading = if rounds.len() > 1 { format!("{title} — median of {} rounds", rounds.len()) } else { title.to_owned() };
+    let heading = if rounds.len() > 1 {
+        format!("{title} — median of {} rounds", rounds.len())
+    } else {
+        title.to_owned()
+    };
     out.push(section(&heading, systems, metrics, med));
     out
 }
 
-fn section<T>(title: &str, systems: &[String], metrics: &[Metric<T>], value: impl Fn(&Metric<T>, usize) -> Option<f64>) -> Section {
+fn section<T>(
+    title: &str,
+    systems: &[String],
+    metrics: &[Metric<T>],
+    value: impl Fn(&Metric<T>, usize) -> Option<f64>,
+) -> Section {
     let mut columns = systems.to_vec();
     let with_ratio = systems.len() == 2;
     if with_ratio {
@@ -77,10 +102,17 @@ fn section<T>(title: &str, systems: &[String], metrics: &[Metric<T>], value: imp
             if with_ratio {
                 values.push(ratio(values[0], values[1]));
             }
-            Row { metric: m.0.to_owned(), values }
+            Row {
+                metric: m.0.to_owned(),
+                values,
+            }
         })
         .collect();
-    Section { title: title.to_owned(), columns, rows }
+    Section {
+        title: title.to_owned(),
+        columns,
+        rows,
+    }
 }
 
 /// `a / b` when both are finite and `b` is not zero.
@@ -94,9 +126,9 @@ pub fn cell(v: Option<f64>) -> String {
     match v {
         None => "-".to_owned(),
         Some(x) if !x.is_finite() => "-".to_owned(),
+        Some(x) if x == x.trunc() => format!("{x:.0}"),
         Some(x) if x.abs() >= 1000.0 => format!("{x:.0}"),
         Some(x) if x.abs() >= 10.0 => format!("{x:.1}"),
-        Some(x) if x == x.trunc() => format!("{x:.0}"),
         Some(x) => format!("{x:.3}"),
     }
 }
@@ -105,7 +137,13 @@ pub fn cell(v: Option<f64>) -> String {
 pub fn render(sections: &[Section]) -> String {
     let mut out = String::new();
     for s in sections {
-        let name_w = s.rows.iter().map(|r| r.metric.chars().count()).max().unwrap_or(0).max(6);
+        let name_w = s
+            .rows
+            .iter()
+            .map(|r| r.metric.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
         out.push_str(&format!("\n== {} ==\n{:name_w$}", s.title, "metric"));
         for c in &s.columns {
             out.push_str(&format!("  {c:>12}"));
@@ -144,12 +182,19 @@ mod tests {
     #[test]
     fn ratio_column_and_medians() {
         let systems = vec!["switchboard".to_owned(), "floor".to_owned()];
-        let rounds = vec![vec![Some(8.0), Some(10.0)], vec![Some(6.0), None], vec![Some(9.0), Some(12.0)]];
+        let rounds = vec![
+            vec![Some(8.0), Some(10.0)],
+            vec![Some(6.0), None],
+            vec![Some(9.0), Some(12.0)],
+        ];
         let sections = compare("t", &systems, &rounds, M);
         assert_eq!(sections.len(), 4);
         let last = &sections[3];
         assert_eq!(last.columns, vec!["switchboard", "floor", "ratio"]);
-        assert_eq!(last.rows[0].values, vec![Some(8.0), Some(11.0), Some(8.0 / 11.0)]);
+        assert_eq!(
+            last.rows[0].values,
+            vec![Some(8.0), Some(11.0), Some(8.0 / 11.0)]
+        );
         assert_eq!(sections[1].rows[0].values[2], None);
     }
 

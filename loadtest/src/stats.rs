@@ -128,7 +128,11 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 #[cfg(test)]
@@ -179,9 +183,16 @@ mod tests {
 
     #[test]
     fn counters_and_tallies_merge() {
-        let mut a = Counters { sent: 2, ..Default::default() };
+        let mut a = Counters {
+            sent: 2,
+            ..Default::default()
+        };
         bump(&mut a.errors, "room_full");
-        let mut b = Counters { sent: 3, delivered: 1, ..Default::default() };
+        let mut b = Counters {
+            sent: 3,
+            delivered: 1,
+            ..Default::default()
+        };
         bump(&mut b.errors, "room_full");
         bump(&mut b.closes, "4002");
         a.merge(&b);

@@ -48,8 +48,16 @@ pub struct CpuProbe {
 
 impl CpuProbe {
     pub fn start(nodes: &Nodes) -> Result<Self> {
-        let sets = [nodes.pids.clone(), nodes.aux_pids.clone(), vec![std::process::id()]];
-        let start = [cpu_total(&sets[0])?, cpu_total(&sets[1])?, cpu_total(&sets[2])?];
+        let sets = [
+            nodes.pids.clone(),
+            nodes.aux_pids.clone(),
+            vec![std::process::id()],
+        ];
+        let start = [
+            cpu_total(&sets[0])?,
+            cpu_total(&sets[1])?,
+            cpu_total(&sets[2])?,
+        ];
         Ok(Self { sets, start })
     }
 
@@ -64,7 +72,11 @@ impl CpuProbe {
             out[i] = Some(CpuUse {
                 cpu_s,
                 cores: cpu_s / wall.as_secs_f64().max(1e-9),
-                us_per_delivered: if delivered == 0 { f64::NAN } else { cpu_s * 1e6 / delivered as f64 },
+                us_per_delivered: if delivered == 0 {
+                    f64::NAN
+                } else {
+                    cpu_s * 1e6 / delivered as f64
+                },
             });
         }
         Ok(out)

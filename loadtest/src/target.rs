@@ -28,7 +28,10 @@ impl Target {
             bail!("{text}: give the server base only (no path or query)");
         }
         let host = uri.host().context("URL has no host")?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if !is_loopback_host(&host) {
             bail!("{text}: refusing a non-loopback target (only 127.0.0.0/8, ::1, localhost)");
         }
@@ -99,11 +102,22 @@ mod tests {
 
     #[test]
     fn accepts_loopback_forms() {
-        for ok in ["ws://127.0.0.1:13001", "http://127.9.8.7:1/", "ws://localhost:5", "ws://[::1]:7"] {
+        for ok in [
+            "ws://127.0.0.1:13001",
+            "http://127.9.8.7:1/",
+            "ws://localhost:5",
+            "ws://[::1]:7",
+        ] {
             assert!(Target::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(Target::parse("ws://[::1]:7").unwrap().ws_url("/ws"), "ws://[::1]:7/ws");
-        assert_eq!(Target::parse("ws://LOCALHOST:9").unwrap().to_string(), "ws://localhost:9");
+        assert_eq!(
+            Target::parse("ws://[::1]:7").unwrap().ws_url("/ws"),
+            "ws://[::1]:7/ws"
+        );
+        assert_eq!(
+            Target::parse("ws://LOCALHOST:9").unwrap().to_string(),
+            "ws://localhost:9"
+        );
     }
 
     #[test]

@@ -25,13 +25,21 @@ pub struct Minter {
 
 impl Minter {
     pub fn new(secret: &str) -> Self {
-        Self { key: EncodingKey::from_secret(secret.as_bytes()) }
+        Self {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+        }
     }
 
     /// A token for user `sub` called `name`, valid for two hours.
     pub fn mint(&self, sub: &str, name: &str) -> Result<String> {
         let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let claims = Claims { sub, name, iat, exp: iat + 7_200, jti: uuid::Uuid::new_v4().to_string() };
+        let claims = Claims {
+            sub,
+            name,
+            iat,
+            exp: iat + 7_200,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
         Ok(encode(&Header::default(), &claims, &self.key)?)
     }
 }

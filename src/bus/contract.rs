@@ -59,12 +59,21 @@ async fn assert_quiet(a: &Node, b: &mut Node) {
     b.0.subscribe(&marker).await.unwrap();
     let sent = envelope(&a.2, &marker, usize::MAX);
     assert_eq!(a.0.publish(&marker, sent.clone()).await.unwrap(), 1);
-    assert_eq!(recv(&mut b.1).await, sent, "an unexpected envelope arrived first");
+    assert_eq!(
+        recv(&mut b.1).await,
+        sent,
+        "an unexpected envelope arrived first"
+    );
 }
 
 async fn no_subscribers((a, _b): (Node, Node)) {
     let topic = room("nobody");
-    assert_eq!(a.0.publish(&topic, envelope(&a.2, &topic, 1)).await.unwrap(), 0);
+    assert_eq!(
+        a.0.publish(&topic, envelope(&a.2, &topic, 1))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn delivers_once_without_echo((mut a, mut b): (Node, Node)) {
@@ -83,7 +92,9 @@ async fn keeps_order((a, mut b): (Node, Node)) {
     let topic = room("ordered");
     b.0.subscribe(&topic).await.unwrap();
     for n in 0..500 {
-        a.0.publish(&topic, envelope(&a.2, &topic, n)).await.unwrap();
+        a.0.publish(&topic, envelope(&a.2, &topic, n))
+            .await
+            .unwrap();
     }
     for n in 0..500 {
         assert_eq!(recv(&mut b.1).await, envelope(&a.2, &topic, n));
@@ -95,7 +106,12 @@ async fn unsubscribe_stops_delivery((a, mut b): (Node, Node)) {
     b.0.subscribe(&topic).await.unwrap();
     b.0.unsubscribe(&topic).await.unwrap();
     b.0.unsubscribe(&topic).await.unwrap();
-    assert_eq!(a.0.publish(&topic, envelope(&a.2, &topic, 1)).await.unwrap(), 0);
+    assert_eq!(
+        a.0.publish(&topic, envelope(&a.2, &topic, 1))
+            .await
+            .unwrap(),
+        0
+    );
     assert_quiet(&a, &mut b).await;
 }
 
@@ -144,4 +160,36 @@ async fn memory_bus_keeps_the_contract() {
         (attach(&hub), attach(&hub))
     })
     .await;
+}
+
+/// Runs the contract against the Redis named by `var`, each cluster under its own prefix.
+async fn redis_contract(var: &str) {
+    let url = std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run scripts/test"));
+    bus_contract(|| {
+        let url = url.clone();
+        async move {
+            let prefix = format!("contract-{}", uuid::Uuid::new_v4().simple());
+            let attach = || async {
+                let id = NodeId::generate();
+                let (bus, rx) = crate::cluster::connect_bus(&url, &prefix, &id)
+                    .await
+                    .unwrap();
+                (Box::new(bus) as Box<dyn Bus>, rx, id)
+            };
+            (attach().await, attach().await)
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn redis_bus_keeps_the_contract() {
+    redis_contract("SWITCHBOARD_TEST_REDIS_URL").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn redis_cluster_bus_keeps_the_contract() {
+    redis_contract("SWITCHBOARD_TEST_REDIS_CLUSTER_URL").await;
 }

@@ -32,7 +32,10 @@ pub struct Hub {
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
     tracing::warn!(error = %e, "cluster state unavailable");
-    ErrorFrame::new(ErrorCode::Unavailable, "cluster state is unavailable; try again")
+    ErrorFrame::new(
+        ErrorCode::Unavailable,
+        "cluster state is unavailable; try again",
+    )
 }
 
 impl From<PresenceError> for ErrorFrame {
@@ -114,7 +117,12 @@ impl Hub {
     }
 
     /// Joins `room`; returns the other members.
-    pub async fn join(&self, me: &Member, room: &RoomId, cap: usize) -> Result<Vec<PeerView>, ErrorFrame> {
+    pub async fn join(
+        &self,
+        me: &Member,
+        room: &RoomId,
+        cap: usize,
+    ) -> Result<Vec<PeerView>, ErrorFrame> {
         let topic = Topic::Room(room.clone());
         self.subs.acquire(&topic).await?;
         let others = match self.presence.join(room, me, cap).await {
@@ -125,9 +133,11 @@ impl Hub {
             }
             Ok(Joined::Full) => {
                 self.subs.release(&topic);
-                return Err(ErrorFrame::new(ErrorCode::RoomFull, format!("room {room} is full"))
-                    .room(room)
-                    .max(cap));
+                return Err(
+                    ErrorFrame::new(ErrorCode::RoomFull, format!("room {room} is full"))
+                        .room(room)
+                        .max(cap),
+                );
             }
             Err(e) => {
                 self.subs.release(&topic);
@@ -140,7 +150,9 @@ impl Hub {
             room: room.clone(),
             peer: me.view(),
         };
-        let _ = self.send_room(me, room, None, joined.to_json().into()).await;
+        let _ = self
+            .send_room(me, room, None, joined.to_json().into())
+            .await;
         Ok(others.iter().map(Member::view).collect())
     }
 
@@ -173,7 +185,8 @@ impl Hub {
             room: room.clone(),
             peer: member.view(),
         };
-        self.send_room(member, room, None, left.to_json().into()).await
+        self.send_room(member, room, None, left.to_json().into())
+            .await
     }
 
     /// Relays `frame` to `to` in `room`, or to every member but the sender.
@@ -190,21 +203,31 @@ impl Hub {
                 room: room.clone(),
                 except: me.conn,
             };
-            self.publish(&Topic::Room(room.clone()), route, frame.into()).await?;
+            self.publish(&Topic::Room(room.clone()), route, frame.into())
+                .await?;
             return Ok(());
         };
         if self.registry.deliver_client(to, Some(room), &frame) {
             return Ok(());
         }
         let peer_not_found = || {
-            let mut e = ErrorFrame::new(ErrorCode::PeerNotFound, format!("no client {to} in room {room}"))
-                .room(room);
+            let mut e = ErrorFrame::new(
+                ErrorCode::PeerNotFound,
+                format!("no client {to} in room {room}"),
+            )
+            .room(room);
             e.to = Some(to.clone());
             e
         };
-        let peer = self.presence.member(room, to).await?.ok_or_else(peer_not_found)?;
+        let peer = self
+            .presence
+            .member(room, to)
+            .await?
+            .ok_or_else(peer_not_found)?;
         let route = Route::Client { client: to.clone() };
-        let receivers = self.publish(&Topic::User(peer.user_id), route, frame.into()).await?;
+        let receivers = self
+            .publish(&Topic::User(peer.user_id), route, frame.into())
+            .await?;
         if receivers == 0 {
             return Err(peer_not_found());
         }
@@ -212,26 +235,50 @@ impl Hub {
     }
 
     /// Relays `frame` to every connection of `target` but the sender's own.
-    pub async fn send_user(&self, me: &Member, target: &UserId, frame: Utf8Bytes) -> Result<(), ErrorFrame> {
+    pub async fn send_user(
+        &self,
+        me: &Member,
+        target: &UserId,
+        frame: Utf8Bytes,
+    ) -> Result<(), ErrorFrame> {
         let local = self.registry.deliver_user(target, me.conn, &frame);
         let route = Route::User {
             user: target.clone(),
             except: me.conn,
         };
-        let remote = match self.publish(&Topic::User(target.clone()), route, frame.into()).await {
+        let topic = Topic::User(target.clone());
+        let published = self.publish(&topic, route, frame.into());
+        // A node keeps listening to a user's topic for the subscription linger after the user's
+        // last connection there left: a receiver count alone does not prove the user online.
+        let (published, devices) = if local == 0 {
+            let (published, devices) = tokio::join!(published, self.presence.devices(target));
+            (published, devices.ok())
+        } else {
+            (published.await, None)
+        };
+        let remote = match published {
+            Ok(_) if devices == Some(0) => 0,
             Ok(n) => n,
             Err(_) if local > 0 => 0,
             Err(e) => return Err(e.into()),
         };
         if local + remote == 0 {
-            let mut e = ErrorFrame::new(ErrorCode::UserOffline, format!("user {target} is not connected"));
+            let mut e = ErrorFrame::new(
+                ErrorCode::UserOffline,
+                format!("user {target} is not connected"),
+            );
             e.target_user_id = Some(target.clone());
             return Err(e);
         }
         Ok(())
     }
 
-    async fn publish(&self, topic: &Topic, route: Route, payload: Bytes) -> Result<usize, BusError> {
+    async fn publish(
+        &self,
+        topic: &Topic,
+        route: Route,
+        payload: Bytes,
+    ) -> Result<usize, BusError> {
         let envelope = Envelope {
             origin: self.node.clone(),
             route,

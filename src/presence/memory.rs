@@ -96,7 +96,10 @@ impl Presence for MemoryPresence {
             return Ok(Joined::Already(others(members, me)));
         }
         // A replaced connection of the same client id may linger until its eviction.
-        let live = members.iter().filter(|m| m.client_id != me.client_id).count();
+        let live = members
+            .iter()
+            .filter(|m| m.client_id != me.client_id)
+            .count();
         if live >= cap {
             if members.is_empty() {
                 state.rooms.remove(room);

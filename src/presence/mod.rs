@@ -84,8 +84,11 @@ pub trait Presence: Send + Sync + 'static {
     async fn evict(&self, member: &Member) -> Result<Vec<RoomId>, PresenceError>;
 
     /// The member holding `client` in `room`, if any.
-    async fn member(&self, room: &RoomId, client: &ClientId)
-    -> Result<Option<Member>, PresenceError>;
+    async fn member(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+    ) -> Result<Option<Member>, PresenceError>;
 
     /// Every member of `room`, in join order.
     async fn members(&self, room: &RoomId) -> Result<Vec<Member>, PresenceError>;

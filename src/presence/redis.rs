@@ -1,1 +1,207 @@
-//! Presence in Redis (cluster mode).
+//! Presence in Redis (cluster mode). Keys (layout in [`crate::cluster`] and `docs/cluster.md`):
+//! a ZSET per room of member records in join order, a HASH per client id (the claim), a HASH per
+//! user (its connections), a HASH per connection and a SET per node incarnation indexing what
+//! that node holds, and the lease ZSET. Joins and claims are Lua scripts on one key, so caps and
+//! takeovers hold cluster-wide; removals are conditional on the connection (and, for reapers,
+//! on the owning incarnation).
+//!
+//! Each node mirrors what it holds ([`mirror`]). A write that failed marks the node dirty; the
+//! next [`Presence::reap`] then reconciles Redis with the mirror. A node whose lease vanished
+//! (Redis restarted) or expired (it stalled, and may have been reaped) takes a new incarnation
+//! and writes its mirror back under it.
+
+mod lease;
+mod mirror;
+mod queries;
+mod record;
+mod removal;
+mod scripts;
+mod store;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::Client;
+use fred::prelude::{Error as RedisError, Options};
+
+use super::{Claim, Joined, Member, Presence, PresenceError, RoomSummary};
+use crate::cluster::Keys;
+use crate::protocol::{ClientId, NodeId, RoomId, UserId};
+use mirror::Mirror;
+use store::{Claimed, Store};
+
+/// How long one presence command may take before the caller gets `unavailable`.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn fast() -> Options {
+    Options {
+        fail_fast: true,
+        timeout: Some(COMMAND_TIMEOUT),
+        ..Options::default()
+    }
+}
+
+pub struct RedisPresence {
+    store: Store,
+    mirror: Mirror,
+    node: NodeId,
+    lease_ttl: Duration,
+    /// The current incarnation, `node/epoch`: the owner written into every entry.
+    owner: Mutex<String>,
+    /// A write failed: Redis may disagree with the mirror until the next reconciliation.
+    dirty: AtomicBool,
+    /// Shared by writes, exclusive for reconciliation, so it sees no write half-done.
+    gate: tokio::sync::RwLock<()>,
+    /// Departures that failed to reach Redis, and so were never announced: the next
+    /// reconciliation announces them.
+    departed: Mutex<Vec<(RoomId, Member)>>,
+}
+
+impl RedisPresence {
+    /// Loads the scripts and takes a lease for a fresh incarnation of `node`.
+    pub async fn start(
+        client: Client,
+        keys: Keys,
+        node: NodeId,
+        lease_ttl: Duration,
+    ) -> Result<Self, RedisError> {
+        let scripts = scripts::Scripts::load(&client).await?;
+        let presence = Self {
+            store: Store {
+                client,
+                keys,
+                scripts,
+            },
+            mirror: Mirror::default(),
+            owner: Mutex::new(lease::incarnation(&node)),
+            node,
+            lease_ttl,
+            dirty: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
+            departed: Mutex::default(),
+        };
+        presence.renew(true).await?;
+        Ok(presence)
+    }
+
+    fn owner_lock(&self) -> MutexGuard<'_, String> {
+        self.owner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn owner(&self) -> String {
+        self.owner_lock().clone()
+    }
+
+    /// A failed write: reconcile at the next reap.
+    fn failed(&self, e: RedisError) -> PresenceError {
+        self.dirty.store(true, Ordering::Release);
+        unavailable(e)
+    }
+
+    /// Remembers departures whose removal failed, to announce them after reconciliation.
+    fn departed(&self, gone: impl IntoIterator<Item = (RoomId, Member)>) {
+        self.departed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(gone);
+    }
+
+    fn take_departed(&self) -> Vec<(RoomId, Member)> {
+        std::mem::take(&mut *self.departed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn unavailable(e: RedisError) -> PresenceError {
+    PresenceError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl Presence for RedisPresence {
+    async fn claim(&self, me: &Member) -> Result<Claim, PresenceError> {
+        let _gate = self.gate.read().await;
+        let claimed = self.store.claim(me, &self.owner(), false).await;
+        match claimed.map_err(|e| self.failed(e))? {
+            Claimed::Taken | Claimed::Lost => Ok(Claim::Taken),
+            Claimed::Fresh => {
+                self.mirror.claimed(me);
+                Ok(Claim::Fresh)
+            }
+            Claimed::Replaced(old) => {
+                self.mirror.claimed(me);
+                Ok(Claim::Replaced(old))
+            }
+        }
+    }
+
+    async fn join(&self, room: &RoomId, me: &Member, cap: usize) -> Result<Joined, PresenceError> {
+        let _gate = self.gate.read().await;
+        let joined = self.store.join(room, me, &self.owner(), cap).await;
+        let (joined, seq) = joined.map_err(|e| self.failed(e))?;
+        if !matches!(joined, Joined::Full) {
+            self.mirror.joined(me.conn, room, seq);
+        }
+        Ok(joined)
+    }
+
+    async fn leave(&self, room: &RoomId, me: &Member) -> Result<bool, PresenceError> {
+        let _gate = self.gate.read().await;
+        self.mirror.left(me.conn, room);
+        let left = self.store.leave(room, me.conn).await;
+        if left.is_err() {
+            self.departed([(room.clone(), me.clone())]);
+        }
+        left.map_err(|e| self.failed(e))
+    }
+
+    async fn evict(&self, member: &Member) -> Result<Vec<RoomId>, PresenceError> {
+        let _gate = self.gate.read().await;
+        let held = self.mirror.evicted(member.conn);
+        let gone = self
+            .store
+            .remove_conn(member.conn, None, Some(member))
+            .await;
+        if let (Err(_), Some(held)) = (&gone, held) {
+            self.departed(
+                held.rooms
+                    .into_iter()
+                    .map(|(room, _)| (room, held.member.clone())),
+            );
+        }
+        let gone = gone.map_err(|e| self.failed(e))?;
+        Ok(gone.into_iter().map(|(room, _)| room).collect())
+    }
+
+    async fn member(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+    ) -> Result<Option<Member>, PresenceError> {
+        let members = self.store.members(room).await.map_err(unavailable)?;
+        Ok(members.into_iter().find(|m| &m.client_id == client))
+    }
+
+    async fn members(&self, room: &RoomId) -> Result<Vec<Member>, PresenceError> {
+        self.store.members(room).await.map_err(unavailable)
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomSummary>, PresenceError> {
+        self.store.rooms().await.map_err(unavailable)
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<usize, PresenceError> {
+        self.store.devices(user).await.map_err(unavailable)
+    }
+
+    async fn check(&self) -> Result<(), PresenceError> {
+        self.store.ping().await.map_err(unavailable)
+    }
+
+    async fn reap(&self) -> Result<Vec<(RoomId, Member)>, PresenceError> {
+        self.renew_and_reap().await
+    }
+}
+
+#[cfg(test)]
+mod tests;

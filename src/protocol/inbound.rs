@@ -231,7 +231,7 @@ impl<'a> RawObject<'a> {
             out.push(',');
         }
         for (key, value) in add {
-            push_key(&mut out, &Cow::Borrowed(*key));
+            push_key(&mut out, key);
             push_json_str(&mut out, value);
             out.push(',');
         }
@@ -243,21 +243,20 @@ impl<'a> RawObject<'a> {
     }
 }
 
-fn push_key(out: &mut String, key: &Cow<'_, str>) {
-    match key {
-        // A key borrowed from the frame had no escapes, so it is valid JSON string text as is.
-        Cow::Borrowed(k) if !k.contains(['"', '\\']) && !k.chars().any(char::is_control) => {
-            out.push('"');
-            out.push_str(k);
-            out.push('"');
-        }
-        _ => push_json_str(out, key),
-    }
+fn push_key(out: &mut String, key: &str) {
+    push_json_str(out, key);
     out.push(':');
 }
 
+/// Writes `s` as a JSON string; text that needs no escaping (ids, most names) is copied as is.
 fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).expect("strings always serialise"));
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("strings always serialise"));
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for RawObject<'de> {

@@ -1,3 +1,9 @@
 mod support;
 
+mod auth;
+mod cli;
+mod cluster;
+mod hostile;
+mod http;
+mod lifecycle;
 mod node;

@@ -13,7 +13,7 @@ async fn join_lists_others_and_announces_the_joiner() {
         json!({"type":"users_in_room","room":"lobby","users":[]})
     );
 
-    let (mut b, users) = Client::join(&node, "lobby", "bob", "b1").await;
+    let (b, users) = Client::join(&node, "lobby", "bob", "b1").await;
     assert_eq!(
         users["users"],
         json!([{"client_id":"a1","username":"name-alice","user_id":"alice"}])
@@ -196,4 +196,27 @@ async fn ping_gets_pong() {
     let mut a = Client::user(&node, "alice", "a1").await;
     a.send(json!({"type":"ping"})).await;
     assert_eq!(a.recv().await, json!({"type":"pong"}));
+}
+
+#[tokio::test]
+async fn an_in_process_cluster_relays_across_nodes() {
+    let nodes = spawn_memory_cluster(2, &test_config());
+    let (mut a, _) = Client::join(&nodes[0], "x", "alice", "a1").await;
+    let (mut b, users) = Client::join(&nodes[1], "x", "bob", "b1").await;
+    assert_eq!(users["users"][0]["client_id"], "a1");
+    assert_eq!(a.recv_type("user_joined").await["client_id"], "b1");
+
+    a.send(json!({"type":"offer","offer":{"sdp":"v=0"},"to":"b1"}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["from"], "a1");
+    b.send(json!({"type":"signal","data":"hi"})).await;
+    assert_eq!(a.recv_type("signal").await["from"], "b1");
+    a.send(json!({"type":"webrtc_offer","target_user_id":"bob","data":{}}))
+        .await;
+    assert_eq!(b.recv_type("webrtc_offer").await["from_user_id"], "alice");
+    a.expect_quiet().await;
+    b.expect_quiet().await;
+
+    b.close().await;
+    assert_eq!(a.recv_type("user_left").await["client_id"], "b1");
 }

@@ -35,9 +35,10 @@ pub enum Backing {
 }
 
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
 }
 
 pub struct TestNode {

@@ -45,14 +45,29 @@ struct Conn {
 pub async fn run(mut socket: WebSocket, floor: Arc<Floor>, hello: Hello) {
     let (tx, mut rx) = mpsc::channel(OUTBOX);
     let kick = CancellationToken::new();
-    let Some(claimed) = authenticate(&mut socket, &hello).await else { return };
+    let Some(claimed) = authenticate(&mut socket, &hello).await else {
+        return;
+    };
     let client_id = claimed.filter(|c| valid_id(c)).unwrap_or_else(fresh_id);
-    let me = Me::new(client_id, Peer { tx, kick: kick.clone() });
-    let ok = format!(r#"{{"type":"auth_success","user":{id},"user_id":{id},"client_id":{id}}}"#, id = json_str(&me.client_id));
+    let me = Me::new(
+        client_id,
+        Peer {
+            tx,
+            kick: kick.clone(),
+        },
+    );
+    let ok = format!(
+        r#"{{"type":"auth_success","user":{id},"user_id":{id},"client_id":{id}}}"#,
+        id = json_str(&me.client_id)
+    );
     if socket.send(Message::Text(ok.into())).await.is_err() {
         return;
     }
-    let mut conn = Conn { floor, me, rooms: HashMap::new() };
+    let mut conn = Conn {
+        floor,
+        me,
+        rooms: HashMap::new(),
+    };
     if let Some(room) = &hello.room {
         conn.join(room);
     }
@@ -85,7 +100,12 @@ async fn authenticate(socket: &mut WebSocket, hello: &Hello) -> Option<Option<St
     if hello.has_token {
         return Some(hello.client_id.clone());
     }
-    socket.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"auth_required"}"#))).await.ok()?;
+    socket
+        .send(Message::Text(Utf8Bytes::from_static(
+            r#"{"type":"auth_required"}"#,
+        )))
+        .await
+        .ok()?;
     let wait = async {
         while let Some(Ok(msg)) = socket.next().await {
             if let Message::Text(text) = msg {
@@ -93,17 +113,27 @@ async fn authenticate(socket: &mut WebSocket, hello: &Hello) -> Option<Option<St
                     Ok(auth) if auth.kind == "auth_token" => return Some(auth.client_id),
                     _ => {
                         let err = r#"{"type":"error","code":"unauthorized","message":"authenticate first"}"#;
-                        socket.send(Message::Text(Utf8Bytes::from_static(err))).await.ok()?;
+                        socket
+                            .send(Message::Text(Utf8Bytes::from_static(err)))
+                            .await
+                            .ok()?;
                     }
                 }
             }
         }
         None
     };
-    tokio::time::timeout(AUTH_TIMEOUT, wait).await.ok().flatten()
+    tokio::time::timeout(AUTH_TIMEOUT, wait)
+        .await
+        .ok()
+        .flatten()
 }
 
-async fn write_batch(socket: &mut WebSocket, first: Utf8Bytes, rx: &mut mpsc::Receiver<Utf8Bytes>) -> Result<(), axum::Error> {
+async fn write_batch(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..BATCH {
         match rx.try_recv() {
@@ -115,7 +145,10 @@ async fn write_batch(socket: &mut WebSocket, first: Utf8Bytes, rx: &mut mpsc::Re
 }
 
 fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn fresh_id() -> String {
@@ -125,9 +158,14 @@ fn fresh_id() -> String {
 
 impl Conn {
     fn on_text(&mut self, text: &str) {
-        let Some(head) = splice::read(text) else { return self.error("invalid_json") };
+        let Some(head) = splice::read(text) else {
+            return self.error("invalid_json");
+        };
         match (head.kind, head.room) {
-            ("ping", _) => self.me.peer.deliver(Utf8Bytes::from_static(r#"{"type":"pong"}"#)),
+            ("ping", _) => self
+                .me
+                .peer
+                .deliver(Utf8Bytes::from_static(r#"{"type":"pong"}"#)),
             ("join", Some(room)) => self.join(room),
             ("leave", Some(room)) => self.leave(room),
             ("join" | "leave", None) => self.error("missing_field"),
@@ -143,7 +181,9 @@ impl Conn {
             (None, 0) => return self.error("not_in_room"),
             (None, _) => return self.error("missing_field"),
         };
-        let Some(room) = self.rooms.get(name) else { return self.error("not_in_room") };
+        let Some(room) = self.rooms.get(name) else {
+            return self.error("not_in_room");
+        };
         let frame = Utf8Bytes::from(head.relay(&self.me.sender_fields, &json_str(name)));
         let found = {
             let r = lock(room);
@@ -181,6 +221,8 @@ impl Conn {
     }
 
     fn error(&self, code: &str) {
-        self.me.peer.deliver(format!(r#"{{"type":"error","code":"{code}"}}"#).into());
+        self.me
+            .peer
+            .deliver(format!(r#"{{"type":"error","code":"{code}"}}"#).into());
     }
 }

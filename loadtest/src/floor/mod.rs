@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 
 use crate::target::check_listen;
@@ -41,7 +41,7 @@ pub async fn serve(listen: &[SocketAddr]) -> Result<()> {
         .with_state(Arc::new(Floor::default()));
     let mut servers = JoinSet::new();
     for &addr in listen {
-        let listener = TcpListener::bind(check_listen(addr)?).await.with_context(|| format!("binding {addr}"))?;
+        let listener = bind(check_listen(addr)?).with_context(|| format!("binding {addr}"))?;
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -53,6 +53,20 @@ pub async fn serve(listen: &[SocketAddr]) -> Result<()> {
         () = shutdown_signal() => Ok(()),
         Some(ended) = servers.join_next() => Ok(ended??),
     }
+}
+
+/// Listen with a deep accept queue (the kernel caps it at `net.core.somaxconn`); the default
+/// of 128 overflows when a few hundred clients connect at once, and each overflow costs the
+/// client a one-second SYN retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() {
@@ -71,17 +85,35 @@ async fn shutdown_signal() {
     }
 }
 
-async fn lobby(ws: WebSocketUpgrade, Query(q): Params, State(floor): State<Arc<Floor>>) -> Response {
+async fn lobby(
+    ws: WebSocketUpgrade,
+    Query(q): Params,
+    State(floor): State<Arc<Floor>>,
+) -> Response {
     upgrade(ws, floor, None, q)
 }
 
-async fn room(ws: WebSocketUpgrade, Path(room): Path<String>, Query(q): Params, State(floor): State<Arc<Floor>>) -> Response {
+async fn room(
+    ws: WebSocketUpgrade,
+    Path(room): Path<String>,
+    Query(q): Params,
+    State(floor): State<Arc<Floor>>,
+) -> Response {
     upgrade(ws, floor, Some(room), q)
 }
 
-fn upgrade(ws: WebSocketUpgrade, floor: Arc<Floor>, room: Option<String>, mut q: HashMap<String, String>) -> Response {
+fn upgrade(
+    ws: WebSocketUpgrade,
+    floor: Arc<Floor>,
+    room: Option<String>,
+    mut q: HashMap<String, String>,
+) -> Response {
     let client_id = q.remove("client_id").or_else(|| q.remove("clientId"));
-    let hello = Hello { room, has_token: q.contains_key("token"), client_id };
+    let hello = Hello {
+        room,
+        has_token: q.contains_key("token"),
+        client_id,
+    };
     ws.read_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| conn::run(socket, floor, hello))

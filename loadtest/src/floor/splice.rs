@@ -20,17 +20,32 @@ pub struct Head<'a> {
 /// Read a frame's top level; `None` if it is not a JSON object with a string `type`.
 pub fn read(text: &str) -> Option<Head<'_>> {
     let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
-    let string = |key: &str| fields.get(key).and_then(|raw| serde_json::from_str::<&str>(raw.get()).ok());
+    let string = |key: &str| {
+        fields
+            .get(key)
+            .and_then(|raw| serde_json::from_str::<&str>(raw.get()).ok())
+    };
     let kind = string("type")?;
     let (to, room) = (string("to"), string("room"));
-    Some(Head { kind, to, room, fields })
+    Some(Head {
+        kind,
+        to,
+        room,
+        fields,
+    })
 }
 
 impl Head<'_> {
     /// The frame as a recipient gets it: `to` removed, `sender` (pre-rendered
     /// `"from":..,"username":..,"user_id":..`) and `"room"` added.
     pub fn relay(&self, sender: &str, room_json: &str) -> String {
-        let mut out = String::with_capacity(self.fields.values().map(|v| v.get().len() + 24).sum::<usize>() + 128);
+        let mut out = String::with_capacity(
+            self.fields
+                .values()
+                .map(|v| v.get().len() + 24)
+                .sum::<usize>()
+                + 128,
+        );
         out.push('{');
         for (key, value) in &self.fields {
             if SERVER_SET.contains(key) {
@@ -58,10 +73,14 @@ mod tests {
 
     #[test]
     fn relays_with_to_removed_and_sender_fields_set() {
-        let frame = r#"{"type":"offer","offer":{"type":"offer","sdp":"v=0\r\n"},"to":"b","from":"forged"}"#;
+        let frame =
+            r#"{"type":"offer","offer":{"type":"offer","sdp":"v=0\r\n"},"to":"b","from":"forged"}"#;
         let head = read(frame).unwrap();
         assert_eq!((head.kind, head.to, head.room), ("offer", Some("b"), None));
-        let out: Value = serde_json::from_str(&head.relay(r#""from":"a","username":"a","user_id":"a""#, r#""r1""#)).unwrap();
+        let out: Value = serde_json::from_str(
+            &head.relay(r#""from":"a","username":"a","user_id":"a""#, r#""r1""#),
+        )
+        .unwrap();
         assert_eq!(
             out,
             json!({"type":"offer","offer":{"type":"offer","sdp":"v=0\r\n"},"from":"a","username":"a","user_id":"a","room":"r1"})
@@ -73,6 +92,9 @@ mod tests {
         for bad in ["[]", "\"x\"", "{}", r#"{"type":5}"#, "{", "garbage"] {
             assert!(read(bad).is_none(), "{bad}");
         }
-        assert_eq!(read(r#"{"type":"join","room":"r"}"#).unwrap().room, Some("r"));
+        assert_eq!(
+            read(r#"{"type":"join","room":"r"}"#).unwrap().room,
+            Some("r")
+        );
     }
 }

@@ -68,7 +68,10 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Room {
     /// Deliver to `to`; false if no such member.
     pub fn send_to(&self, to: &str, frame: Utf8Bytes) -> bool {
-        self.members.get(to).map(|(p, _)| p.deliver(frame)).is_some()
+        self.members
+            .get(to)
+            .map(|(p, _)| p.deliver(frame))
+            .is_some()
     }
 
     /// Deliver to every member but `except`.
@@ -94,13 +97,25 @@ impl Floor {
         let room = Arc::clone(rooms.entry(name.to_owned()).or_default());
         let mut r = lock(&room);
         let room_json = json_str(name);
-        let users: Vec<&str> = r.members.iter().filter(|(id, _)| **id != me.client_id).map(|(_, (_, u))| &**u).collect();
-        let list = format!(r#"{{"type":"users_in_room","room":{room_json},"users":[{}]}}"#, users.join(","));
+        let users: Vec<&str> = r
+            .members
+            .iter()
+            .filter(|(id, _)| **id != me.client_id)
+            .map(|(_, (_, u))| &**u)
+            .collect();
+        let list = format!(
+            r#"{{"type":"users_in_room","room":{room_json},"users":[{}]}}"#,
+            users.join(",")
+        );
         me.peer.deliver(list.into());
-        let joined = Utf8Bytes::from(format!(r#"{{"type":"user_joined","room":{room_json},{}}}"#, me.user_fields));
+        let joined = Utf8Bytes::from(format!(
+            r#"{{"type":"user_joined","room":{room_json},{}}}"#,
+            me.user_fields
+        ));
         r.broadcast(&me.client_id, &joined);
         let user: Arc<str> = format!("{{{}}}", me.user_fields).into();
-        r.members.insert(me.client_id.clone(), (me.peer.clone(), user));
+        r.members
+            .insert(me.client_id.clone(), (me.peer.clone(), user));
         drop(r);
         room
     }
@@ -109,10 +124,17 @@ impl Floor {
     pub fn leave(&self, name: &str, room: &RoomRef, me: &Me) {
         let mut rooms = lock(&self.rooms);
         let mut r = lock(room);
-        let mine = r.members.get(&me.client_id).is_some_and(|(p, _)| p.tx.same_channel(&me.peer.tx));
+        let mine = r
+            .members
+            .get(&me.client_id)
+            .is_some_and(|(p, _)| p.tx.same_channel(&me.peer.tx));
         if mine {
             r.members.remove(&me.client_id);
-            let left = format!(r#"{{"type":"user_left","room":{},{}}}"#, json_str(name), me.user_fields);
+            let left = format!(
+                r#"{{"type":"user_left","room":{},{}}}"#,
+                json_str(name),
+                me.user_fields
+            );
             r.broadcast(&me.client_id, &left.into());
         }
         if r.members.is_empty() && rooms.get(name).is_some_and(|cur| Arc::ptr_eq(cur, room)) {

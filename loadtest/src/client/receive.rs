@@ -1,0 +1,66 @@
+//! The receiving half: frames in, stamps checked, latency recorded.
+
+use std::sync::atomic::Ordering;
+
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::{Client, Step, record};
+use crate::clock::now_ns;
+use crate::conn;
+use crate::inbound::{Event, parse};
+use crate::payload::Stamp;
+use crate::seq::Arrival;
+use crate::stats::bump;
+
+impl Client {
+    pub(super) fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Step {
+        match frame {
+            None => Step::Lost("eof".into()),
+            Some(Err(e)) => Step::Lost(conn::ws_error_key(&e)),
+            Some(Ok(Message::Text(text))) => {
+                self.on_text(&text);
+                Step::Go
+            }
+            Some(Ok(Message::Close(f))) => {
+                Step::Lost(f.map_or(1005, |f| u16::from(f.code)).to_string())
+            }
+            Some(Ok(_)) => Step::Go,
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        match parse(text) {
+            Some(Event::Signal(Some(stamp))) => self.on_signal(stamp),
+            Some(Event::Signal(None)) | None => self.out.counters.unreadable += 1,
+            Some(Event::Error(code)) => bump(&mut self.out.counters.errors, &code),
+            Some(Event::UsersInRoom(users)) => self.peers = users.into_iter().collect(),
+            Some(Event::UserJoined(id)) => {
+                self.peers.insert(id);
+            }
+            Some(Event::UserLeft(id)) => {
+                self.peers.remove(&id);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn on_signal(&mut self, stamp: Stamp) {
+        let now = now_ns();
+        let c = &mut self.out.counters;
+        match self
+            .seqs
+            .entry(stamp.sender)
+            .or_default()
+            .observe(stamp.seq)
+        {
+            Arrival::Duplicate => c.duplicates += 1,
+            Arrival::OutOfRange => c.unreadable += 1,
+            arrival => {
+                c.reordered += u64::from(arrival == Arrival::Reordered);
+                c.delivered += 1;
+                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                record(&mut self.out.latency, now.saturating_sub(stamp.sched_ns));
+            }
+        }
+    }
+}

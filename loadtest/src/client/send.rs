@@ -1,0 +1,94 @@
+//! The sending half: scheduled signals out, and what happens after a reconnect.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Client, Step, nanos, record};
+use crate::clock::ns_of;
+use crate::conn::{self, Ws};
+use crate::payload::Stamp;
+
+const RECONNECT_TRIES: u32 = 40;
+
+impl Client {
+    pub(super) async fn send_due(&mut self, ws: &mut Ws) -> Step {
+        let (Some(plan), Some(send)) = (self.shared.schedule.get(), &self.spec.send) else {
+            return Step::Go;
+        };
+        let id = send.sender as usize;
+        let total = plan.count_for(id);
+        let now = Instant::now();
+        let mut fed = 0;
+        while self.next < total {
+            let due = plan.due(id, self.next);
+            if due > now {
+                break;
+            }
+            let stamp = Stamp {
+                sender: send.sender,
+                seq: self.next,
+                sched_ns: ns_of(due),
+            };
+            if let Err(e) = ws.feed(Message::text(send.frames.build(&stamp))).await {
+                return Step::Lost(conn::ws_error_key(&e));
+            }
+            record(&mut self.out.send_lag, nanos(now - due));
+            self.next += 1;
+            fed += 1;
+        }
+        self.out.counters.sent += fed;
+        self.shared.sent.fetch_add(fed, Ordering::Relaxed);
+        match ws.flush().await {
+            Ok(()) => Step::Go,
+            Err(e) => Step::Lost(conn::ws_error_key(&e)),
+        }
+    }
+
+    pub(super) async fn reconnect(&mut self) -> Option<Ws> {
+        if !self.shared.reconnect {
+            return None;
+        }
+        let lost_at = Instant::now();
+        for attempt in 0..RECONNECT_TRIES {
+            if self.shared.cancel.is_cancelled() {
+                return None;
+            }
+            if let Some(ws) = self.dial().await {
+                let since = self
+                    .shared
+                    .kill_at
+                    .get()
+                    .copied()
+                    .filter(|k| *k <= lost_at)
+                    .unwrap_or(lost_at);
+                record(&mut self.out.rejoin, nanos(since.elapsed()));
+                self.skip_overdue();
+                return Some(ws);
+            }
+            let backoff = Duration::from_millis(25 << attempt.min(5));
+            tokio::select! {
+                () = self.shared.cancel.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+        None
+    }
+
+    /// After a reconnect, messages that fell due while disconnected are skipped, not sent late.
+    fn skip_overdue(&mut self) {
+        let (Some(plan), Some(send)) = (self.shared.schedule.get(), &self.spec.send) else {
+            return;
+        };
+        let id = send.sender as usize;
+        let resume = plan
+            .first_due_from(id, Instant::now())
+            .min(plan.count_for(id));
+        if resume > self.next {
+            self.out.counters.skipped += resume - self.next;
+            self.next = resume;
+        }
+    }
+}

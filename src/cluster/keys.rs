@@ -1,0 +1,97 @@
+//! Names of every Redis key and channel a cluster uses (the layout is documented in
+//! [`crate::cluster`] and `docs/cluster.md`). Every name starts with a hash tag `{prefix:...}`, so
+//! the keys one Lua script touches share a Redis Cluster slot and sharded channels spread over
+//! the shards by room and by user.
+
+use std::sync::Arc;
+
+use crate::bus::Topic;
+use crate::protocol::{ClientId, ConnId, RoomId, UserId};
+
+/// Key and channel names under one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    /// `prefix` holds no braces or spaces (the config validates it).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: Arc::from(prefix),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The channel of a topic: `{P:room:R}:bus` or `{P:user:U}:bus`.
+    pub fn channel(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::Room(room) => format!("{}:bus", self.room(room)),
+            Topic::User(user) => format!("{{{}:user:{user}}}:bus", self.prefix),
+        }
+    }
+
+    /// ZSET of the members of a room, scored by join order.
+    pub fn room(&self, room: &RoomId) -> String {
+        format!("{{{}:room:{room}}}", self.prefix)
+    }
+
+    /// HASH of a user's connections (conn id → owning node incarnation).
+    pub fn devices(&self, user: &UserId) -> String {
+        format!("{{{}:user:{user}}}:dev", self.prefix)
+    }
+
+    /// HASH holding a client id's claim: `u` user, `k` conn, `o` owner, `m` member record.
+    pub fn client(&self, client: &ClientId) -> String {
+        format!("{{{}:client:{client}}}", self.prefix)
+    }
+
+    /// HASH of what a connection holds: `o` owner, `m` member record, `r:ROOM` per room.
+    pub fn conn(&self, conn: ConnId) -> String {
+        format!("{{{}:conn:{}}}", self.prefix, conn.0)
+    }
+
+    /// SET of the connections a node incarnation holds entries for.
+    pub fn node(&self, incarnation: &str) -> String {
+        format!("{{{}:node:{incarnation}}}", self.prefix)
+    }
+
+    /// ZSET of live node incarnations, scored by lease deadline (ms, Redis clock).
+    pub fn leases(&self) -> String {
+        format!("{{{}:nodes}}", self.prefix)
+    }
+
+    /// ZSET of dead incarnations being reaped, scored by the reaper's deadline.
+    pub fn reaping(&self) -> String {
+        format!("{{{}:nodes}}:reaping", self.prefix)
+    }
+
+    /// ZSET of rooms that may have members, scored by the last join (s, Redis clock).
+    pub fn rooms(&self) -> String {
+        format!("{{{}:rooms}}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_their_hash_tag() {
+        let keys = Keys::new("sb");
+        let room = RoomId::parse("r.1").unwrap();
+        let user = UserId::parse("ü@x").unwrap();
+        assert_eq!(keys.room(&room), "{sb:room:r.1}");
+        assert_eq!(keys.channel(&Topic::Room(room)), "{sb:room:r.1}:bus");
+        assert_eq!(
+            keys.channel(&Topic::User(user.clone())),
+            "{sb:user:ü@x}:bus"
+        );
+        assert_eq!(keys.devices(&user), "{sb:user:ü@x}:dev");
+        assert_eq!(keys.conn(ConnId(7)), "{sb:conn:7}");
+        assert_eq!(keys.reaping(), "{sb:nodes}:reaping");
+    }
+}

@@ -1,0 +1,219 @@
+//! Leases, reaping and reconciliation.
+//!
+//! Every node incarnation holds a lease: its score in the leases ZSET is a deadline (Redis
+//! clock) that [`Presence::reap`](crate::presence::Presence::reap), run every `lease_ttl / 2`,
+//! pushes `lease_ttl` ahead. A crashed node stops renewing; at most `lease_ttl` later its lease
+//! is expired and the next reap of any survivor (at most `lease_ttl / 2` later) moves it to the
+//! reaping ZSET in one script — so exactly one reaper takes it — and removes every entry the
+//! dead incarnation still owns. A reaper that dies half-way leaves a reaping deadline behind,
+//! after which another reaper takes the incarnation over.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+
+use fred::interfaces::{ClientLike, KeysInterface, SetsInterface, SortedSetsInterface};
+use fred::prelude::Error as RedisError;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use super::{RedisPresence, fast};
+use crate::presence::{Member, PresenceError};
+use crate::protocol::{ConnId, NodeId, RoomId};
+
+/// Dead incarnations one reap takes on at most.
+const REAP_BATCH: usize = 16;
+/// Connections reconciled or reaped concurrently.
+const PARALLEL: usize = 32;
+
+type Gone = Vec<(RoomId, Member)>;
+
+/// A fresh incarnation of `node`: `node/epoch`, with a random epoch.
+pub fn incarnation(node: &NodeId) -> String {
+    format!("{node}/{:08x}", uuid::Uuid::new_v4().as_u128() as u32)
+}
+
+impl RedisPresence {
+    fn ttl_ms(&self) -> String {
+        self.lease_ttl.as_millis().to_string()
+    }
+
+    /// Renews the lease; `false` when it had expired or vanished (unless `register`).
+    pub(super) async fn renew(&self, register: bool) -> Result<bool, RedisError> {
+        let args = vec![
+            self.owner(),
+            self.ttl_ms(),
+            if register { "1" } else { "0" }.to_owned(),
+        ];
+        let key = self.store.keys.leases();
+        let renewed: i64 = self.store.run(&self.store.scripts.renew, key, args).await?;
+        Ok(renewed == 1)
+    }
+
+    /// One lease period's work: renew, reconcile when needed, reap dead incarnations.
+    pub(super) async fn renew_and_reap(&self) -> Result<Gone, PresenceError> {
+        let held = self.renew(false).await.map_err(|e| self.failed(e))?;
+        let mut gone = if !held {
+            let owner = incarnation(&self.node);
+            tracing::warn!(%owner, "lease lost (Redis restarted, or this node stalled); re-registering");
+            self.resync(Some(owner)).await
+        } else if self.dirty.swap(false, Ordering::AcqRel) {
+            tracing::info!("reconciling presence with Redis after failed writes");
+            self.resync(None).await
+        } else {
+            Ok(Vec::new())
+        }
+        .map_err(|e| self.failed(e))?;
+        for (room, member) in self.take_departed() {
+            if !gone
+                .iter()
+                .any(|(r, m)| *r == room && m.conn == member.conn)
+            {
+                gone.push((room, member));
+            }
+        }
+        // Right after re-registering, others may not have renewed yet (a Redis restored from
+        // disk holds only stale leases): reap from the next period on.
+        if held {
+            gone.extend(self.reap_dead().await);
+        }
+        Ok(gone)
+    }
+
+    /// Makes Redis agree with the mirror, under a new incarnation if given: removes what this
+    /// incarnation holds but no local connection does, then writes every local entry back.
+    async fn resync(&self, new_owner: Option<String>) -> Result<Gone, RedisError> {
+        let _gate = self.gate.write().await;
+        if let Some(owner) = new_owner {
+            *self.owner_lock() = owner;
+            self.renew(true).await?;
+        }
+        let owner = self.owner();
+        let local = self.mirror.snapshot();
+        let held: HashSet<ConnId> = local.iter().map(|h| h.member.conn).collect();
+        let stale: Vec<ConnId> = self
+            .indexed(&owner)
+            .await?
+            .into_iter()
+            .filter(|c| !held.contains(c))
+            .collect();
+        let mut gone = self.remove_all(stale, &owner).await?;
+        let purges: Vec<_> = local.iter().map(|h| self.store.purge_rooms(h)).collect();
+        gone.extend(bounded(purges).await?.into_iter().flatten());
+        let restores: Vec<_> = local
+            .iter()
+            .map(|h| async { Ok((h.member.conn, self.store.restore(h, &owner).await?)) })
+            .collect();
+        let restored: Vec<(ConnId, bool)> = bounded(restores).await?;
+        for (conn, ok) in restored {
+            if !ok {
+                tracing::warn!(
+                    conn = conn.0,
+                    "client id taken over while Redis was away; dropped from presence"
+                );
+                self.mirror.evicted(conn);
+            }
+        }
+        tracing::info!(%owner, connections = local.len(), removed = gone.len(), "presence reconciled");
+        Ok(gone)
+    }
+
+    /// The connections an incarnation indexes.
+    async fn indexed(&self, owner: &str) -> Result<Vec<ConnId>, RedisError> {
+        let cmd = self.store.client.with_options(&fast());
+        let conns: Vec<String> = cmd.smembers(self.store.keys.node(owner)).await?;
+        Ok(conns
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .map(ConnId)
+            .collect())
+    }
+
+    /// Removes what `owner` still holds of each connection.
+    async fn remove_all(&self, conns: Vec<ConnId>, owner: &str) -> Result<Gone, RedisError> {
+        let removals: Vec<_> = conns
+            .into_iter()
+            .map(|conn| self.store.remove_conn(conn, Some(owner), None))
+            .collect();
+        Ok(bounded(removals).await?.into_iter().flatten().collect())
+    }
+
+    /// Takes over expired incarnations and removes their entries. Errors are logged: an
+    /// incarnation left half-reaped is taken over again after its reaping deadline.
+    async fn reap_dead(&self) -> Gone {
+        let keys = vec![self.store.keys.leases(), self.store.keys.reaping()];
+        let args = vec![self.ttl_ms(), REAP_BATCH.to_string()];
+        let dead: Result<Vec<String>, _> = self
+            .store
+            .scripts
+            .claim_dead
+            .run(&self.store.client, keys, args)
+            .await;
+        let dead = dead.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "claiming dead leases failed");
+            Vec::new()
+        });
+        let mut gone = Vec::new();
+        for owner in dead {
+            let (removed, finished) = self.reap_one(&owner).await;
+            match finished {
+                Ok(()) => tracing::info!(%owner, members = removed.len(), "reaped a dead node"),
+                Err(e) => {
+                    tracing::warn!(%owner, error = %e, "reaping a dead node failed; retried later")
+                }
+            }
+            gone.extend(removed);
+            // Long reaps must not cost this node its own lease.
+            if let Err(e) = self.renew(false).await {
+                tracing::warn!(error = %e, "lease renewal failed");
+            }
+        }
+        gone
+    }
+
+    /// Removes what a dead incarnation still owns; returns what was removed even when a step
+    /// failed (removals are conditional, so a later reaper announces nothing twice).
+    async fn reap_one(&self, owner: &str) -> (Gone, Result<(), RedisError>) {
+        let conns = match self.indexed(owner).await {
+            Ok(conns) => conns,
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        let removals = conns
+            .into_iter()
+            .map(|conn| self.store.remove_conn(conn, Some(owner), None));
+        let results: Vec<_> = stream::iter(removals)
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let mut gone = Vec::new();
+        let mut failed = Ok(());
+        for result in results {
+            match result {
+                Ok(removed) => gone.extend(removed),
+                Err(e) => failed = Err(e),
+            }
+        }
+        if failed.is_ok() {
+            failed = self.forget(owner).await;
+        }
+        (gone, failed)
+    }
+
+    /// Drops a fully reaped incarnation's index and reaping entry.
+    async fn forget(&self, owner: &str) -> Result<(), RedisError> {
+        let cmd = self.store.client.with_options(&fast());
+        let _: i64 = cmd.del(self.store.keys.node(owner)).await?;
+        let _: i64 = cmd.zrem(self.store.keys.reaping(), owner).await?;
+        Ok(())
+    }
+}
+
+/// Runs `futures` with at most [`PARALLEL`] in flight; the first error wins.
+async fn bounded<T, F>(futures: Vec<F>) -> Result<Vec<T>, RedisError>
+where
+    F: Future<Output = Result<T, RedisError>>,
+{
+    stream::iter(futures)
+        .buffer_unordered(PARALLEL)
+        .try_collect()
+        .await
+}

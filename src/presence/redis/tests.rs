@@ -1,0 +1,202 @@
+//! Redis presence against a real Redis (run by `scripts/test`): the same answers as the
+//! in-process reference for the same operations, reaping of a node that stopped renewing, and
+//! reconciliation after Redis lost its data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::prelude::{Builder, Config};
+use fred::types::scan::Scanner;
+use futures_util::TryStreamExt;
+
+use crate::presence::memory::MemoryPresence;
+use crate::presence::{Member, Presence};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
+
+fn url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run scripts/test"))
+}
+
+fn prefix() -> String {
+    format!("presence-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn redis(url: &str, prefix: &str, node: &NodeId, ttl: Duration) -> Arc<dyn Presence> {
+    crate::cluster::connect(url, prefix, node, ttl)
+        .await
+        .unwrap()
+        .presence
+}
+
+fn member(node: &NodeId, client: &str, user: &str, conn: u64) -> Member {
+    Member {
+        client_id: ClientId::parse(client).unwrap(),
+        user_id: UserId::parse(user).unwrap(),
+        username: format!("name-{user}"),
+        conn: ConnId(conn),
+        node: node.clone(),
+    }
+}
+
+fn room(name: &str) -> RoomId {
+    RoomId::parse(name).unwrap()
+}
+
+/// A sequence of operations; the transcript of every answer.
+async fn transcript(p: &dyn Presence, node: &NodeId) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut log = |what: &str, value: &dyn std::fmt::Debug| out.push(format!("{what}: {value:?}"));
+    let a1 = member(node, "a", "alice", 1);
+    let a2 = member(node, "a", "alice", 2);
+    let m3 = member(node, "a", "mallory", 3);
+    let b4 = member(node, "b", "bob", 4);
+    let c5 = member(node, "c", "carol", 5);
+    let (r, r2) = (room("r"), room("r2"));
+    log("claim a1", &p.claim(&a1).await.unwrap());
+    log("claim a1 again", &p.claim(&a1).await.unwrap());
+    log("join a1", &p.join(&r, &a1, 2).await.unwrap());
+    log("claim a2", &p.claim(&a2).await.unwrap());
+    log("claim m3", &p.claim(&m3).await.unwrap());
+    log("devices alice", &p.devices(&a1.user_id).await.unwrap());
+    // The replaced connection lingers in its room until evicted; its successor joins anyway.
+    log("join a2 cap 1", &p.join(&r, &a2, 1).await.unwrap());
+    log("members r", &p.members(&r).await.unwrap());
+    log("evict a1", &p.evict(&a1).await.unwrap());
+    log("devices alice", &p.devices(&a1.user_id).await.unwrap());
+    for m in [&b4, &c5] {
+        log("claim", &p.claim(m).await.unwrap());
+    }
+    log("join b4", &p.join(&r, &b4, 2).await.unwrap());
+    log("join b4 again", &p.join(&r, &b4, 2).await.unwrap());
+    log("join c5", &p.join(&r, &c5, 2).await.unwrap());
+    log("join c5 r2", &p.join(&r2, &c5, 2).await.unwrap());
+    log("join a2 r2", &p.join(&r2, &a2, 2).await.unwrap());
+    log("member r b", &p.member(&r, &b4.client_id).await.unwrap());
+    log("member r c", &p.member(&r, &c5.client_id).await.unwrap());
+    log("rooms", &p.rooms().await.unwrap());
+    log("leave a2 r", &p.leave(&r, &a2).await.unwrap());
+    log("leave a2 r again", &p.leave(&r, &a2).await.unwrap());
+    log("members r", &p.members(&r).await.unwrap());
+    log("evict a2", &p.evict(&a2).await.unwrap());
+    log("evict a2 again", &p.evict(&a2).await.unwrap());
+    log("members r2", &p.members(&r2).await.unwrap());
+    log("evict b4", &p.evict(&b4).await.unwrap());
+    log("rooms", &p.rooms().await.unwrap());
+    log("devices alice", &p.devices(&a1.user_id).await.unwrap());
+    log("devices carol", &p.devices(&c5.user_id).await.unwrap());
+    log("claim m3 now", &p.claim(&m3).await.unwrap());
+    out
+}
+
+async fn same_answers_as_memory(var: &str) {
+    let node = NodeId::generate();
+    let expected = transcript(&MemoryPresence::new(), &node).await;
+    let p = redis(&url(var), &prefix(), &node, Duration::from_secs(3)).await;
+    assert_eq!(transcript(p.as_ref(), &node).await, expected);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn redis_presence_answers_like_memory() {
+    same_answers_as_memory("SWITCHBOARD_TEST_REDIS_URL").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn redis_cluster_presence_answers_like_memory() {
+    same_answers_as_memory("SWITCHBOARD_TEST_REDIS_CLUSTER_URL").await;
+}
+
+/// Runs every survivor's periodic `reap` until one of them returns something, for at most
+/// `limit`; returns everything returned.
+async fn reap_until(survivors: &[Arc<dyn Presence>], limit: Duration) -> Vec<(RoomId, Member)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let rounds = futures_util::future::join_all(survivors.iter().map(|p| p.reap())).await;
+        let gone: Vec<_> = rounds.into_iter().flat_map(Result::unwrap).collect();
+        if !gone.is_empty() || Instant::now() > deadline {
+            return gone;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_node_that_stops_renewing_is_reaped_once() {
+    let (url, prefix, ttl) = (
+        url("SWITCHBOARD_TEST_REDIS_CLUSTER_URL"),
+        prefix(),
+        Duration::from_secs(1),
+    );
+    let (dead, alive) = (NodeId::generate(), NodeId::generate());
+    let d = redis(&url, &prefix, &dead, ttl).await;
+    let survivors = [
+        redis(&url, &prefix, &alive, ttl).await,
+        redis(&url, &prefix, &NodeId::generate(), ttl).await,
+    ];
+    let (ghost, live) = (
+        member(&dead, "g", "ghost", 1),
+        member(&alive, "l", "live", 2),
+    );
+    d.claim(&ghost).await.unwrap();
+    d.join(&room("r"), &ghost, 5).await.unwrap();
+    survivors[0].claim(&live).await.unwrap();
+    survivors[0].join(&room("r"), &live, 5).await.unwrap();
+
+    // `d` never renews again; of the two survivors, exactly one reaps it.
+    let started = Instant::now();
+    let gone = reap_until(&survivors, 3 * ttl).await;
+    assert!(
+        started.elapsed() < 2 * ttl,
+        "reaped after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(gone, vec![(room("r"), ghost.clone())]);
+    assert_eq!(survivors[0].members(&room("r")).await.unwrap(), vec![live]);
+    assert_eq!(survivors[1].devices(&ghost.user_id).await.unwrap(), 0);
+    assert!(survivors[1].reap().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_node_writes_its_members_back_after_redis_lost_them() {
+    let (url, prefix) = (url("SWITCHBOARD_TEST_REDIS_URL"), prefix());
+    let node = NodeId::generate();
+    let p = redis(&url, &prefix, &node, Duration::from_secs(3)).await;
+    let (a, b) = (member(&node, "a", "alice", 1), member(&node, "b", "bob", 2));
+    for (m, rooms) in [(&a, ["x", "y"]), (&b, ["y", "x"])] {
+        p.claim(m).await.unwrap();
+        for r in rooms {
+            p.join(&room(r), m, 5).await.unwrap();
+        }
+    }
+    p.leave(&room("x"), &b).await.unwrap();
+
+    // Lose every key of this prefix, as a restart without persistence does.
+    let client = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let mut scan = client.scan(format!("{{{prefix}:*"), Some(1000), None);
+    while let Some(mut page) = scan.try_next().await.unwrap() {
+        if let Some(keys) = page.take_results() {
+            let _: i64 = client.del(keys).await.unwrap();
+        }
+    }
+    assert!(p.members(&room("y")).await.unwrap().is_empty());
+
+    assert!(
+        p.reap().await.unwrap().is_empty(),
+        "a restore announces no departures"
+    );
+    assert_eq!(p.members(&room("x")).await.unwrap(), vec![a.clone()]);
+    assert_eq!(
+        p.members(&room("y")).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(p.devices(&a.user_id).await.unwrap(), 1);
+    let claimed = p.claim(&member(&node, "a", "mallory", 3)).await.unwrap();
+    assert_eq!(claimed, crate::presence::Claim::Taken);
+}

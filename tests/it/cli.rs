@@ -1,0 +1,123 @@
+//! The `switchboard` binary: token minting, config errors, and production's refusal of weak
+//! secrets.
+
+use std::process::{Command, Output};
+
+use switchboard::auth::Tokens;
+use switchboard::config::DEV_JWT_SECRET;
+
+fn switchboard(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command.args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SWITCHBOARD_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("run switchboard")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn token_mint_prints_a_token_the_node_accepts() {
+    let out = switchboard(
+        &[
+            "token", "mint", "--user", "alice", "--name", "Alice", "--room", "team-*", "--ttl",
+            "15m", "--admin",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let identity = Tokens::new(DEV_JWT_SECRET.as_bytes())
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(
+        (
+            identity.user_id.as_str(),
+            identity.name.as_str(),
+            identity.admin
+        ),
+        ("alice", "Alice", true)
+    );
+}
+
+#[test]
+fn token_mint_uses_the_configured_secret() {
+    let secret = "a-production-secret-of-forty-bytes-000000";
+    let out = switchboard(
+        &["token", "mint", "--user", "bob", "--name", "Bob"],
+        &[("SWITCHBOARD_JWT_SECRET", secret)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(Tokens::new(secret.as_bytes()).verify(token.trim()).is_ok());
+    assert!(
+        Tokens::new(DEV_JWT_SECRET.as_bytes())
+            .verify(token.trim())
+            .is_err()
+    );
+}
+
+#[test]
+fn token_mint_refuses_bad_arguments() {
+    let cases: &[&[&str]] = &[
+        &["token", "mint", "--name", "NoUser"],
+        &["token", "mint", "--user", "has space", "--name", "X"],
+        &["token", "mint", "--user", "u", "--name", ""],
+        &[
+            "token", "mint", "--user", "u", "--name", "X", "--ttl", "forever",
+        ],
+        &["token", "mint", "--user", "u", "--name", "X", "--ttl", "0s"],
+        &[
+            "token", "mint", "--user", "u", "--name", "X", "--room", "bad room",
+        ],
+        &["token", "frobnicate"],
+        &["--no-such-flag"],
+    ];
+    for args in cases {
+        let out = switchboard(args, &[]);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(out.stdout.is_empty(), "{args:?} printed a token");
+        assert!(!stderr(&out).is_empty(), "{args:?} explained nothing");
+    }
+}
+
+#[test]
+fn production_refuses_to_start_with_a_weak_secret() {
+    for secret in [None, Some("short-secret"), Some(DEV_JWT_SECRET)] {
+        let mut env = vec![
+            ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+        ];
+        if let Some(s) = secret {
+            env.push(("SWITCHBOARD_JWT_SECRET", s));
+        }
+        let out = switchboard(&["serve"], &env);
+        assert_eq!(out.status.code(), Some(2), "{secret:?}");
+        let message = stderr(&out);
+        assert!(message.contains("SWITCHBOARD_JWT_SECRET"), "{message}");
+        if let Some(s) = secret {
+            assert!(
+                !message.contains(s),
+                "the secret itself was printed: {message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_config_names_the_setting() {
+    let out = switchboard(&["serve"], &[("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "ten")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("SWITCHBOARD_MAX_MEMBERS_PER_ROOM"),
+        "{}",
+        stderr(&out)
+    );
+    let out = switchboard(&["--config", "/nonexistent/switchboard.toml", "serve"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/switchboard.toml"));
+}

@@ -1,0 +1,146 @@
+//! Failures: a node that dies without cleaning up, and Redis going away and coming back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Redis, RedisProcess, get, poll, redis_config, spawn_cluster};
+use crate::support::*;
+
+on_both_redis!(a_crashed_nodes_members_are_reaped_within_two_lease_ttls);
+
+async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) {
+    let mut config = redis_config(&redis.url());
+    config.lease_ttl = Duration::from_secs(1);
+    let mut nodes = spawn_cluster(3, &config);
+    let (mut a, _) = Client::join(&nodes[0], "crash", "alice", "a1").await;
+    let (_b, _) = Client::join(&nodes[1], "crash", "bob", "b1").await;
+    let (mut c, _) = Client::join(&nodes[2], "crash", "carol", "c1").await;
+    let _bob_phone = Client::user(&nodes[1], "bob", "b2").await;
+    a.recv_type("user_joined").await;
+    a.recv_type("user_joined").await;
+
+    let started = Instant::now();
+    nodes.remove(1).crash();
+    for client in [&mut a, &mut c] {
+        assert_eq!(
+            client.recv_type("user_left").await,
+            json!({"type":"user_left","room":"crash",
+            "client_id":"b1","username":"name-bob","user_id":"bob"})
+        );
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{redis:?}: user_left for the crashed node's member after {elapsed:?} (lease_ttl 1 s)"
+    );
+    assert!(elapsed <= 2 * config.lease_ttl, "reaped after {elapsed:?}");
+
+    // No ghost remains, and nothing is announced twice.
+    let (_, body) = get(&nodes[0], "/api/rooms/crash", "alice").await;
+    let clients: Vec<&Value> = body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["client_id"])
+        .collect();
+    assert_eq!(clients, [&json!("a1"), &json!("c1")]);
+    let (_, body) = get(&nodes[1], "/api/users/bob/presence", "alice").await;
+    assert_eq!(body, json!({"user_id":"bob","online":false,"devices":0}));
+    a.send(json!({"type":"webrtc_offer","target_user_id":"bob","data":{}}))
+        .await;
+    a.expect_error("user_offline").await;
+    c.expect_quiet().await;
+}
+
+/// Sends broadcasts from `from` until `to` receives one (delivery recovered); each round waits
+/// for `from`'s pong, so error frames of failed rounds are consumed.
+async fn until_delivered(from: &mut Client, to: &mut Client) {
+    let deadline = Instant::now() + 2 * WAIT;
+    for n in 0.. {
+        from.send(json!({"type":"signal","data":{"round":n}})).await;
+        from.send(json!({"type":"ping"})).await;
+        while from.recv().await["type"] != "pong" {}
+        if let Some(got) = to.try_recv(Duration::from_millis(300)).await {
+            assert_eq!(got["type"], "signal", "{got}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cross-node delivery did not recover"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_redis_restart_keeps_local_delivery_and_recovers_without_reconnecting() {
+    let mut redis = RedisProcess::start();
+    let mut config = redis_config(&redis.url());
+    config.lease_ttl = Duration::from_secs(1);
+    let nodes = spawn_cluster(2, &config);
+    let (mut a, _) = Client::join(&nodes[0], "keep", "alice", "a1").await;
+    let (mut a2, _) = Client::join(&nodes[0], "keep", "anna", "a2").await;
+    let (mut b, _) = Client::join(&nodes[1], "keep", "bob", "b1").await;
+    a.recv_type("user_joined").await;
+    a.recv_type("user_joined").await;
+    a2.recv_type("user_joined").await;
+
+    redis.stop();
+    for node in &nodes {
+        poll(node, "/readyz", "alice", WAIT, |status, _| status == 503).await;
+    }
+    // Local delivery goes on; the cross-node half of a broadcast says `unavailable`.
+    a.send(json!({"type":"signal","data":{"n":1}})).await;
+    assert_eq!(a2.recv_type("signal").await["data"]["n"], 1);
+    a.expect_error("unavailable").await;
+    a.send(json!({"type":"signal","to":"a2","data":{"n":2}}))
+        .await;
+    assert_eq!(a2.recv_type("signal").await["data"]["n"], 2);
+    a.expect_quiet().await;
+
+    let restarted = Instant::now();
+    redis.restart();
+    for node in &nodes {
+        poll(node, "/readyz", "alice", WAIT, |status, _| status == 200).await;
+    }
+    // Presence comes back from the nodes' mirrors: every member with a live socket.
+    let body = poll(&nodes[1], "/api/rooms/keep", "bob", WAIT, |_, body| {
+        body["count"] == 3
+    })
+    .await;
+    let clients: Vec<&Value> = body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["client_id"])
+        .collect();
+    assert_eq!(clients, [&json!("a1"), &json!("a2"), &json!("b1")]);
+    poll(
+        &nodes[0],
+        "/api/users/bob/presence",
+        "alice",
+        WAIT,
+        |_, body| body["devices"] == 1,
+    )
+    .await;
+    until_delivered(&mut a, &mut b).await;
+    eprintln!(
+        "presence and delivery recovered {:?} after the restart",
+        restarted.elapsed()
+    );
+
+    b.send(json!({"type":"signal","to":"a1","data":{"n":3}}))
+        .await;
+    assert_eq!(a.recv_type("signal").await["data"]["n"], 3);
+    a.send(json!({"type":"webrtc_offer","target_user_id":"bob","data":{}}))
+        .await;
+    loop {
+        let got = b.recv().await;
+        if got["type"] == "webrtc_offer" {
+            break;
+        }
+        assert_eq!(got["type"], "signal", "{got}");
+    }
+    a.expect_quiet().await;
+    b.expect_quiet().await;
+}
