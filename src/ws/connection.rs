@@ -61,12 +61,13 @@ pub async fn run(socket: WebSocket, state: AppState, start: Start) {
         last_seen: Instant::now(),
     };
     metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
-    let code = match conn.authenticate(start.identity, start.client_id).await {
+    // Rare, large futures are boxed so that an idle connection's task stays small.
+    let code = match Box::pin(conn.authenticate(start.identity, start.client_id)).await {
         Ok((identity, client_id)) => conn.serve(identity, client_id, start.room).await,
         Err(code) => code,
     };
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
-    conn.close(code).await;
+    Box::pin(conn.close(code)).await;
 }
 
 impl Conn {
@@ -201,7 +202,7 @@ impl Conn {
             outbox,
             control: Arc::clone(&control),
         };
-        if let Err(e) = hub.connect(&me, handle).await {
+        if let Err(e) = Box::pin(hub.connect(&me, handle)).await {
             let code = match e.code {
                 ErrorCode::ClientIdTaken => CloseCode::PolicyViolation,
                 _ => CloseCode::InternalError,
@@ -211,19 +212,20 @@ impl Conn {
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         let success = ServerMessage::AuthSuccess {
-            user: identity.name.clone(),
-            user_id: identity.user_id.clone(),
+            user: identity.name,
+            user_id: identity.user_id,
             client_id: me.client_id.clone(),
         };
         let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
-        let code = if !self.send(&success).await {
+        drop(config);
+        let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
-        } else if let Some(code) = self.initial_join(&mut session, room).await {
+        } else if let Some(code) = Box::pin(self.initial_join(&mut session, room)).await {
             code
         } else {
-            self.main_loop(&mut session, &control, &mut outbox_rx).await
+            Box::pin(self.main_loop(&mut session, &control, &mut outbox_rx)).await
         };
-        hub.disconnect(&session.me).await;
+        Box::pin(hub.disconnect(&session.me)).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         code
     }
@@ -291,7 +293,8 @@ impl Conn {
                     }
                 }
                 incoming = self.next() => {
-                    if let Some(code) = self.on_incoming(session, incoming).await {
+                    // Boxed: handling a frame needs far more state than waiting for one.
+                    if let Some(code) = Box::pin(self.on_incoming(session, incoming)).await {
                         return code;
                     }
                 }
@@ -363,13 +366,13 @@ impl Conn {
         let result = match action {
             Action::Nothing => Ok(()),
             Action::Reply(reply) => return self.send(&reply).await,
-            Action::Join(room) => match self.join(session, room).await {
+            Action::Join(room) => match Box::pin(self.join(session, room)).await {
                 Ok(open) => return open,
                 Err(e) => Err(e),
             },
             Action::Leave(room) => {
                 session.left(&room);
-                hub.leave(&session.me, &room).await
+                Box::pin(hub.leave(&session.me, &room)).await
             }
             Action::SendRoom {
                 kind,
