@@ -56,6 +56,22 @@ impl Backends {
     }
 }
 
+/// Pending connections the kernel queues before the node accepts them (capped by the system's
+/// `somaxconn`). Reconnect storms after a node dies arrive all at once.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the node's listener with a backlog sized for connection storms.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The node id from the config, or a fresh one.
 pub fn node_id(config: &Config) -> NodeId {
     config

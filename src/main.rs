@@ -125,11 +125,16 @@ fn mint(
 
 fn serve(config: Config) -> anyhow::Result<()> {
     switchboard::telemetry::init(&config);
+    // Every connection is a file descriptor: lift the soft limit to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = switchboard::app::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let mode = if config.redis_url.is_some() {
             "Redis cluster"

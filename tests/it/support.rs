@@ -72,7 +72,7 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
                 Backing::Shared(hub, presence) => Backends::in_process(&hub, &presence, &node),
                 Backing::FromConfig => Backends::from_config(&config, &node).await.unwrap(),
             };
-            let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+            let listener = app::bind(config.listen).unwrap();
             let addr = listener.local_addr().unwrap();
             let state = app::build(config, node, backends);
             ready_tx.send((addr, state.clone())).unwrap();
