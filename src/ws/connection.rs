@@ -52,18 +52,29 @@ struct Conn {
     last_seen: Instant,
 }
 
-pub async fn run(socket: WebSocket, state: AppState, start: Start) {
+/// Runs one upgraded connection to its end. The socket is split before the task's future is
+/// built, so the future does not carry the unsplit socket's space for its whole life.
+pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Output = ()> {
     let (sink, stream) = socket.split();
-    let mut conn = Conn {
+    let conn = Conn {
         sink,
         stream,
         state,
         last_seen: Instant::now(),
     };
+    run_split(conn, start)
+}
+
+async fn run_split(mut conn: Conn, start: Start) {
     metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
     // Rare, large futures are boxed so that an idle connection's task stays small.
-    let code = match Box::pin(conn.authenticate(start.identity, start.client_id)).await {
-        Ok((identity, client_id)) => conn.serve(identity, client_id, start.room).await,
+    let Start {
+        room,
+        identity,
+        client_id,
+    } = start;
+    let code = match Box::pin(conn.authenticate(identity, client_id)).await {
+        Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
         Err(code) => code,
     };
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
@@ -223,7 +234,7 @@ impl Conn {
         } else if let Some(code) = Box::pin(self.initial_join(&mut session, room)).await {
             code
         } else {
-            Box::pin(self.main_loop(&mut session, &control, &mut outbox_rx)).await
+            self.main_loop(&mut session, &control, &mut outbox_rx).await
         };
         Box::pin(hub.disconnect(&session.me)).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);

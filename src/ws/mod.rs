@@ -83,7 +83,8 @@ fn accept(
     let upgrade = upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .read_buffer_size(4 * 1024)
+        // 1 KiB: an idle connection holds this buffer; ICE candidates fit, an offer takes a few reads.
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024);
     let start = connection::Start {
         room,
