@@ -18,6 +18,33 @@ pub const BUS_ERRORS: &str = "switchboard_bus_errors_total";
 pub const BUS_DROPPED: &str = "switchboard_bus_dropped_total";
 pub const HTTP_REJECTED: &str = "switchboard_upgrades_rejected_total";
 
+/// Message types counted by [`message_in`].
+const MESSAGE_TYPES: [&str; 7] = [
+    "offer",
+    "answer",
+    "ice_candidate",
+    "signal",
+    "webrtc_offer",
+    "webrtc_answer",
+    "webrtc_ice_candidate",
+];
+
+/// Counts one relayed message of `kind`, through handles resolved once (the labelled lookup
+/// showed in profiles of the relay path).
+pub fn message_in(kind: &'static str) {
+    static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        MESSAGE_TYPES
+            .iter()
+            .map(|t| metrics::counter!(MESSAGES_IN, "type" => *t))
+            .collect()
+    });
+    match MESSAGE_TYPES.iter().position(|t| *t == kind) {
+        Some(i) => counters[i].increment(1),
+        None => metrics::counter!(MESSAGES_IN, "type" => kind).increment(1),
+    }
+}
+
 /// Installs the process-wide Prometheus recorder once; later calls return the same handle.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

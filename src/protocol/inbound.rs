@@ -140,21 +140,14 @@ fn user_signal(kind: UserSignalKind, body: RawObject<'_>) -> Result<ClientMessag
     Ok(ClientMessage::UserSignal { kind, target, body })
 }
 
-/// The deepest nesting of `[` and `{` outside strings (a scan, not a parse).
+/// The deepest nesting of `[` and `{` outside strings (a scan, not a parse). String bodies,
+/// most of a frame's bytes (SDP), are skipped with `memchr`.
 fn nesting_depth(text: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
+    let bytes = text.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => i = string_end(bytes, i + 1),
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
@@ -162,8 +155,24 @@ fn nesting_depth(text: &str) -> usize {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     max
+}
+
+/// The index of the quote that closes the string starting at `from` (or the end of input).
+fn string_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(offset) = memchr::memchr2(b'"', b'\\', &bytes[from..]) {
+        let at = from + offset;
+        if bytes[at] == b'"' {
+            return at;
+        }
+        from = at + 2;
+        if from >= bytes.len() {
+            break;
+        }
+    }
+    bytes.len()
 }
 
 fn missing(field: &'static str) -> ErrorFrame {

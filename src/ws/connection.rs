@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
@@ -46,26 +45,23 @@ enum Incoming {
 }
 
 struct Conn {
-    sink: SplitSink<WebSocket, Message>,
-    stream: SplitStream<WebSocket>,
+    socket: WebSocket,
     state: AppState,
     last_seen: Instant,
 }
 
-/// Runs one upgraded connection to its end. The socket is split before the task's future is
-/// built, so the future does not carry the unsplit socket's space for its whole life.
+/// Runs one upgraded connection to its end. The socket moves into a boxed `Conn` before the
+/// task's future is built, so the future does not carry the socket's space twice.
 pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Output = ()> {
-    let (sink, stream) = socket.split();
-    let conn = Conn {
-        sink,
-        stream,
+    let conn = Box::new(Conn {
+        socket,
         state,
         last_seen: Instant::now(),
-    };
-    run_split(conn, start)
+    });
+    run_boxed(conn, start)
 }
 
-async fn run_split(mut conn: Conn, start: Start) {
+async fn run_boxed(mut conn: Box<Conn>, start: Start) {
     metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
     // Rare, large futures are boxed so that an idle connection's task stays small.
     let Start {
@@ -83,7 +79,7 @@ async fn run_split(mut conn: Conn, start: Start) {
 
 impl Conn {
     async fn next(&mut self) -> Incoming {
-        let frame = match self.stream.next().await {
+        let frame = match self.socket.next().await {
             None => return Incoming::Closed,
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return read_error(e),
@@ -98,7 +94,7 @@ impl Conn {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> bool {
-        self.sink
+        self.socket
             .send(Message::Text(message.to_json().into()))
             .await
             .is_ok()
@@ -115,12 +111,13 @@ impl Conn {
             code: code.code(),
             reason: code.reason().into(),
         };
-        let sent = tokio::time::timeout(CLOSE_LINGER, self.sink.send(Message::Close(Some(frame))));
+        let sent =
+            tokio::time::timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame))));
         if !matches!(sent.await, Ok(Ok(()))) {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while let Some(Ok(frame)) = self.stream.next().await {
+            while let Some(Ok(frame)) = self.socket.next().await {
                 if matches!(frame, Message::Close(_)) {
                     break;
                 }
@@ -284,10 +281,14 @@ impl Conn {
         let mut keepalive = tokio::time::interval(config.ping_interval);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
+        // One close future for the whole loop: re-creating it per frame costs a waker
+        // registration each time.
+        let closed = control.closed();
+        tokio::pin!(closed);
         loop {
             tokio::select! {
                 biased;
-                code = control.closed() => {
+                code = &mut closed => {
                     if code == CloseCode::ServiceRestart {
                         self.flush_outbox(outbox).await;
                     }
@@ -300,7 +301,7 @@ impl Conn {
                         written = self.write_batch(frame, outbox) => if !written {
                             return CloseCode::Normal;
                         },
-                        code = control.closed() => return code,
+                        code = &mut closed => return code,
                     }
                 }
                 incoming = self.next() => {
@@ -313,7 +314,7 @@ impl Conn {
                     if self.last_seen.elapsed() >= config.idle_timeout {
                         return CloseCode::IdleTimeout;
                     }
-                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
                         return CloseCode::Normal;
                     }
                 }
@@ -327,25 +328,25 @@ impl Conn {
         first: Utf8Bytes,
         outbox: &mut mpsc::Receiver<Utf8Bytes>,
     ) -> bool {
-        if self.sink.feed(Message::Text(first)).await.is_err() {
+        if self.socket.feed(Message::Text(first)).await.is_err() {
             return false;
         }
         for _ in 1..WRITE_BATCH {
             let Ok(frame) = outbox.try_recv() else { break };
-            if self.sink.feed(Message::Text(frame)).await.is_err() {
+            if self.socket.feed(Message::Text(frame)).await.is_err() {
                 return false;
             }
         }
-        self.sink.flush().await.is_ok()
+        self.socket.flush().await.is_ok()
     }
 
     async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Utf8Bytes>) {
         while let Ok(frame) = outbox.try_recv() {
-            if self.sink.feed(Message::Text(frame)).await.is_err() {
+            if self.socket.feed(Message::Text(frame)).await.is_err() {
                 return;
             }
         }
-        let _ = self.sink.flush().await;
+        let _ = self.socket.flush().await;
     }
 
     async fn on_incoming(
@@ -391,7 +392,7 @@ impl Conn {
                 to,
                 frame,
             } => {
-                metrics::counter!(m::MESSAGES_IN, "type" => kind.label()).increment(1);
+                m::message_in(kind.label());
                 hub.send_room(&session.me, &room, to.as_ref(), frame.into())
                     .await
             }
@@ -400,7 +401,7 @@ impl Conn {
                 target,
                 frame,
             } => {
-                metrics::counter!(m::MESSAGES_IN, "type" => kind.label()).increment(1);
+                m::message_in(kind.label());
                 hub.send_user(&session.me, &target, frame.into()).await
             }
         };

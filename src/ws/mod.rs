@@ -83,9 +83,10 @@ fn accept(
     let upgrade = upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        // 1 KiB: an idle connection holds this buffer; ICE candidates fit, an offer takes a few reads.
+        // An idle connection holds the read buffer: 1 KiB fits ICE candidates, an offer takes a
+        // few reads. Writes are flushed once per batch, so the write buffer holds a batch.
         .read_buffer_size(1024)
-        .write_buffer_size(8 * 1024);
+        .write_buffer_size(64 * 1024);
     let start = connection::Start {
         room,
         identity: pre_auth,
