@@ -101,15 +101,39 @@ async fn dial_inner(d: &Dial<'_>) -> Result<Joined, DialError> {
     expect(&mut ws, |e| matches!(e, Event::AuthSuccess).then_some(())).await?;
     let peers = match d.room {
         Some(_) => {
-            expect(&mut ws, |e| match e {
+            let mut early = Vec::new();
+            let users = expect(&mut ws, |e| match e {
                 Event::UsersInRoom(users) => Some(users),
+                Event::UserJoined(id) => {
+                    early.push((true, id));
+                    None
+                }
+                Event::UserLeft(id) => {
+                    early.push((false, id));
+                    None
+                }
                 _ => None,
             })
-            .await?
+            .await?;
+            merge_presence(users, early)
         }
         None => Vec::new(),
     };
     Ok(Joined { ws, peers })
+}
+
+/// The member list, corrected by `user_joined` / `user_left` events (`true` = joined) that
+/// the server delivered before it: a member who joined at the same moment on another node
+/// may be announced before the list that does not yet hold them.
+fn merge_presence(mut users: Vec<String>, early: Vec<(bool, String)>) -> Vec<String> {
+    for (joined, id) in early {
+        if !joined {
+            users.retain(|u| *u != id);
+        } else if !users.contains(&id) {
+            users.push(id);
+        }
+    }
+    users
 }
 
 fn path_and_query(d: &Dial<'_>) -> String {
@@ -124,7 +148,7 @@ fn path_and_query(d: &Dial<'_>) -> String {
 }
 
 /// Read until `pick` accepts an event; error frames and closes end the attempt.
-async fn expect<T>(ws: &mut Ws, pick: impl Fn(Event) -> Option<T>) -> Result<T, DialError> {
+async fn expect<T>(ws: &mut Ws, mut pick: impl FnMut(Event) -> Option<T>) -> Result<T, DialError> {
     while let Some(frame) = ws.next().await {
         match frame.map_err(ws_err)? {
             Message::Text(text) => match parse(&text) {
@@ -176,6 +200,17 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_seen_before_the_member_list_counts() {
+        let users = vec!["a".to_owned(), "b".to_owned()];
+        let early = vec![
+            (true, "c".to_owned()),
+            (true, "a".to_owned()),
+            (false, "b".to_owned()),
+        ];
+        assert_eq!(merge_presence(users, early), vec!["a", "c"]);
+    }
 
     #[test]
     fn query_flow_puts_token_and_client_id_in_the_url() {

@@ -84,14 +84,16 @@ pub async fn run(spec: &LoadSpec, nodes: &Nodes, kill: Option<KillPlan>) -> Resu
     wait_ready(&shared, n).await;
     let probe = CpuProbe::start(nodes)?;
     let start = Instant::now() + Duration::from_millis(20);
-    let plan = Schedule::new(start, spec.rate, wakers.len(), spec.duration);
+    let senders = wakers.len();
+    let plan = Schedule::new(start, spec.rate, senders, spec.duration);
     let _ = shared.schedule.set(plan);
     let pacer = Pacer::spawn(plan, wakers)?;
     if let Some(k) = kill {
         tokio::spawn(kill_later(Arc::clone(&shared), start + k.after, k));
     }
     tokio::time::sleep_until((start + spec.duration).into()).await;
-    drain(&shared, spec.layout.fanout(), spec.drain).await;
+    let busy = (0..senders).filter(|&k| plan.count_for(k) > 0).count();
+    drain(&shared, busy, spec.layout.fanout(), spec.drain).await;
     let active = start.elapsed();
     let delivered = shared.delivered.load(Ordering::Relaxed);
     let cpu = probe.finish(active, delivered)?;
@@ -108,12 +110,14 @@ async fn wait_ready(shared: &Shared, n: usize) {
     }
 }
 
-/// Wait until every sent message has been delivered, or `limit` passes.
-async fn drain(shared: &Shared, fanout: u64, limit: Duration) {
+/// Wait until every sender is done and every sent message has been delivered, or `limit`
+/// passes.
+async fn drain(shared: &Shared, senders: usize, fanout: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
+        let done = shared.senders_done.load(Ordering::Relaxed) >= senders;
         let want = shared.sent.load(Ordering::Relaxed) * fanout;
-        if shared.delivered.load(Ordering::Relaxed) >= want {
+        if done && shared.delivered.load(Ordering::Relaxed) >= want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -30,6 +30,16 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
             "alg none",
             format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]),
         ),
+        // RS/HS confusion: a token that claims RS256 is refused whatever its signature.
+        (
+            "alg RS256",
+            format!(
+                "{}.{}.{}",
+                base64_encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+                parts[1],
+                parts[2]
+            ),
+        ),
         (
             "tampered payload",
             format!("{}.{tampered_payload}.{}", parts[0], parts[2]),

@@ -73,6 +73,8 @@ struct Client {
     peers: HashSet<String>,
     seqs: HashMap<u32, SeqTracker>,
     next: u64,
+    /// This sender has been counted in `Shared::senders_done`.
+    done: bool,
 }
 
 /// Run one client until the run is cancelled (or its connection is lost for good).
@@ -84,6 +86,7 @@ pub async fn run(shared: Arc<Shared>, spec: ClientSpec, gate: Arc<Semaphore>) ->
         peers: HashSet::new(),
         seqs: HashMap::new(),
         next: 0,
+        done: false,
     };
     let ws = c.setup(&gate).await;
     c.shared.ready.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +94,7 @@ pub async fn run(shared: Arc<Shared>, spec: ClientSpec, gate: Arc<Semaphore>) ->
         c.out.joined = true;
         c.main_loop(ws).await;
     }
+    c.give_up_sending();
     c.out
 }
 

@@ -41,6 +41,9 @@ impl Client {
         }
         self.out.counters.sent += fed;
         self.shared.sent.fetch_add(fed, Ordering::Relaxed);
+        if self.next >= total {
+            self.mark_done();
+        }
         match ws.flush().await {
             Ok(()) => Step::Go,
             Err(e) => Step::Lost(conn::ws_error_key(&e)),
@@ -89,6 +92,29 @@ impl Client {
         if resume > self.next {
             self.out.counters.skipped += resume - self.next;
             self.next = resume;
+        }
+        if self.next >= plan.count_for(id) {
+            self.mark_done();
+        }
+    }
+
+    /// The client is leaving: whatever it has not sent is skipped, and it is done.
+    pub(super) fn give_up_sending(&mut self) {
+        if let (Some(plan), Some(send)) = (self.shared.schedule.get(), &self.spec.send) {
+            let total = plan.count_for(send.sender as usize);
+            self.out.counters.skipped += total.saturating_sub(self.next);
+            self.next = self.next.max(total);
+        }
+        self.mark_done();
+    }
+
+    /// Count this sender in `senders_done`, once (senders with nothing to send never count).
+    fn mark_done(&mut self) {
+        let Some(send) = &self.spec.send else { return };
+        let plan = self.shared.schedule.get();
+        if !self.done && plan.is_none_or(|p| p.count_for(send.sender as usize) > 0) {
+            self.done = true;
+            self.shared.senders_done.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Shared {
     pub ready: AtomicUsize,
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
+    /// Senders that have sent (or skipped) their last message, or given up.
+    pub senders_done: AtomicUsize,
     /// Index of a node that was killed; reconnects avoid it.
     pub dead_node: OnceLock<usize>,
     pub kill_at: OnceLock<Instant>,
@@ -37,6 +39,7 @@ impl Shared {
             ready: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            senders_done: AtomicUsize::new(0),
             dead_node: OnceLock::new(),
             kill_at: OnceLock::new(),
         }
