@@ -4,7 +4,7 @@
 //! is full is closed as a slow consumer instead of growing memory or stalling its senders.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
@@ -59,12 +59,24 @@ impl ConnHandle {
     }
 }
 
+/// Room frames a joining connection may not see until its join is confirmed.
+pub const MAX_PENDING_FRAMES: usize = 256;
+
+/// A join under way: room traffic is held back until the join is confirmed (then delivered in
+/// order) or refused (then dropped), so that nothing published between the presence snapshot
+/// and the local registration is lost, and a refused joiner sees nothing of the room.
+struct Pending {
+    conn: ConnId,
+    frames: Mutex<Vec<Utf8Bytes>>,
+}
+
 #[derive(Default)]
 struct Inner {
     conns: HashMap<ConnId, (ConnHandle, Vec<RoomId>)>,
     by_client: HashMap<ClientId, ConnId>,
     by_user: HashMap<UserId, Vec<ConnId>>,
     by_room: HashMap<RoomId, Vec<ConnId>>,
+    pending: HashMap<RoomId, Vec<Pending>>,
 }
 
 #[derive(Clone, Default)]
@@ -104,21 +116,62 @@ impl Registry {
         for room in &rooms {
             remove_from(&mut inner.by_room, room, conn);
         }
+        for joining in inner.pending.values_mut() {
+            joining.retain(|p| p.conn != conn);
+        }
+        inner.pending.retain(|_, joining| !joining.is_empty());
         Some(rooms)
     }
 
-    /// Records a local membership; `false` when the connection is unknown or already a member.
-    pub fn join(&self, room: &RoomId, conn: ConnId) -> bool {
+    /// Starts a join: until [`Registry::confirm_join`] or [`Registry::abort_join`], frames for
+    /// the room are held for this connection. `false` when the connection is unknown, already
+    /// a member, or already joining.
+    pub fn begin_join(&self, room: &RoomId, conn: ConnId) -> bool {
         let mut inner = self.write();
-        let Some((_, rooms)) = inner.conns.get_mut(&conn) else {
-            return false;
+        let member = match inner.conns.get(&conn) {
+            Some((_, rooms)) => rooms.contains(room),
+            None => return false,
         };
-        if rooms.contains(room) {
+        let pending = inner.pending.entry(room.clone()).or_default();
+        if member || pending.iter().any(|p| p.conn == conn) {
             return false;
         }
-        rooms.push(room.clone());
-        inner.by_room.entry(room.clone()).or_default().push(conn);
+        pending.push(Pending {
+            conn,
+            frames: Mutex::default(),
+        });
         true
+    }
+
+    /// Completes a join: delivers what was held, in order, and makes the membership live.
+    pub fn confirm_join(&self, room: &RoomId, conn: ConnId) {
+        let mut inner = self.write();
+        let Some(held) = take_pending(&mut inner, room, conn) else {
+            return;
+        };
+        if !join_locked(&mut inner, room, conn) {
+            return;
+        }
+        let frames = held.frames.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some((handle, _)) = inner.conns.get(&conn) {
+            if frames.len() >= MAX_PENDING_FRAMES {
+                handle.control.close(CloseCode::SlowConsumer);
+            }
+            for frame in &frames {
+                handle.deliver(frame);
+            }
+        }
+    }
+
+    /// Abandons a join: what was held is dropped.
+    pub fn abort_join(&self, room: &RoomId, conn: ConnId) {
+        take_pending(&mut self.write(), room, conn);
+    }
+
+    /// Records a local membership at once; `false` when the connection is unknown or already a
+    /// member.
+    pub fn join(&self, room: &RoomId, conn: ConnId) -> bool {
+        join_locked(&mut self.write(), room, conn)
     }
 
     /// Drops a local membership; `false` when the connection was not a member.
@@ -135,6 +188,14 @@ impl Registry {
     /// Delivers to every local member of `room` but `except`; returns how many got it.
     pub fn deliver_room(&self, room: &RoomId, except: ConnId, frame: &Utf8Bytes) -> usize {
         let inner = self.read();
+        if let Some(joining) = inner.pending.get(room) {
+            for pending in joining.iter().filter(|p| p.conn != except) {
+                let mut frames = pending.frames.lock().unwrap_or_else(|e| e.into_inner());
+                if frames.len() < MAX_PENDING_FRAMES {
+                    frames.push(frame.clone());
+                }
+            }
+        }
         let Some(members) = inner.by_room.get(room) else {
             return 0;
         };
@@ -211,11 +272,86 @@ impl Registry {
     }
 }
 
+fn join_locked(inner: &mut Inner, room: &RoomId, conn: ConnId) -> bool {
+    let Some((_, rooms)) = inner.conns.get_mut(&conn) else {
+        return false;
+    };
+    if rooms.contains(room) {
+        return false;
+    }
+    rooms.push(room.clone());
+    inner.by_room.entry(room.clone()).or_default().push(conn);
+    true
+}
+
+fn take_pending(inner: &mut Inner, room: &RoomId, conn: ConnId) -> Option<Pending> {
+    let joining = inner.pending.get_mut(room)?;
+    let at = joining.iter().position(|p| p.conn == conn)?;
+    let held = joining.swap_remove(at);
+    if joining.is_empty() {
+        inner.pending.remove(room);
+    }
+    Some(held)
+}
+
 fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<ConnId>>, key: &K, conn: ConnId) {
     if let Some(conns) = map.get_mut(key) {
         conns.retain(|c| *c != conn);
         if conns.is_empty() {
             map.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(n: u64) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+        let (outbox, rx) = mpsc::channel(8);
+        let handle = ConnHandle {
+            conn: ConnId(n),
+            client: ClientId::parse(&format!("c{n}")).unwrap(),
+            user: UserId::parse(&format!("u{n}")).unwrap(),
+            outbox,
+            control: Arc::default(),
+        };
+        (handle, rx)
+    }
+
+    #[test]
+    fn a_joining_connection_gets_held_frames_in_order_once_confirmed() {
+        let registry = Registry::default();
+        let room = RoomId::parse("r").unwrap();
+        let (a, _a_rx) = conn(1);
+        let (b, mut b_rx) = conn(2);
+        registry.insert(a);
+        registry.insert(b);
+        registry.join(&room, ConnId(1));
+        assert!(registry.begin_join(&room, ConnId(2)));
+        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("one"));
+        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("two"));
+        assert!(b_rx.try_recv().is_err(), "held until confirmed");
+        registry.confirm_join(&room, ConnId(2));
+        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("three"));
+        let got: Vec<_> = std::iter::from_fn(|| b_rx.try_recv().ok()).collect();
+        assert_eq!(got, ["one", "two", "three"].map(Utf8Bytes::from_static));
+    }
+
+    #[test]
+    fn a_refused_join_sees_nothing_of_the_room() {
+        let registry = Registry::default();
+        let room = RoomId::parse("r").unwrap();
+        let (a, _a_rx) = conn(1);
+        let (b, mut b_rx) = conn(2);
+        registry.insert(a);
+        registry.insert(b);
+        registry.join(&room, ConnId(1));
+        assert!(registry.begin_join(&room, ConnId(2)));
+        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("secret"));
+        registry.abort_join(&room, ConnId(2));
+        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("later"));
+        assert!(b_rx.try_recv().is_err());
+        assert_eq!(registry.remove(ConnId(2)), Some(vec![]));
     }
 }

@@ -125,14 +125,27 @@ impl Hub {
     ) -> Result<Vec<PeerView>, ErrorFrame> {
         let topic = Topic::Room(room.clone());
         self.subs.acquire(&topic).await?;
+        // Registered (held back) before the snapshot, so that no event published in between
+        // is lost; a member that joined just before may then be announced again.
+        let joining = self.registry.begin_join(room, me.conn);
+        let refuse = |hub: &Self| {
+            if joining {
+                hub.registry.abort_join(room, me.conn);
+            }
+            hub.subs.release(&topic);
+        };
         let others = match self.presence.join(room, me, cap).await {
             Ok(Joined::Joined(others)) => others,
             Ok(Joined::Already(others)) => {
-                self.subs.release(&topic);
+                if joining {
+                    self.registry.confirm_join(room, me.conn);
+                } else {
+                    self.subs.release(&topic);
+                }
                 return Ok(others.iter().map(Member::view).collect());
             }
             Ok(Joined::Full) => {
-                self.subs.release(&topic);
+                refuse(self);
                 return Err(
                     ErrorFrame::new(ErrorCode::RoomFull, format!("room {room} is full"))
                         .room(room)
@@ -140,11 +153,11 @@ impl Hub {
                 );
             }
             Err(e) => {
-                self.subs.release(&topic);
+                refuse(self);
                 return Err(e.into());
             }
         };
-        self.registry.join(room, me.conn);
+        self.registry.confirm_join(room, me.conn);
         metrics::counter!(m::JOINS).increment(1);
         let joined = ServerMessage::UserJoined {
             room: room.clone(),
