@@ -355,5 +355,6 @@ mod tests {
         assert!(Config::load(Some(&path), &env(&[])).is_err());
         assert!(Config::load(Some(&dir.join("missing.toml")), &env(&[])).is_err());
         assert!(format!("{:?}", c.jwt_secret).contains("***"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -127,6 +127,10 @@ async fn every_route_round_trips((a, mut b): (Node, Node)) {
         Route::Client {
             client: client.clone(),
         },
+        Route::Member {
+            room: RoomId::parse("r.2").unwrap(),
+            client: client.clone(),
+        },
         Route::User {
             user: UserId::parse("üser:x@y").unwrap(),
             except: ConnId(0),

@@ -38,6 +38,8 @@ pub enum Route {
     Room { room: RoomId, except: ConnId },
     /// The connection that holds `client`.
     Client { client: ClientId },
+    /// The connection that holds `client`, if it is a local member of `room`.
+    Member { room: RoomId, client: ClientId },
     /// Every local connection of `user` except `except`.
     User { user: UserId, except: ConnId },
     /// Close connection `conn` of `client` with 4001: a newer connection took its client id.
@@ -59,6 +61,8 @@ pub enum BusError {
     Unavailable(String),
     #[error("malformed envelope: {0}")]
     Malformed(String),
+    #[error("this bus cannot check room membership")]
+    Unsupported,
 }
 
 /// The transport between nodes. Memory for a single node and tests, Redis for a cluster.
@@ -66,6 +70,20 @@ pub enum BusError {
 pub trait Bus: Send + Sync + 'static {
     /// Publishes `envelope` on `topic`; returns the number of *other* nodes subscribed to it.
     async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<usize, BusError>;
+
+    /// Publishes `envelope` on `room`'s topic if `client` is a member of `room`, checking and
+    /// publishing in one atomic step: `Ok(None)` when it is not a member, else `Ok(Some(n))`
+    /// with `n` as for [`Bus::publish`]. A bus that cannot see presence answers
+    /// [`BusError::Unsupported`], and the caller asks presence first.
+    async fn publish_to_member(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+        envelope: Envelope,
+    ) -> Result<Option<usize>, BusError> {
+        let _ = (room, client, envelope);
+        Err(BusError::Unsupported)
+    }
 
     /// Starts delivering `topic` to this node's inbound stream. Idempotent. When it returns,
     /// envelopes published afterwards are delivered.

@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface};
 use fred::prelude::{Error as RedisError, Options, Server, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Bus, BusError, Envelope, Topic};
 use crate::cluster::Keys;
-use crate::protocol::NodeId;
+use crate::protocol::{ClientId, NodeId, RoomId};
 
 pub use super::memory::INBOUND_CAPACITY;
 
@@ -124,6 +124,31 @@ fn unavailable(e: RedisError) -> BusError {
     BusError::Unavailable(e.to_string())
 }
 
+/// `KEYS[1]` the room's member set, `KEYS[2]` its channel (one hash tag, so one slot);
+/// `ARGV` client id, payload, `PUBLISH` or `SPUBLISH`. Publishes only if the client is a member
+/// (records are `conn|client|...`, see `presence/redis/record.rs`); returns the receiver
+/// count, or -1 when it is not a member.
+const PUBLISH_TO_MEMBER: &str = r#"
+for _, r in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.match(r, '^%d+|([^|]+)|') == ARGV[1] then
+    return redis.call(ARGV[3], KEYS[2], ARGV[2])
+  end
+end
+return -1
+"#;
+
+/// The SHA-1 that EVALSHA names [`PUBLISH_TO_MEMBER`] by.
+fn publish_to_member_sha() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| {
+        use sha1::{Digest, Sha1};
+        Sha1::digest(PUBLISH_TO_MEMBER.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<usize, BusError> {
@@ -138,6 +163,42 @@ impl Bus for RedisBus {
         .map_err(unavailable)?;
         let me = i64::from(self.shared.wanted().contains(&channel));
         Ok(usize::try_from(receivers - me).unwrap_or(0))
+    }
+
+    async fn publish_to_member(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+        envelope: Envelope,
+    ) -> Result<Option<usize>, BusError> {
+        let channel = self.keys.channel(&Topic::Room(room.clone()));
+        let keys = vec![self.keys.room(room), channel.clone()];
+        let command = if self.shared.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let args: Vec<Value> = vec![
+            client.as_str().into(),
+            Value::Bytes(codec::encode(&envelope)),
+            command.into(),
+        ];
+        let publisher = self.publisher.with_options(&fast());
+        let receivers: i64 = match publisher
+            .evalsha(publish_to_member_sha(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                publisher.eval(PUBLISH_TO_MEMBER, keys, args).await
+            }
+            result => result,
+        }
+        .map_err(unavailable)?;
+        if receivers < 0 {
+            return Ok(None);
+        }
+        let me = i64::from(self.shared.wanted().contains(&channel));
+        Ok(Some(usize::try_from(receivers - me).unwrap_or(0)))
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {

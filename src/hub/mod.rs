@@ -232,15 +232,34 @@ impl Hub {
             e.to = Some(to.clone());
             e
         };
-        let peer = self
-            .presence
-            .member(room, to)
-            .await?
-            .ok_or_else(peer_not_found)?;
-        let route = Route::Client { client: to.clone() };
-        let receivers = self
-            .publish(&Topic::User(peer.user_id), route, frame.into())
-            .await?;
+        let envelope = Envelope {
+            origin: self.node.clone(),
+            route: Route::Member {
+                room: room.clone(),
+                client: to.clone(),
+            },
+            payload: frame.clone().into(),
+        };
+        // One step where the bus can check membership itself (Redis: one script); otherwise
+        // ask presence, then publish on the peer's user topic.
+        let receivers = match self.bus.publish_to_member(room, to, envelope).await {
+            Ok(Some(receivers)) => receivers,
+            Ok(None) => return Err(peer_not_found()),
+            Err(BusError::Unsupported) => {
+                let peer = self
+                    .presence
+                    .member(room, to)
+                    .await?
+                    .ok_or_else(peer_not_found)?;
+                let route = Route::Client { client: to.clone() };
+                self.publish(&Topic::User(peer.user_id), route, frame.into())
+                    .await?
+            }
+            Err(e) => {
+                metrics::counter!(m::BUS_ERRORS).increment(1);
+                return Err(e.into());
+            }
+        };
         if receivers == 0 {
             return Err(peer_not_found());
         }
@@ -329,6 +348,9 @@ impl Hub {
             }
             Route::Client { client } => {
                 self.registry.deliver_client(&client, None, &frame);
+            }
+            Route::Member { room, client } => {
+                self.registry.deliver_client(&client, Some(&room), &frame);
             }
             Route::User { user, except } => {
                 self.registry.deliver_user(&user, except, &frame);

@@ -15,12 +15,16 @@ pub fn encode(envelope: &Envelope) -> Bytes {
     let (tag, id, conn) = match &envelope.route {
         Route::Room { room, except } => (b'R', room.as_str(), Some(*except)),
         Route::Client { client } => (b'C', client.as_str(), None),
+        Route::Member { room, .. } => (b'M', room.as_str(), None),
         Route::User { user, except } => (b'U', user.as_str(), Some(*except)),
         Route::Kick { client, conn } => (b'K', client.as_str(), Some(*conn)),
     };
     out.put_u8(tag);
     put_str(&mut out, envelope.origin.as_str());
     put_str(&mut out, id);
+    if let Route::Member { client, .. } = &envelope.route {
+        put_str(&mut out, client.as_str());
+    }
     if let Some(conn) = conn {
         out.put_u64(conn.0);
     }
@@ -42,6 +46,10 @@ pub fn decode(mut buf: Bytes) -> Result<Envelope, BusError> {
         },
         b'C' => Route::Client {
             client: ClientId::parse(&id).map_err(invalid)?,
+        },
+        b'M' => Route::Member {
+            room: RoomId::parse(&id).map_err(invalid)?,
+            client: ClientId::parse(&take_str(&mut buf)?).map_err(invalid)?,
         },
         b'U' => Route::User {
             user: UserId::parse(&id).map_err(invalid)?,
