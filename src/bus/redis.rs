@@ -86,6 +86,14 @@ impl RedisBus {
     }
 }
 
+impl RedisBus {
+    /// A receiver count less this node, when it listens to `channel` itself.
+    fn others(&self, channel: &str, receivers: i64) -> usize {
+        let me = i64::from(self.shared.wanted().contains(channel));
+        usize::try_from(receivers - me).unwrap_or(0)
+    }
+}
+
 impl Shared {
     fn wanted(&self) -> MutexGuard<'_, HashSet<String>> {
         self.wanted.lock().unwrap_or_else(|e| e.into_inner())
@@ -161,8 +169,7 @@ impl Bus for RedisBus {
             publisher.publish(channel.as_str(), payload).await
         }
         .map_err(unavailable)?;
-        let me = i64::from(self.shared.wanted().contains(&channel));
-        Ok(usize::try_from(receivers - me).unwrap_or(0))
+        Ok(self.others(&channel, receivers))
     }
 
     async fn publish_to_member(
@@ -194,11 +201,7 @@ impl Bus for RedisBus {
             result => result,
         }
         .map_err(unavailable)?;
-        if receivers < 0 {
-            return Ok(None);
-        }
-        let me = i64::from(self.shared.wanted().contains(&channel));
-        Ok(Some(usize::try_from(receivers - me).unwrap_or(0)))
+        Ok((receivers >= 0).then(|| self.others(&channel, receivers)))
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
