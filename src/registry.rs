@@ -319,16 +319,22 @@ mod tests {
         (handle, rx)
     }
 
-    #[test]
-    fn a_joining_connection_gets_held_frames_in_order_once_confirmed() {
+    /// Connection 1 is a member of `r`; connection 2 (whose outbox is returned) is joining it.
+    fn one_member_one_joining() -> (Registry, RoomId, mpsc::Receiver<Utf8Bytes>) {
         let registry = Registry::default();
         let room = RoomId::parse("r").unwrap();
-        let (a, _a_rx) = conn(1);
-        let (b, mut b_rx) = conn(2);
+        let (a, _) = conn(1);
+        let (b, b_rx) = conn(2);
         registry.insert(a);
         registry.insert(b);
         registry.join(&room, ConnId(1));
         assert!(registry.begin_join(&room, ConnId(2)));
+        (registry, room, b_rx)
+    }
+
+    #[test]
+    fn a_joining_connection_gets_held_frames_in_order_once_confirmed() {
+        let (registry, room, mut b_rx) = one_member_one_joining();
         registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("one"));
         registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("two"));
         assert!(b_rx.try_recv().is_err(), "held until confirmed");
@@ -340,14 +346,7 @@ mod tests {
 
     #[test]
     fn a_refused_join_sees_nothing_of_the_room() {
-        let registry = Registry::default();
-        let room = RoomId::parse("r").unwrap();
-        let (a, _a_rx) = conn(1);
-        let (b, mut b_rx) = conn(2);
-        registry.insert(a);
-        registry.insert(b);
-        registry.join(&room, ConnId(1));
-        assert!(registry.begin_join(&room, ConnId(2)));
+        let (registry, room, mut b_rx) = one_member_one_joining();
         registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("secret"));
         registry.abort_join(&room, ConnId(2));
         registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("later"));

@@ -61,6 +61,19 @@ pub async fn get(node: &TestNode, path: &str, user: &str) -> (u16, Value) {
 
 /// Polls `GET path` as `user` until `done` holds (HTTP state has no event to wait on); panics
 /// after `limit`.
+/// The client ids of a `/api/rooms/{room}` answer, in join order.
+pub fn member_ids(body: &Value) -> Vec<&str> {
+    body["members"]
+        .as_array()
+        .map(|members| {
+            members
+                .iter()
+                .filter_map(|m| m["client_id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn poll(
     node: &TestNode,
     path: &str,

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Redis, RedisProcess, get, poll, redis_config, spawn_cluster};
+use super::{Redis, RedisProcess, get, member_ids, poll, redis_config, spawn_cluster};
 use crate::support::*;
 
 on_both_redis!(a_crashed_nodes_members_are_reaped_within_two_lease_ttls);
@@ -37,13 +37,7 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
 
     // No ghost remains, and nothing is announced twice.
     let (_, body) = get(&nodes[0], "/api/rooms/crash", "alice").await;
-    let clients: Vec<&Value> = body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["client_id"])
-        .collect();
-    assert_eq!(clients, [&json!("a1"), &json!("c1")]);
+    assert_eq!(member_ids(&body), ["a1", "c1"]);
     let (_, body) = get(&nodes[1], "/api/users/bob/presence", "alice").await;
     assert_eq!(body, json!({"user_id":"bob","online":false,"devices":0}));
     a.send(json!({"type":"webrtc_offer","target_user_id":"bob","data":{}}))
@@ -108,13 +102,7 @@ async fn a_redis_restart_keeps_local_delivery_and_recovers_without_reconnecting(
         body["count"] == 3
     })
     .await;
-    let clients: Vec<&Value> = body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["client_id"])
-        .collect();
-    assert_eq!(clients, [&json!("a1"), &json!("a2"), &json!("b1")]);
+    assert_eq!(member_ids(&body), ["a1", "a2", "b1"]);
     poll(
         &nodes[0],
         "/api/users/bob/presence",

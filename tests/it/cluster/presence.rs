@@ -1,9 +1,9 @@
 //! Presence across nodes: the REST views, the room cap under racing joins, client-id takeover.
 
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Redis, get, poll, redis_config, spawn_cluster};
+use super::{Redis, get, member_ids, poll, redis_config, spawn_cluster};
 use crate::support::*;
 
 on_both_redis!(
@@ -32,13 +32,7 @@ async fn rest_views_are_cluster_wide(redis: Redis) {
     }
     let (status, body) = get(&nodes[2], "/api/rooms/p1", "alice").await;
     assert_eq!(status, 200);
-    let clients: Vec<&Value> = body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["client_id"])
-        .collect();
-    assert_eq!(clients, [&json!("a1"), &json!("b1")]);
+    assert_eq!(member_ids(&body), ["a1", "b1"]);
 
     b.close().await;
     bob_phone.close().await;
