@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tower_http::trace::TraceLayer;
 
 use crate::bus::memory::MemoryHub;
-use crate::bus::{Bus, Envelope};
+use crate::bus::{Bus, Inbound};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::presence::Presence;
@@ -24,7 +24,7 @@ use crate::state::AppState;
 /// The cluster backends a node runs on.
 pub struct Backends {
     pub bus: Arc<dyn Bus>,
-    pub inbound: mpsc::Receiver<Envelope>,
+    pub inbound: mpsc::Receiver<Inbound>,
     pub presence: Arc<dyn Presence>,
 }
 

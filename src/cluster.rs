@@ -17,9 +17,9 @@
 //! | `{P:nodes}:reaping` | ZSET | dead incarnations being reaped, scored by the reaper's deadline |
 //! | `{P:rooms}` | ZSET | rooms that may have members, scored by last join (s) |
 //!
-//! A member record is `conn|client|owner|["user","username"]`. Channels: `{P:room:R}:bus` and
-//! `{P:user:U}:bus` — PUBLISH/SUBSCRIBE on a standalone server, SPUBLISH/SSUBSCRIBE on Redis
-//! Cluster. `docs/cluster.md` explains timing and failure behaviour.
+//! A member record is `conn|client|owner|["user","username"]`. Channels: `{P:room:R}:bus`,
+//! `{P:user:U}:bus` and `{P:node:N}:bus` — PUBLISH/SUBSCRIBE on a standalone server,
+//! SPUBLISH/SSUBSCRIBE on Redis Cluster. `docs/cluster.md` explains timing and failure behaviour.
 
 mod keys;
 pub mod url;
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 pub use keys::Keys;
 
 use crate::app::Backends;
-use crate::bus::Envelope;
+use crate::bus::Inbound;
 use crate::bus::redis::RedisBus;
 use crate::presence::redis::RedisPresence;
 use crate::protocol::NodeId;
@@ -81,7 +81,7 @@ pub async fn connect_bus(
     url: &str,
     prefix: &str,
     node: &NodeId,
-) -> anyhow::Result<(RedisBus, mpsc::Receiver<Envelope>)> {
+) -> anyhow::Result<(RedisBus, mpsc::Receiver<Inbound>)> {
     start_bus(&url::parse(url)?, Keys::new(prefix), node).await
 }
 
@@ -89,7 +89,7 @@ async fn start_bus(
     target: &url::Target,
     keys: Keys,
     node: &NodeId,
-) -> anyhow::Result<(RedisBus, mpsc::Receiver<Envelope>)> {
+) -> anyhow::Result<(RedisBus, mpsc::Receiver<Inbound>)> {
     let publisher = builder(&target.config, EVENT_BUFFER)
         .build()
         .context("building the Redis client")?;
@@ -98,13 +98,9 @@ async fn start_bus(
         .context("building the Redis subscriber")?;
     init(&publisher, &target.redacted).await?;
     init(&subscriber, &target.redacted).await?;
-    Ok(RedisBus::start(
-        node.clone(),
-        keys,
-        target.clustered,
-        publisher,
-        subscriber,
-    ))
+    RedisBus::start(node.clone(), keys, target.clustered, publisher, subscriber)
+        .await
+        .with_context(|| format!("subscribing to the node channel on {}", target.redacted))
 }
 
 fn builder(config: &RedisConfig, buffer: usize) -> Builder {

@@ -16,6 +16,11 @@ pub const TAKEOVERS: &str = "switchboard_client_takeovers_total";
 pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
 pub const BUS_ERRORS: &str = "switchboard_bus_errors_total";
 pub const BUS_DROPPED: &str = "switchboard_bus_dropped_total";
+/// Redis publishes (one batch each) and the envelopes they carried: their ratio is the batching.
+pub const BUS_BATCHES: &str = "switchboard_bus_batches_published_total";
+pub const BUS_ENVELOPES: &str = "switchboard_bus_envelopes_published_total";
+/// Posted envelopes that reached no other node, by `reason` (`no_receiver`, `unavailable`).
+pub const BUS_RETURNED: &str = "switchboard_bus_returned_total";
 pub const HTTP_REJECTED: &str = "switchboard_upgrades_rejected_total";
 
 /// Message types counted by [`message_in`].

@@ -70,6 +70,15 @@ struct Pending {
     frames: Mutex<Vec<Utf8Bytes>>,
 }
 
+impl Pending {
+    fn hold(&self, frame: &Utf8Bytes) {
+        let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if frames.len() < MAX_PENDING_FRAMES {
+            frames.push(frame.clone());
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     conns: HashMap<ConnId, (ConnHandle, Vec<RoomId>)>,
@@ -190,10 +199,7 @@ impl Registry {
         let inner = self.read();
         if let Some(joining) = inner.pending.get(room) {
             for pending in joining.iter().filter(|p| p.conn != except) {
-                let mut frames = pending.frames.lock().unwrap_or_else(|e| e.into_inner());
-                if frames.len() < MAX_PENDING_FRAMES {
-                    frames.push(frame.clone());
-                }
+                pending.hold(frame);
             }
         }
         let Some(members) = inner.by_room.get(room) else {
@@ -207,7 +213,8 @@ impl Registry {
     }
 
     /// Delivers to the local connection holding `client`, if it is in `room` (or anywhere when
-    /// `room` is `None`); `false` when there is none.
+    /// `room` is `None`); `false` when there is none. A connection still joining `room` gets
+    /// the frame once its join is confirmed.
     pub fn deliver_client(
         &self,
         client: &ClientId,
@@ -219,11 +226,22 @@ impl Registry {
         else {
             return false;
         };
-        if room.is_some_and(|r| !rooms.contains(r)) {
-            return false;
+        match room {
+            Some(room) if !rooms.contains(room) => hold(&inner, room, handle.conn, frame),
+            _ => {
+                handle.deliver(frame);
+                true
+            }
         }
-        handle.deliver(frame);
-        true
+    }
+
+    /// Delivers to local connection `conn`; `false` when it is not here.
+    pub fn deliver_conn(&self, conn: ConnId, frame: &Utf8Bytes) -> bool {
+        let inner = self.read();
+        inner
+            .conns
+            .get(&conn)
+            .is_some_and(|(handle, _)| handle.deliver(frame))
     }
 
     /// Delivers to every local connection of `user` but `except`; returns how many got it.
@@ -263,6 +281,12 @@ impl Registry {
         }
     }
 
+    /// Whether `room` has a local member, or a local join under way.
+    pub fn has_room(&self, room: &RoomId) -> bool {
+        let inner = self.read();
+        inner.by_room.contains_key(room) || inner.pending.contains_key(room)
+    }
+
     pub fn connections(&self) -> usize {
         self.read().conns.len()
     }
@@ -281,6 +305,19 @@ fn join_locked(inner: &mut Inner, room: &RoomId, conn: ConnId) -> bool {
     }
     rooms.push(room.clone());
     inner.by_room.entry(room.clone()).or_default().push(conn);
+    true
+}
+
+/// Holds `frame` for `conn` if it is joining `room`; `false` when it is not.
+fn hold(inner: &Inner, room: &RoomId, conn: ConnId, frame: &Utf8Bytes) -> bool {
+    let Some(pending) = inner
+        .pending
+        .get(room)
+        .and_then(|joining| joining.iter().find(|p| p.conn == conn))
+    else {
+        return false;
+    };
+    pending.hold(frame);
     true
 }
 
@@ -342,6 +379,22 @@ mod tests {
         registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("three"));
         let got: Vec<_> = std::iter::from_fn(|| b_rx.try_recv().ok()).collect();
         assert_eq!(got, ["one", "two", "three"].map(Utf8Bytes::from_static));
+    }
+
+    #[test]
+    fn a_signal_to_a_joining_connection_waits_for_the_join() {
+        let (registry, room, mut b_rx) = one_member_one_joining();
+        let b = ClientId::parse("c2").unwrap();
+        assert!(registry.deliver_client(&b, Some(&room), &Utf8Bytes::from_static("offer")));
+        assert!(b_rx.try_recv().is_err(), "held until confirmed");
+        let elsewhere = RoomId::parse("elsewhere").unwrap();
+        assert!(!registry.deliver_client(&b, Some(&elsewhere), &Utf8Bytes::from_static("x")));
+        assert!(registry.has_room(&room));
+        registry.confirm_join(&room, ConnId(2));
+        assert_eq!(b_rx.try_recv().unwrap(), "offer");
+        assert!(registry.deliver_conn(ConnId(2), &Utf8Bytes::from_static("error")));
+        assert_eq!(b_rx.try_recv().unwrap(), "error");
+        assert!(!registry.deliver_conn(ConnId(9), &Utf8Bytes::from_static("error")));
     }
 
     #[test]

@@ -6,10 +6,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::{Bus, Envelope, Route, Topic};
+use super::{Bus, Envelope, Inbound, Route, Topic, Undelivered};
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
-pub type Node = (Box<dyn Bus>, mpsc::Receiver<Envelope>, NodeId);
+pub type Node = (Box<dyn Bus>, mpsc::Receiver<Inbound>, NodeId);
 
 /// Runs the whole contract; `cluster()` must return two fresh nodes of one new cluster.
 pub async fn bus_contract<F, Fut>(cluster: F)
@@ -22,6 +22,9 @@ where
     keeps_order(cluster().await).await;
     unsubscribe_stops_delivery(cluster().await).await;
     every_route_round_trips(cluster().await).await;
+    posts_keep_order_with_publishes(cluster().await).await;
+    nodes_hear_their_own_topic(cluster().await).await;
+    addressed_posts_nobody_got_come_back(cluster().await).await;
 }
 
 fn room(name: &str) -> Topic {
@@ -38,6 +41,11 @@ fn envelope(origin: &NodeId, topic: &Topic, n: usize) -> Envelope {
             user: user.clone(),
             except: ConnId(7),
         },
+        Topic::Node(_) => Route::Member {
+            room: RoomId::parse("r").unwrap(),
+            client: ClientId::parse("c").unwrap(),
+            from: ConnId(7),
+        },
     };
     Envelope {
         origin: origin.clone(),
@@ -46,11 +54,18 @@ fn envelope(origin: &NodeId, topic: &Topic, n: usize) -> Envelope {
     }
 }
 
-async fn recv(rx: &mut mpsc::Receiver<Envelope>) -> Envelope {
+async fn next(rx: &mut mpsc::Receiver<Inbound>) -> Inbound {
     timeout(Duration::from_secs(5), rx.recv())
         .await
-        .expect("envelope within 5 s")
+        .expect("inbound item within 5 s")
         .expect("inbound stream open")
+}
+
+async fn recv(rx: &mut mpsc::Receiver<Inbound>) -> Envelope {
+    match next(rx).await {
+        Inbound::Envelope(envelope) => envelope,
+        other => panic!("expected an envelope, got {other:?}"),
+    }
 }
 
 /// Asserts nothing arrives: publishes a marker on a fresh topic and expects it first.
@@ -119,17 +134,32 @@ async fn every_route_round_trips((a, mut b): (Node, Node)) {
     let topic = Topic::User(UserId::parse("üser:x@y").unwrap());
     b.0.subscribe(&topic).await.unwrap();
     let client = ClientId::parse("c-1").unwrap();
+    let room = RoomId::parse("r.1:x-y_z").unwrap();
     let routes = [
         Route::Room {
-            room: RoomId::parse("r.1:x-y_z").unwrap(),
+            room: room.clone(),
             except: ConnId(u64::MAX),
         },
-        Route::Client {
+        Route::Joined {
+            room: room.clone(),
             client: client.clone(),
+            conn: ConnId(1),
+            node: a.2.clone(),
+        },
+        Route::Left {
+            room: room.clone(),
+            client: client.clone(),
+            conn: ConnId(2),
         },
         Route::Member {
             room: RoomId::parse("r.2").unwrap(),
             client: client.clone(),
+            from: ConnId(3),
+        },
+        Route::Bounce {
+            room,
+            client: client.clone(),
+            conn: ConnId(4),
         },
         Route::User {
             user: UserId::parse("üser:x@y").unwrap(),
@@ -149,6 +179,60 @@ async fn every_route_round_trips((a, mut b): (Node, Node)) {
         a.0.publish(&topic, sent.clone()).await.unwrap();
         assert_eq!(recv(&mut b.1).await, sent);
     }
+}
+
+async fn posts_keep_order_with_publishes((a, mut b): (Node, Node)) {
+    let topic = room("mixed");
+    b.0.subscribe(&topic).await.unwrap();
+    for n in 0..1000 {
+        let sent = envelope(&a.2, &topic, n);
+        if n % 100 == 99 {
+            assert_eq!(a.0.publish(&topic, sent).await.unwrap(), 1);
+        } else {
+            a.0.post(topic.clone(), sent).unwrap();
+        }
+    }
+    for n in 0..1000 {
+        assert_eq!(recv(&mut b.1).await, envelope(&a.2, &topic, n));
+    }
+}
+
+async fn nodes_hear_their_own_topic((a, mut b): (Node, Node)) {
+    let topic = Topic::Node(b.2.clone());
+    // Not even a request to stop listening stops it.
+    b.0.unsubscribe(&topic).await.unwrap();
+    let sent = envelope(&a.2, &topic, 1);
+    assert_eq!(a.0.publish(&topic, sent.clone()).await.unwrap(), 1);
+    assert_eq!(recv(&mut b.1).await, sent);
+    a.0.post(topic, envelope(&a.2, &Topic::Node(b.2.clone()), 2))
+        .unwrap();
+    assert_eq!(
+        recv(&mut b.1).await,
+        envelope(&a.2, &Topic::Node(b.2.clone()), 2)
+    );
+}
+
+async fn addressed_posts_nobody_got_come_back((mut a, mut b): (Node, Node)) {
+    let gone = Topic::Node(NodeId::generate());
+    let addressed = envelope(&a.2, &gone, 1);
+    a.0.post(gone.clone(), addressed.clone()).unwrap();
+    assert_eq!(
+        next(&mut a.1).await,
+        Inbound::Returned(addressed, Undelivered::NoReceiver)
+    );
+    // A broadcast nobody listens to is not an error: nothing comes back.
+    let empty = room("empty");
+    a.0.post(empty.clone(), envelope(&a.2, &empty, 2)).unwrap();
+    let to_b = Topic::Node(b.2.clone());
+    a.0.post(to_b.clone(), envelope(&a.2, &to_b, 3)).unwrap();
+    assert_eq!(recv(&mut b.1).await, envelope(&a.2, &to_b, 3));
+    let marker = envelope(&a.2, &gone, 4);
+    a.0.post(gone, marker.clone()).unwrap();
+    assert_eq!(
+        next(&mut a.1).await,
+        Inbound::Returned(marker, Undelivered::NoReceiver),
+        "only the second addressed post came back"
+    );
 }
 
 #[tokio::test]

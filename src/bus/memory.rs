@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Envelope, Topic};
+use super::{Bus, BusError, Envelope, Inbound, Topic, Undelivered};
 use crate::protocol::NodeId;
 
 /// Envelopes a node has not read yet, beyond which new ones are dropped (at most once).
@@ -16,7 +16,7 @@ pub const INBOUND_CAPACITY: usize = 65_536;
 
 #[derive(Default)]
 struct Inner {
-    nodes: HashMap<NodeId, mpsc::Sender<Envelope>>,
+    nodes: HashMap<NodeId, mpsc::Sender<Inbound>>,
     topics: HashMap<Topic, HashSet<NodeId>>,
 }
 
@@ -31,10 +31,15 @@ impl MemoryHub {
         Self::default()
     }
 
-    /// Attaches node `id`; returns its bus and the stream of envelopes it receives.
-    pub fn attach(&self, id: NodeId) -> (MemoryBus, mpsc::Receiver<Envelope>) {
+    /// Attaches node `id`, listening to its own node topic; returns its bus and the stream of
+    /// what it receives.
+    pub fn attach(&self, id: NodeId) -> (MemoryBus, mpsc::Receiver<Inbound>) {
         let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-        self.lock().nodes.insert(id.clone(), tx);
+        let mut inner = self.lock();
+        inner.nodes.insert(id.clone(), tx);
+        let own = Topic::Node(id.clone());
+        inner.topics.entry(own).or_default().insert(id.clone());
+        drop(inner);
         let bus = MemoryBus {
             hub: self.clone(),
             id,
@@ -53,23 +58,44 @@ pub struct MemoryBus {
     id: NodeId,
 }
 
-#[async_trait]
-impl Bus for MemoryBus {
-    async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<usize, BusError> {
+impl MemoryBus {
+    /// Hands `envelope` to every other node listening to `topic`; returns how many there were.
+    fn deliver(&self, topic: &Topic, envelope: &Envelope) -> usize {
         let inner = self.hub.lock();
         let Some(subscribers) = inner.topics.get(topic) else {
-            return Ok(0);
+            return 0;
         };
         let mut receivers = 0;
         for node in subscribers.iter().filter(|n| **n != self.id) {
             if let Some(tx) = inner.nodes.get(node) {
                 receivers += 1;
-                if tx.try_send(envelope.clone()).is_err() {
+                if tx.try_send(Inbound::Envelope(envelope.clone())).is_err() {
                     metrics::counter!(crate::metrics::BUS_DROPPED).increment(1);
                 }
             }
         }
-        Ok(receivers)
+        receivers
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<usize, BusError> {
+        Ok(self.deliver(topic, &envelope))
+    }
+
+    fn post(&self, topic: Topic, envelope: Envelope) -> Result<(), BusError> {
+        if self.deliver(&topic, &envelope) > 0 || !envelope.route.is_addressed() {
+            return Ok(());
+        }
+        let why = Undelivered::NoReceiver;
+        metrics::counter!(crate::metrics::BUS_RETURNED, "reason" => why.label()).increment(1);
+        let own = self.hub.lock().nodes.get(&self.id).cloned();
+        let returned = Inbound::Returned(envelope, why);
+        if own.is_none_or(|tx| tx.try_send(returned).is_err()) {
+            metrics::counter!(crate::metrics::BUS_DROPPED).increment(1);
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
@@ -83,6 +109,9 @@ impl Bus for MemoryBus {
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
+        if *topic == Topic::Node(self.id.clone()) {
+            return Ok(());
+        }
         let mut inner = self.hub.lock();
         if let Some(nodes) = inner.topics.get_mut(topic) {
             nodes.remove(&self.id);

@@ -3,15 +3,19 @@
 //! Guarantees every implementation keeps (checked by [`contract`]):
 //! - **At most once.** An envelope reaches each subscribed node at most once; nothing is stored
 //!   for nodes that were not subscribed when it was published.
-//! - **Ordered per publisher and topic.** Envelopes one node publishes on one topic arrive at
-//!   every subscriber in the order they were published.
+//! - **Ordered per publisher and topic.** Envelopes one node hands to one topic, by
+//!   [`Bus::publish`] and [`Bus::post`] alike, arrive at every subscriber in that order.
 //! - **No echo.** A node never receives its own envelopes.
 //! - **Honest receiver counts.** [`Bus::publish`] returns how many *other* nodes were subscribed
 //!   to the topic at that moment, so that "nobody is listening" is an answer, not a guess.
+//! - **Nothing posted vanishes unseen.** An envelope given to [`Bus::post`] that the transport
+//!   failed to carry, or an [addressed](Route::is_addressed) one that no other node listened
+//!   for, comes back on the poster's own inbound stream as [`Inbound::Returned`], so its sender
+//!   can be told.
 //!
-//! Nodes subscribe to a topic while they hold a local connection interested in it (a member of
-//! the room, a device of the user); see [`crate::hub`]. What arrives is read by one inbound task
-//! per node.
+//! Every node listens to its own [`Topic::Node`] from the start; it subscribes to room and user
+//! topics while it holds a local connection interested in them (a member of the room, a device
+//! of the user); see [`crate::hub`]. What arrives is read by one inbound task per node.
 
 pub mod memory;
 pub mod redis;
@@ -24,11 +28,12 @@ use bytes::Bytes;
 
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
-/// What a node listens to: a room's traffic, or a user's.
+/// What a node listens to: a room's traffic, a user's, or what is addressed to the node itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
     Room(RoomId),
     User(UserId),
+    Node(NodeId),
 }
 
 /// Which local connections of a receiving node get an envelope's payload.
@@ -36,14 +41,48 @@ pub enum Topic {
 pub enum Route {
     /// Every local member of `room` except connection `except`.
     Room { room: RoomId, except: ConnId },
-    /// The connection that holds `client`.
-    Client { client: ClientId },
-    /// The connection that holds `client`, if it is a local member of `room`.
-    Member { room: RoomId, client: ClientId },
+    /// `client` (connection `conn`, on node `node`) joined `room`: every other local member
+    /// gets the payload (`user_joined`), and the receiving node learns where `client` is.
+    Joined {
+        room: RoomId,
+        client: ClientId,
+        conn: ConnId,
+        node: NodeId,
+    },
+    /// Connection `conn` of `client` left `room`: every other local member gets the payload
+    /// (`user_left`).
+    Left {
+        room: RoomId,
+        client: ClientId,
+        conn: ConnId,
+    },
+    /// The connection that holds `client`, if it is a local member of `room`; sent by
+    /// connection `from` of the origin node, which hears back ([`Route::Bounce`]) when the
+    /// client is not there.
+    Member {
+        room: RoomId,
+        client: ClientId,
+        from: ConnId,
+    },
+    /// A [`Route::Member`] envelope of connection `conn` found no `client` in `room` on the
+    /// node that sent this back.
+    Bounce {
+        room: RoomId,
+        client: ClientId,
+        conn: ConnId,
+    },
     /// Every local connection of `user` except `except`.
     User { user: UserId, except: ConnId },
     /// Close connection `conn` of `client` with 4001: a newer connection took its client id.
     Kick { client: ClientId, conn: ConnId },
+}
+
+impl Route {
+    /// Whether the route names one recipient, so that a posted envelope nobody received
+    /// comes back ([`Inbound::Returned`] with [`Undelivered::NoReceiver`]).
+    pub fn is_addressed(&self) -> bool {
+        matches!(self, Route::Member { .. })
+    }
 }
 
 /// One message between nodes: a frame and where it goes.
@@ -51,18 +90,47 @@ pub enum Route {
 pub struct Envelope {
     pub origin: NodeId,
     pub route: Route,
-    /// The JSON text frame, ready to send (UTF-8; empty for [`Route::Kick`]).
+    /// The JSON text frame, ready to send (UTF-8; empty for [`Route::Kick`] and
+    /// [`Route::Bounce`]).
     pub payload: Bytes,
+}
+
+/// Why a posted envelope came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// No other node listened to the topic (addressed routes only).
+    NoReceiver,
+    /// The transport failed (Redis down, or a command timed out).
+    Unavailable,
+}
+
+impl Undelivered {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Undelivered::NoReceiver => "no_receiver",
+            Undelivered::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What a node's inbound stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// An envelope another node published.
+    Envelope(Envelope),
+    /// An envelope this node posted that reached no other node.
+    Returned(Envelope, Undelivered),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    #[error("bus overloaded: {0} envelopes queued")]
+    Overloaded(usize),
     #[error("malformed envelope: {0}")]
     Malformed(String),
-    #[error("this bus cannot check room membership")]
-    Unsupported,
 }
 
 /// The transport between nodes. Memory for a single node and tests, Redis for a cluster.
@@ -71,25 +139,17 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes `envelope` on `topic`; returns the number of *other* nodes subscribed to it.
     async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<usize, BusError>;
 
-    /// Publishes `envelope` on `room`'s topic if `client` is a member of `room`, checking and
-    /// publishing in one atomic step: `Ok(None)` when it is not a member, else `Ok(Some(n))`
-    /// with `n` as for [`Bus::publish`]. A bus that cannot see presence answers
-    /// [`BusError::Unsupported`], and the caller asks presence first.
-    async fn publish_to_member(
-        &self,
-        room: &RoomId,
-        client: &ClientId,
-        envelope: Envelope,
-    ) -> Result<Option<usize>, BusError> {
-        let _ = (room, client, envelope);
-        Err(BusError::Unsupported)
-    }
+    /// Queues `envelope` for `topic` without waiting: the hot path of relayed signals. Fails at
+    /// once only when the bus knows it cannot take it (its queue is full, its transport is
+    /// down); anything that fails later comes back as [`Inbound::Returned`].
+    fn post(&self, topic: Topic, envelope: Envelope) -> Result<(), BusError>;
 
     /// Starts delivering `topic` to this node's inbound stream. Idempotent. When it returns,
     /// envelopes published afterwards are delivered.
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
 
-    /// Stops delivering `topic`. Idempotent.
+    /// Stops delivering `topic`. Idempotent; a node never stops listening to its own
+    /// [`Topic::Node`].
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError>;
 
     /// Checks the connection to the bus (for readiness).

@@ -1,19 +1,22 @@
-//! The Redis bus. One channel per topic (`{prefix:room:R}:bus`, `{prefix:user:U}:bus`): classic
-//! PUBLISH/SUBSCRIBE against a standalone server, sharded SPUBLISH/SSUBSCRIBE against Redis
-//! Cluster so that traffic spreads over the shards.
+//! The Redis bus. One channel per topic (`{prefix:room:R}:bus`, `{prefix:user:U}:bus`,
+//! `{prefix:node:N}:bus`): classic PUBLISH/SUBSCRIBE against a standalone server, sharded
+//! SPUBLISH/SSUBSCRIBE against Redis Cluster so that traffic spreads over the shards.
 //!
-//! - **One publishing connection.** Every publish of a node goes through one fred client (one
-//!   connection per shard), so one sender's envelopes on one channel reach Redis in order.
+//! - **One publishing task.** Every publish of a node goes through one queue and one fred
+//!   client (one connection per shard), so one sender's envelopes on one channel reach Redis in
+//!   order; what queues up while Redis answers goes out as one batch per channel
+//!   ([`publisher`]).
 //! - **One subscriber connection and one inbound task.** What arrives is decoded and pushed
 //!   into a bounded queue; when it is full the envelope is dropped and counted
 //!   ([`crate::metrics::BUS_DROPPED`]).
 //! - **Receiver counts.** PUBLISH/SPUBLISH count subscribed connections, one per node; this node
 //!   is subtracted when it listens to the channel itself.
-//! - **Reconnects.** The bus keeps the set of channels it wants and subscribes to all of them
-//!   again whenever the subscriber connection comes back.
+//! - **Reconnects.** The bus keeps the set of channels it wants (its node channel among them)
+//!   and subscribes to all of them again whenever the subscriber connection comes back.
 
 mod codec;
 mod inbound;
+mod publisher;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,13 +24,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::{Error as RedisError, Options, Server, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Bus, BusError, Envelope, Topic};
+use super::{Bus, BusError, Envelope, Inbound, Topic};
 use crate::cluster::Keys;
-use crate::protocol::{ClientId, NodeId, RoomId};
+use crate::protocol::NodeId;
+use publisher::Outgoing;
 
 pub use super::memory::INBOUND_CAPACITY;
 
@@ -52,51 +56,60 @@ struct Shared {
 pub struct RedisBus {
     keys: Keys,
     publisher: Client,
+    queue: mpsc::Sender<Outgoing>,
     shared: Arc<Shared>,
 }
 
 impl RedisBus {
-    /// Wraps connected clients and starts the node's inbound task; returns the bus and the
-    /// stream of envelopes other nodes sent to this one.
-    pub fn start(
+    /// Wraps connected clients, starts the node's inbound and publishing tasks and subscribes
+    /// to the node's own channel; returns the bus and the node's inbound stream.
+    pub async fn start(
         node: NodeId,
         keys: Keys,
         sharded: bool,
         publisher: Client,
         subscriber: SubscriberClient,
-    ) -> (Self, mpsc::Receiver<Envelope>) {
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), BusError> {
         let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
         let shared = Arc::new(Shared {
-            node,
+            node: node.clone(),
             sharded,
             subscriber,
             wanted: Mutex::default(),
             ops: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(inbound::run(shared.node.clone(), messages, tx));
+        tokio::spawn(inbound::run(node.clone(), messages, tx.clone()));
         tokio::spawn(resubscribe_on_reconnect(Arc::clone(&shared), reconnects));
+        let (queue, queued) = mpsc::channel(publisher::QUEUE);
+        let context = publisher::Context {
+            shared: Arc::clone(&shared),
+            keys: keys.clone(),
+            client: publisher.clone(),
+            inbound: tx,
+        };
+        tokio::spawn(publisher::run(context, queued));
         let bus = Self {
             keys,
             publisher,
+            queue,
             shared,
         };
-        (bus, rx)
-    }
-}
-
-impl RedisBus {
-    /// A receiver count less this node, when it listens to `channel` itself.
-    fn others(&self, channel: &str, receivers: i64) -> usize {
-        let me = i64::from(self.shared.wanted().contains(channel));
-        usize::try_from(receivers - me).unwrap_or(0)
+        bus.subscribe(&Topic::Node(node)).await?;
+        Ok((bus, rx))
     }
 }
 
 impl Shared {
     fn wanted(&self) -> MutexGuard<'_, HashSet<String>> {
         self.wanted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver count less this node, when it listens to `channel` itself.
+    fn others(&self, channel: &str, receivers: i64) -> usize {
+        let me = i64::from(self.wanted().contains(channel));
+        usize::try_from(receivers - me).unwrap_or(0)
     }
 
     async fn subscribe(&self, channels: Vec<String>) -> Result<(), RedisError> {
@@ -132,76 +145,45 @@ fn unavailable(e: RedisError) -> BusError {
     BusError::Unavailable(e.to_string())
 }
 
-/// `KEYS[1]` the room's member set, `KEYS[2]` its channel (one hash tag, so one slot);
-/// `ARGV` client id, payload, `PUBLISH` or `SPUBLISH`. Publishes only if the client is a member
-/// (records are `conn|client|...`, see `presence/redis/record.rs`); returns the receiver
-/// count, or -1 when it is not a member.
-const PUBLISH_TO_MEMBER: &str = r#"
-for _, r in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.match(r, '^%d+|([^|]+)|') == ARGV[1] then
-    return redis.call(ARGV[3], KEYS[2], ARGV[2])
-  end
-end
-return -1
-"#;
-
-/// The SHA-1 that EVALSHA names [`PUBLISH_TO_MEMBER`] by.
-fn publish_to_member_sha() -> &'static str {
-    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SHA.get_or_init(|| {
-        use sha1::{Digest, Sha1};
-        Sha1::digest(PUBLISH_TO_MEMBER.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    })
+fn stopped() -> BusError {
+    BusError::Unavailable("the bus publisher stopped".into())
 }
 
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<usize, BusError> {
-        let channel = self.keys.channel(topic);
-        let payload = codec::encode(&envelope);
-        let publisher = self.publisher.with_options(&fast());
-        let receivers: i64 = if self.shared.sharded {
-            publisher.spublish(channel.as_str(), payload).await
-        } else {
-            publisher.publish(channel.as_str(), payload).await
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing {
+            topic: topic.clone(),
+            envelope,
+            reply: Some(reply),
+        };
+        // Queueing waits for room (bounded), then Redis answers within the command timeout.
+        let published = async {
+            self.queue.send(outgoing).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        match tokio::time::timeout(2 * COMMAND_TIMEOUT, published).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Unavailable("publish timed out".into())),
         }
-        .map_err(unavailable)?;
-        Ok(self.others(&channel, receivers))
     }
 
-    async fn publish_to_member(
-        &self,
-        room: &RoomId,
-        client: &ClientId,
-        envelope: Envelope,
-    ) -> Result<Option<usize>, BusError> {
-        let channel = self.keys.channel(&Topic::Room(room.clone()));
-        let keys = vec![self.keys.room(room), channel.clone()];
-        let command = if self.shared.sharded {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        let args: Vec<Value> = vec![
-            client.as_str().into(),
-            Value::Bytes(codec::encode(&envelope)),
-            command.into(),
-        ];
-        let publisher = self.publisher.with_options(&fast());
-        let receivers: i64 = match publisher
-            .evalsha(publish_to_member_sha(), keys.clone(), args.clone())
-            .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                publisher.eval(PUBLISH_TO_MEMBER, keys, args).await
-            }
-            result => result,
+    fn post(&self, topic: Topic, envelope: Envelope) -> Result<(), BusError> {
+        if !self.publisher.is_connected() {
+            return Err(BusError::Unavailable(
+                "the Redis publisher connection is down".into(),
+            ));
         }
-        .map_err(unavailable)?;
-        Ok((receivers >= 0).then(|| self.others(&channel, receivers)))
+        let outgoing = Outgoing {
+            topic,
+            envelope,
+            reply: None,
+        };
+        self.queue.try_send(outgoing).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BusError::Overloaded(publisher::QUEUE),
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
@@ -227,6 +209,9 @@ impl Bus for RedisBus {
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
+        if *topic == Topic::Node(self.shared.node.clone()) {
+            return Ok(());
+        }
         let channel = self.keys.channel(topic);
         let _ops = self.shared.ops.lock().await;
         if !self.shared.wanted().remove(&channel) {

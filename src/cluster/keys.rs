@@ -26,11 +26,12 @@ impl Keys {
         &self.prefix
     }
 
-    /// The channel of a topic: `{P:room:R}:bus` or `{P:user:U}:bus`.
+    /// The channel of a topic: `{P:room:R}:bus`, `{P:user:U}:bus` or `{P:node:N}:bus`.
     pub fn channel(&self, topic: &Topic) -> String {
         match topic {
             Topic::Room(room) => format!("{}:bus", self.room(room)),
             Topic::User(user) => format!("{{{}:user:{user}}}:bus", self.prefix),
+            Topic::Node(node) => format!("{{{}:node:{node}}}:bus", self.prefix),
         }
     }
 
@@ -91,6 +92,8 @@ mod tests {
             "{sb:user:ü@x}:bus"
         );
         assert_eq!(keys.devices(&user), "{sb:user:ü@x}:dev");
+        let node = crate::protocol::NodeId::parse("n-1").unwrap();
+        assert_eq!(keys.channel(&Topic::Node(node)), "{sb:node:n-1}:bus");
         assert_eq!(keys.conn(ConnId(7)), "{sb:conn:7}");
         assert_eq!(keys.reaping(), "{sb:nodes}:reaping");
     }

@@ -1,8 +1,15 @@
 //! The hub: a node's delivery and membership logic over the [`Registry`] (local connections),
-//! the [`Presence`] store and the [`Bus`]. Frames for local recipients are delivered directly;
-//! the bus carries them to other nodes, where [`Hub::route`] hands them to local connections.
-//! The same code runs with the in-process bus on a single node and with Redis in a cluster.
+//! the [`Presence`] store, the [`Bus`] and the node's [rosters](roster). Frames for local
+//! recipients are delivered directly; the bus carries them to other nodes, where
+//! [`Hub::route`] hands them to local connections. The same code runs with the in-process bus
+//! on a single node and with Redis in a cluster.
+//!
+//! Membership changes (here) are awaited: a joiner's `user_joined` is on the bus before the
+//! joiner gets `users_in_room`. Signals ([`relay`]) are posted: the sending connection never
+//! waits for Redis, and what cannot be delivered comes back to it as an error frame.
 
+mod relay;
+mod roster;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -12,26 +19,34 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::bus::{Bus, BusError, Envelope, Route, Topic};
+use crate::bus::{Bus, BusError, Envelope, Inbound, Route, Topic};
 use crate::metrics as m;
 use crate::presence::{Claim, Joined, Member, Presence, PresenceError};
-use crate::protocol::{
-    ClientId, CloseCode, ErrorCode, ErrorFrame, NodeId, PeerView, RoomId, ServerMessage, UserId,
-};
+use crate::protocol::{CloseCode, ErrorCode, ErrorFrame, NodeId, PeerView, RoomId, ServerMessage};
 use crate::registry::{ConnHandle, Registry};
 
+pub use roster::{Rosters, Seat};
 pub use subscriptions::Subscriptions;
+
+/// Inbound items the routing task takes per wake-up.
+const INBOUND_BATCH: usize = 256;
 
 pub struct Hub {
     pub node: NodeId,
     pub registry: Registry,
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
+    pub rosters: Rosters,
     subs: Arc<Subscriptions>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
     tracing::warn!(error = %e, "cluster state unavailable");
+    try_again()
+}
+
+/// The `unavailable` error frame.
+fn try_again() -> ErrorFrame {
     ErrorFrame::new(
         ErrorCode::Unavailable,
         "cluster state is unavailable; try again",
@@ -46,7 +61,14 @@ impl From<PresenceError> for ErrorFrame {
 
 impl From<BusError> for ErrorFrame {
     fn from(e: BusError) -> Self {
-        unavailable(e)
+        match e {
+            // Counted, not logged: under overload this happens per message.
+            BusError::Overloaded(_) => ErrorFrame::new(
+                ErrorCode::Unavailable,
+                "the cluster is overloaded; try again",
+            ),
+            e => unavailable(e),
+        }
     }
 }
 
@@ -59,6 +81,7 @@ impl Hub {
     ) -> Self {
         Self {
             subs: Arc::new(Subscriptions::new(Arc::clone(&bus), linger)),
+            rosters: Rosters::new(node.clone()),
             node,
             registry: Registry::default(),
             bus,
@@ -86,7 +109,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Evicts a replaced connection from its rooms (peers see `user_left`) and closes it.
+    /// Evicts a replaced connection from its rooms (peers see `user_left`) and closes it, on
+    /// whichever node holds it.
     async fn replace(&self, old: &Member) {
         metrics::counter!(m::TAKEOVERS).increment(1);
         self.evict(old).await;
@@ -95,7 +119,7 @@ impl Hub {
                 client: old.client_id.clone(),
                 conn: old.conn,
             };
-            let topic = Topic::User(old.user_id.clone());
+            let topic = Topic::Node(old.node.clone());
             if let Err(e) = self.publish(&topic, kick, Bytes::new()).await {
                 tracing::warn!(error = %e, "could not reach the replaced connection's node");
             }
@@ -128,11 +152,13 @@ impl Hub {
         // Registered (held back) before the snapshot, so that no event published in between
         // is lost; a member that joined just before may then be announced again.
         let joining = self.registry.begin_join(room, me.conn);
+        self.rosters.open(room);
         let refuse = |hub: &Self| {
             if joining {
                 hub.registry.abort_join(room, me.conn);
             }
             hub.subs.release(&topic);
+            hub.close_roster_if_unused(room);
         };
         let others = match self.presence.join(room, me, cap).await {
             Ok(Joined::Joined(others)) => others,
@@ -142,6 +168,7 @@ impl Hub {
                 } else {
                     self.subs.release(&topic);
                 }
+                self.rosters.merge(room, &others);
                 return Ok(others.iter().map(Member::view).collect());
             }
             Ok(Joined::Full) => {
@@ -158,14 +185,9 @@ impl Hub {
             }
         };
         self.registry.confirm_join(room, me.conn);
+        self.rosters.merge(room, &others);
         metrics::counter!(m::JOINS).increment(1);
-        let joined = ServerMessage::UserJoined {
-            room: room.clone(),
-            peer: me.view(),
-        };
-        let _ = self
-            .send_room(me, room, None, joined.to_json().into())
-            .await;
+        let _ = self.announce_joined(room, me).await;
         Ok(others.iter().map(Member::view).collect())
     }
 
@@ -174,6 +196,7 @@ impl Hub {
         let removed = self.presence.leave(room, me).await;
         if self.registry.leave(room, me.conn) {
             self.subs.release(&Topic::Room(room.clone()));
+            self.close_roster_if_unused(room);
         }
         if removed? {
             self.announce_left(room, me).await?;
@@ -189,119 +212,57 @@ impl Hub {
         };
         self.subs.release(&Topic::User(me.user_id.clone()));
         for room in rooms {
-            self.subs.release(&Topic::Room(room));
+            self.subs.release(&Topic::Room(room.clone()));
+            self.close_roster_if_unused(&room);
         }
     }
 
+    fn close_roster_if_unused(&self, room: &RoomId) {
+        if !self.registry.has_room(room) {
+            self.rosters.close(room);
+        }
+    }
+
+    async fn announce_joined(&self, room: &RoomId, member: &Member) -> Result<(), ErrorFrame> {
+        let joined = ServerMessage::UserJoined {
+            room: room.clone(),
+            peer: member.view(),
+        };
+        let route = Route::Joined {
+            room: room.clone(),
+            client: member.client_id.clone(),
+            conn: member.conn,
+            node: member.node.clone(),
+        };
+        self.announce(room, member, route, joined).await
+    }
+
     async fn announce_left(&self, room: &RoomId, member: &Member) -> Result<(), ErrorFrame> {
+        self.rosters.unseat(room, member.conn);
         let left = ServerMessage::UserLeft {
             room: room.clone(),
             peer: member.view(),
         };
-        self.send_room(member, room, None, left.to_json().into())
-            .await
+        let route = Route::Left {
+            room: room.clone(),
+            client: member.client_id.clone(),
+            conn: member.conn,
+        };
+        self.announce(room, member, route, left).await
     }
 
-    /// Relays `frame` to `to` in `room`, or to every member but the sender.
-    pub async fn send_room(
+    /// Tells every other member of `room`, here and on other nodes.
+    async fn announce(
         &self,
-        me: &Member,
         room: &RoomId,
-        to: Option<&ClientId>,
-        frame: Utf8Bytes,
+        member: &Member,
+        route: Route,
+        message: ServerMessage,
     ) -> Result<(), ErrorFrame> {
-        let Some(to) = to else {
-            self.registry.deliver_room(room, me.conn, &frame);
-            let route = Route::Room {
-                room: room.clone(),
-                except: me.conn,
-            };
-            self.publish(&Topic::Room(room.clone()), route, frame.into())
-                .await?;
-            return Ok(());
-        };
-        if self.registry.deliver_client(to, Some(room), &frame) {
-            return Ok(());
-        }
-        let peer_not_found = || {
-            let mut e = ErrorFrame::new(
-                ErrorCode::PeerNotFound,
-                format!("no client {to} in room {room}"),
-            )
-            .room(room);
-            e.to = Some(to.clone());
-            e
-        };
-        let envelope = Envelope {
-            origin: self.node.clone(),
-            route: Route::Member {
-                room: room.clone(),
-                client: to.clone(),
-            },
-            payload: frame.clone().into(),
-        };
-        // One step where the bus can check membership itself (Redis: one script); otherwise
-        // ask presence, then publish on the peer's user topic.
-        let receivers = match self.bus.publish_to_member(room, to, envelope).await {
-            Ok(Some(receivers)) => receivers,
-            Ok(None) => return Err(peer_not_found()),
-            Err(BusError::Unsupported) => {
-                let peer = self
-                    .presence
-                    .member(room, to)
-                    .await?
-                    .ok_or_else(peer_not_found)?;
-                let route = Route::Client { client: to.clone() };
-                self.publish(&Topic::User(peer.user_id), route, frame.into())
-                    .await?
-            }
-            Err(e) => {
-                metrics::counter!(m::BUS_ERRORS).increment(1);
-                return Err(e.into());
-            }
-        };
-        if receivers == 0 {
-            return Err(peer_not_found());
-        }
-        Ok(())
-    }
-
-    /// Relays `frame` to every connection of `target` but the sender's own.
-    pub async fn send_user(
-        &self,
-        me: &Member,
-        target: &UserId,
-        frame: Utf8Bytes,
-    ) -> Result<(), ErrorFrame> {
-        let local = self.registry.deliver_user(target, me.conn, &frame);
-        let route = Route::User {
-            user: target.clone(),
-            except: me.conn,
-        };
-        let topic = Topic::User(target.clone());
-        let published = self.publish(&topic, route, frame.into());
-        // A node keeps listening to a user's topic for the subscription linger after the user's
-        // last connection there left: a receiver count alone does not prove the user online.
-        let (published, devices) = if local == 0 {
-            let (published, devices) = tokio::join!(published, self.presence.devices(target));
-            (published, devices.ok())
-        } else {
-            (published.await, None)
-        };
-        let remote = match published {
-            Ok(_) if devices == Some(0) => 0,
-            Ok(n) => n,
-            Err(_) if local > 0 => 0,
-            Err(e) => return Err(e.into()),
-        };
-        if local + remote == 0 {
-            let mut e = ErrorFrame::new(
-                ErrorCode::UserOffline,
-                format!("user {target} is not connected"),
-            );
-            e.target_user_id = Some(target.clone());
-            return Err(e);
-        }
+        let frame = Utf8Bytes::from(message.to_json());
+        self.registry.deliver_room(room, member.conn, &frame);
+        self.publish(&Topic::Room(room.clone()), route, frame.into())
+            .await?;
         Ok(())
     }
 
@@ -323,40 +284,12 @@ impl Hub {
         result
     }
 
-    /// Routes envelopes from other nodes to local connections until the bus closes.
-    pub async fn run_inbound(self: Arc<Self>, mut inbound: mpsc::Receiver<Envelope>) {
-        while let Some(envelope) = inbound.recv().await {
-            self.route(envelope);
-        }
-    }
-
-    /// Hands one envelope from another node to the local connections it names.
-    pub fn route(&self, envelope: Envelope) {
-        if envelope.origin == self.node {
-            return;
-        }
-        let frame = match Utf8Bytes::try_from(envelope.payload) {
-            Ok(frame) => frame,
-            Err(_) => {
-                metrics::counter!(m::BUS_DROPPED).increment(1);
-                return;
-            }
-        };
-        match envelope.route {
-            Route::Room { room, except } => {
-                self.registry.deliver_room(&room, except, &frame);
-            }
-            Route::Client { client } => {
-                self.registry.deliver_client(&client, None, &frame);
-            }
-            Route::Member { room, client } => {
-                self.registry.deliver_client(&client, Some(&room), &frame);
-            }
-            Route::User { user, except } => {
-                self.registry.deliver_user(&user, except, &frame);
-            }
-            Route::Kick { conn, .. } => {
-                self.registry.close(conn, CloseCode::Replaced);
+    /// Routes what the bus delivers to local connections until the bus closes.
+    pub async fn run_inbound(self: Arc<Self>, mut inbound: mpsc::Receiver<Inbound>) {
+        let mut batch = Vec::with_capacity(INBOUND_BATCH);
+        while inbound.recv_many(&mut batch, INBOUND_BATCH).await > 0 {
+            for item in batch.drain(..) {
+                self.route(item);
             }
         }
     }

@@ -149,6 +149,25 @@ impl RedisProcess {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill on PATH");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the server on its port and waits until it accepts connections.
     pub fn restart(&mut self) {
         self.stop();
@@ -203,3 +222,4 @@ fn free_port() -> u16 {
 mod failure;
 mod presence;
 mod protocol;
+mod routing;

@@ -1,71 +1,172 @@
-//! The binary form of an [`Envelope`] on a Redis channel: a version byte, a route tag, the
-//! origin node, the route's fields (length-prefixed ids, big-endian connection ids), then the
-//! payload bytes as they are. Ids are validated again on decode.
+//! The binary form of envelopes on a Redis channel. One Redis message carries a *batch*: the
+//! envelopes one node published on one channel in one round, in order, sharing their origin.
+//!
+//! `batch := version(u8 = 2) origin:str entry*`, `entry := tag:u8 fields payload_len:u32 payload`,
+//! where `str` is a u16 length and UTF-8 bytes, connection ids are big-endian u64 and the
+//! fields are the route's, in the order of [`Route`]'s declaration. Ids are validated again on
+//! decode; the payload bytes are shared with the received message, not copied.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::bus::{BusError, Envelope, Route};
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
-pub fn encode(envelope: &Envelope) -> Bytes {
-    let mut out = BytesMut::with_capacity(64 + envelope.payload.len());
-    out.put_u8(VERSION);
-    let (tag, id, conn) = match &envelope.route {
-        Route::Room { room, except } => (b'R', room.as_str(), Some(*except)),
-        Route::Client { client } => (b'C', client.as_str(), None),
-        Route::Member { room, .. } => (b'M', room.as_str(), None),
-        Route::User { user, except } => (b'U', user.as_str(), Some(*except)),
-        Route::Kick { client, conn } => (b'K', client.as_str(), Some(*conn)),
-    };
-    out.put_u8(tag);
-    put_str(&mut out, envelope.origin.as_str());
-    put_str(&mut out, id);
-    if let Route::Member { client, .. } = &envelope.route {
-        put_str(&mut out, client.as_str());
-    }
-    if let Some(conn) = conn {
-        out.put_u64(conn.0);
-    }
-    out.put_slice(&envelope.payload);
-    out.freeze()
+/// Builds one batch.
+pub struct BatchWriter {
+    buf: BytesMut,
+    count: usize,
 }
 
-pub fn decode(mut buf: Bytes) -> Result<Envelope, BusError> {
+impl BatchWriter {
+    pub fn new(origin: &NodeId) -> Self {
+        let mut buf = BytesMut::with_capacity(512);
+        buf.put_u8(VERSION);
+        put_str(&mut buf, origin.as_str());
+        Self { buf, count: 0 }
+    }
+
+    /// Appends one envelope's route and payload.
+    pub fn push(&mut self, route: &Route, payload: &[u8]) {
+        let out = &mut self.buf;
+        out.reserve(64 + payload.len());
+        match route {
+            Route::Room { room, except } => {
+                put_tag(out, b'R', room.as_str());
+                out.put_u64(except.0);
+            }
+            Route::Joined {
+                room,
+                client,
+                conn,
+                node,
+            } => {
+                put_tag(out, b'J', room.as_str());
+                put_str(out, client.as_str());
+                out.put_u64(conn.0);
+                put_str(out, node.as_str());
+            }
+            Route::Left { room, client, conn } => {
+                put_tag(out, b'L', room.as_str());
+                put_str(out, client.as_str());
+                out.put_u64(conn.0);
+            }
+            Route::Member { room, client, from } => {
+                put_tag(out, b'M', room.as_str());
+                put_str(out, client.as_str());
+                out.put_u64(from.0);
+            }
+            Route::Bounce { room, client, conn } => {
+                put_tag(out, b'B', room.as_str());
+                put_str(out, client.as_str());
+                out.put_u64(conn.0);
+            }
+            Route::User { user, except } => {
+                put_tag(out, b'U', user.as_str());
+                out.put_u64(except.0);
+            }
+            Route::Kick { client, conn } => {
+                put_tag(out, b'K', client.as_str());
+                out.put_u64(conn.0);
+            }
+        }
+        // Frames are at most `max_message_bytes`, far below 4 GiB.
+        out.put_u32(payload.len() as u32);
+        out.put_slice(payload);
+        self.count += 1;
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Envelopes written so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// A batch of one envelope.
+#[cfg(test)]
+pub fn encode(envelope: &Envelope) -> Bytes {
+    let mut batch = BatchWriter::new(&envelope.origin);
+    batch.push(&envelope.route, &envelope.payload);
+    batch.finish()
+}
+
+/// Decodes a whole batch; a batch with any malformed entry is refused as a whole.
+pub fn decode(mut buf: Bytes) -> Result<Vec<Envelope>, BusError> {
     if take_u8(&mut buf)? != VERSION {
         return Err(malformed("unknown version"));
     }
-    let tag = take_u8(&mut buf)?;
     let origin = NodeId::parse(&take_str(&mut buf)?).map_err(invalid)?;
-    let id = take_str(&mut buf)?;
-    let route = match tag {
+    let mut envelopes = Vec::new();
+    while buf.has_remaining() {
+        let route = take_route(&mut buf)?;
+        let len = take_u32(&mut buf)? as usize;
+        if buf.remaining() < len {
+            return Err(malformed("truncated"));
+        }
+        envelopes.push(Envelope {
+            origin: origin.clone(),
+            route,
+            payload: buf.split_to(len),
+        });
+    }
+    Ok(envelopes)
+}
+
+fn take_route(buf: &mut Bytes) -> Result<Route, BusError> {
+    let tag = take_u8(buf)?;
+    let id = take_str(buf)?;
+    let room = || RoomId::parse(&id).map_err(invalid);
+    Ok(match tag {
         b'R' => Route::Room {
-            room: RoomId::parse(&id).map_err(invalid)?,
-            except: take_conn(&mut buf)?,
+            room: room()?,
+            except: take_conn(buf)?,
         },
-        b'C' => Route::Client {
-            client: ClientId::parse(&id).map_err(invalid)?,
+        b'J' => Route::Joined {
+            room: room()?,
+            client: take_client(buf)?,
+            conn: take_conn(buf)?,
+            node: NodeId::parse(&take_str(buf)?).map_err(invalid)?,
+        },
+        b'L' => Route::Left {
+            room: room()?,
+            client: take_client(buf)?,
+            conn: take_conn(buf)?,
         },
         b'M' => Route::Member {
-            room: RoomId::parse(&id).map_err(invalid)?,
-            client: ClientId::parse(&take_str(&mut buf)?).map_err(invalid)?,
+            room: room()?,
+            client: take_client(buf)?,
+            from: take_conn(buf)?,
+        },
+        b'B' => Route::Bounce {
+            room: room()?,
+            client: take_client(buf)?,
+            conn: take_conn(buf)?,
         },
         b'U' => Route::User {
             user: UserId::parse(&id).map_err(invalid)?,
-            except: take_conn(&mut buf)?,
+            except: take_conn(buf)?,
         },
         b'K' => Route::Kick {
             client: ClientId::parse(&id).map_err(invalid)?,
-            conn: take_conn(&mut buf)?,
+            conn: take_conn(buf)?,
         },
         _ => return Err(malformed("unknown route")),
-    };
-    Ok(Envelope {
-        origin,
-        route,
-        payload: buf,
     })
+}
+
+fn put_tag(out: &mut BytesMut, tag: u8, id: &str) {
+    out.put_u8(tag);
+    put_str(out, id);
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -81,11 +182,22 @@ fn take_u8(buf: &mut Bytes) -> Result<u8, BusError> {
     Ok(buf.get_u8())
 }
 
+fn take_u32(buf: &mut Bytes) -> Result<u32, BusError> {
+    if buf.remaining() < 4 {
+        return Err(malformed("truncated"));
+    }
+    Ok(buf.get_u32())
+}
+
 fn take_conn(buf: &mut Bytes) -> Result<ConnId, BusError> {
     if buf.remaining() < 8 {
         return Err(malformed("truncated"));
     }
     Ok(ConnId(buf.get_u64()))
+}
+
+fn take_client(buf: &mut Bytes) -> Result<ClientId, BusError> {
+    ClientId::parse(&take_str(buf)?).map_err(invalid)
 }
 
 fn take_str(buf: &mut Bytes) -> Result<String, BusError> {
@@ -111,21 +223,96 @@ fn invalid(e: crate::protocol::InvalidId) -> BusError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_and_rejects_garbage() {
-        let envelope = Envelope {
-            origin: NodeId::parse("node-1").unwrap(),
-            route: Route::User {
-                user: UserId::parse("ü:x@y").unwrap(),
+    fn node() -> NodeId {
+        NodeId::parse("node-1").unwrap()
+    }
+
+    fn routes() -> Vec<Route> {
+        let room = RoomId::parse("r.1:x").unwrap();
+        let client = ClientId::parse("c-1").unwrap();
+        vec![
+            Route::Room {
+                room: room.clone(),
                 except: ConnId(u64::MAX),
             },
-            payload: Bytes::from_static(b"{\"type\":\"x\"}"),
-        };
-        assert_eq!(decode(encode(&envelope)).unwrap(), envelope);
-        let bytes = encode(&envelope);
-        for cut in 0..bytes.len() - envelope.payload.len() {
-            assert!(decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+            Route::Joined {
+                room: room.clone(),
+                client: client.clone(),
+                conn: ConnId(1),
+                node: node(),
+            },
+            Route::Left {
+                room: room.clone(),
+                client: client.clone(),
+                conn: ConnId(2),
+            },
+            Route::Member {
+                room: room.clone(),
+                client: client.clone(),
+                from: ConnId(3),
+            },
+            Route::Bounce {
+                room,
+                client: client.clone(),
+                conn: ConnId(4),
+            },
+            Route::User {
+                user: UserId::parse("ü:x@y").unwrap(),
+                except: ConnId(0),
+            },
+            Route::Kick {
+                client,
+                conn: ConnId(5),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_batch_round_trips_in_order() {
+        let mut batch = BatchWriter::new(&node());
+        let sent: Vec<Envelope> = routes()
+            .into_iter()
+            .enumerate()
+            .map(|(n, route)| Envelope {
+                origin: node(),
+                route,
+                payload: Bytes::from(format!("{{\"n\":{n},\"s\":\"ü\"}}")),
+            })
+            .collect();
+        for envelope in &sent {
+            batch.push(&envelope.route, &envelope.payload);
         }
-        assert!(decode(Bytes::from_static(b"\x02R")).is_err());
+        assert_eq!(batch.count(), sent.len());
+        assert_eq!(decode(batch.finish()).unwrap(), sent);
+    }
+
+    #[test]
+    fn truncated_or_foreign_batches_are_refused() {
+        for route in routes() {
+            let envelope = Envelope {
+                origin: node(),
+                route,
+                payload: Bytes::from_static(b"{\"type\":\"x\"}"),
+            };
+            let bytes = encode(&envelope);
+            assert_eq!(decode(bytes.clone()).unwrap(), vec![envelope]);
+            // The header alone (9 bytes) is an empty batch; any other cut is truncated.
+            for cut in (0..bytes.len()).filter(|cut| *cut != 9) {
+                assert!(decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+            }
+        }
+        assert!(decode(Bytes::from_static(b"\x01R")).is_err());
+        assert!(decode(Bytes::from_static(b"\x02\x00\x01n\x00\x00")).is_err());
+        let mut bad_id = BatchWriter::new(&node());
+        bad_id.push(
+            &Route::Room {
+                room: RoomId::parse("r").unwrap(),
+                except: ConnId(1),
+            },
+            b"{}",
+        );
+        let mut bytes = bad_id.finish().to_vec();
+        bytes[12] = b' '; // the room name "r" becomes " "
+        assert!(decode(Bytes::from(bytes)).is_err());
     }
 }

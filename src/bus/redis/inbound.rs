@@ -1,6 +1,6 @@
-//! The node's one inbound task: decodes what the subscriber connection receives, drops this
-//! node's own envelopes, and queues the rest for the hub without ever blocking — a full queue
-//! drops the envelope and counts it.
+//! The node's one inbound task: decodes the batches the subscriber connection receives, drops
+//! this node's own envelopes, and queues the rest for the hub without ever blocking — a full
+//! queue drops the envelope and counts it.
 
 use bytes::Bytes;
 use fred::prelude::Value;
@@ -8,7 +8,7 @@ use fred::types::Message;
 use tokio::sync::{broadcast, mpsc};
 
 use super::codec;
-use crate::bus::{BusError, Envelope};
+use crate::bus::{BusError, Inbound};
 use crate::metrics as m;
 use crate::protocol::NodeId;
 
@@ -16,7 +16,7 @@ use crate::protocol::NodeId;
 pub async fn run(
     node: NodeId,
     mut messages: broadcast::Receiver<Message>,
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Inbound>,
 ) {
     use broadcast::error::RecvError;
     loop {
@@ -32,21 +32,25 @@ pub async fn run(
             }
             Err(RecvError::Closed) => break,
         };
-        let envelope = match payload(message.value).and_then(codec::decode) {
-            Ok(envelope) if envelope.origin == node => continue,
-            Ok(envelope) => envelope,
+        let envelopes = match payload(message.value).and_then(codec::decode) {
+            Ok(envelopes) => envelopes,
             Err(e) => {
                 tracing::warn!(error = %e, channel = %message.channel, "undecodable bus message");
                 metrics::counter!(m::BUS_DROPPED).increment(1);
                 continue;
             }
         };
-        match tx.try_send(envelope) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!(m::BUS_DROPPED).increment(1);
+        for envelope in envelopes {
+            if envelope.origin == node {
+                continue;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            match tx.try_send(Inbound::Envelope(envelope)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!(m::BUS_DROPPED).increment(1);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
         }
     }
     tracing::debug!("bus inbound task ended");

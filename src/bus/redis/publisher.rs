@@ -1,0 +1,207 @@
+//! The node's one publishing task. Everything the node publishes — awaited publishes and posted
+//! signals alike — goes through one bounded queue, in order. The task takes whatever is queued
+//! (a *round*), packs it into one batch per channel, publishes every batch of the round
+//! concurrently, and waits for Redis to answer before taking the next round.
+//!
+//! Under light load a round is one envelope and goes out at once; under heavy load envelopes
+//! queue while a round is in flight, so batches grow with the load and the number of Redis
+//! commands does not (smart batching). A full queue refuses posts with
+//! [`BusError::Overloaded`] instead of growing: overload shows as errors, not as latency.
+//!
+//! When a round fails, each sending connection gets back only the first of its envelopes that
+//! the round carried (one `unavailable` for the sender, not one per frame, which would flood
+//! its outbox); an addressed envelope nobody received always comes back, since each is its own
+//! `peer_not_found`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::prelude::Error as RedisError;
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::BatchWriter;
+use super::{Shared, fast};
+use crate::bus::{BusError, Envelope, Inbound, Route, Topic, Undelivered};
+use crate::cluster::Keys;
+use crate::metrics as m;
+use crate::protocol::ConnId;
+
+/// Envelopes a node may have queued for Redis before posts are refused as overloaded.
+pub const QUEUE: usize = 16_384;
+/// The most envelopes one round takes from the queue.
+const ROUND_ENVELOPES: usize = 4096;
+/// A batch past this size is closed and the channel's next envelopes start another.
+const BATCH_BYTES: usize = 256 * 1024;
+
+pub type Reply = oneshot::Sender<Result<usize, BusError>>;
+
+/// One envelope on its way to Redis.
+pub struct Outgoing {
+    pub topic: Topic,
+    pub envelope: Envelope,
+    /// The publisher waiting for the receiver count, or `None` for a posted envelope, which
+    /// comes back on the inbound stream if no other node gets it.
+    pub reply: Option<Reply>,
+}
+
+/// What to tell about one envelope of a batch once Redis answered.
+enum Waiter {
+    Reply(Reply),
+    Posted(Envelope),
+}
+
+/// A batch being packed.
+struct Packing {
+    channel: String,
+    writer: BatchWriter,
+    waiters: Vec<Waiter>,
+}
+
+/// A packed batch.
+struct Batch {
+    channel: String,
+    payload: Bytes,
+    waiters: Vec<Waiter>,
+}
+
+/// What the task needs besides its queue.
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub keys: Keys,
+    pub client: Client,
+    /// The node's own inbound stream, for returned posts.
+    pub inbound: mpsc::Sender<Inbound>,
+}
+
+/// Publishes what arrives on `queue` until every sender is gone.
+pub async fn run(ctx: Context, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut round = Vec::with_capacity(ROUND_ENVELOPES);
+    while queue.recv_many(&mut round, ROUND_ENVELOPES).await > 0 {
+        let batches = pack(&ctx, round.drain(..));
+        let results = join_all(batches.iter().map(|b| publish(&ctx, b))).await;
+        let mut told = HashSet::new();
+        for (batch, result) in batches.into_iter().zip(results) {
+            settle(&ctx, batch, result, &mut told);
+        }
+    }
+    tracing::debug!("bus publisher ended");
+}
+
+/// Packs a round into batches: one per channel, in the order each channel first appears,
+/// envelopes in queue order within each. A channel gets another batch past [`BATCH_BYTES`], or
+/// when its open batch would let an envelope overtake one its sender put in a later batch (on
+/// one connection, batches reach Redis in this order: so does each sender's traffic).
+fn pack(ctx: &Context, round: impl Iterator<Item = Outgoing>) -> Vec<Batch> {
+    let mut batches: Vec<Packing> = Vec::new();
+    let mut open: HashMap<Topic, usize> = HashMap::new();
+    let mut latest: HashMap<ConnId, usize> = HashMap::new();
+    for out in round {
+        let sender = sender(&out.envelope.route);
+        let behind = sender.and_then(|c| latest.get(&c)).copied().unwrap_or(0);
+        let at = match open.get(&out.topic) {
+            Some(&at) if at >= behind && batches[at].writer.size() < BATCH_BYTES => at,
+            _ => {
+                batches.push(Packing {
+                    channel: ctx.keys.channel(&out.topic),
+                    writer: BatchWriter::new(&ctx.shared.node),
+                    waiters: Vec::new(),
+                });
+                open.insert(out.topic, batches.len() - 1);
+                batches.len() - 1
+            }
+        };
+        if let Some(conn) = sender {
+            latest.insert(conn, at);
+        }
+        let batch = &mut batches[at];
+        batch
+            .writer
+            .push(&out.envelope.route, &out.envelope.payload);
+        batch.waiters.push(match out.reply {
+            Some(reply) => Waiter::Reply(reply),
+            None => Waiter::Posted(out.envelope),
+        });
+    }
+    metrics::counter!(m::BUS_BATCHES).increment(batches.len() as u64);
+    batches.into_iter().map(Packing::seal).collect()
+}
+
+impl Packing {
+    fn seal(self) -> Batch {
+        metrics::counter!(m::BUS_ENVELOPES).increment(self.writer.count() as u64);
+        Batch {
+            channel: self.channel,
+            payload: self.writer.finish(),
+            waiters: self.waiters,
+        }
+    }
+}
+
+async fn publish(ctx: &Context, batch: &Batch) -> Result<i64, RedisError> {
+    let client = ctx.client.with_options(&fast());
+    let (channel, payload) = (batch.channel.as_str(), batch.payload.clone());
+    if ctx.shared.sharded {
+        client.spublish(channel, payload).await
+    } else {
+        client.publish(channel, payload).await
+    }
+}
+
+/// Answers every waiter of a published batch; `told` holds the senders already given back an
+/// envelope of a failed batch this round.
+fn settle(
+    ctx: &Context,
+    batch: Batch,
+    result: Result<i64, RedisError>,
+    told: &mut HashSet<ConnId>,
+) {
+    let outcome = match result {
+        Ok(receivers) => Ok(ctx.shared.others(&batch.channel, receivers)),
+        Err(e) => {
+            tracing::warn!(error = %e, "bus publish failed");
+            Err(e.to_string())
+        }
+    };
+    for waiter in batch.waiters {
+        match (waiter, &outcome) {
+            (Waiter::Reply(reply), Ok(n)) => drop(reply.send(Ok(*n))),
+            (Waiter::Reply(reply), Err(e)) => {
+                drop(reply.send(Err(BusError::Unavailable(e.clone()))))
+            }
+            (Waiter::Posted(envelope), Ok(0)) if envelope.route.is_addressed() => {
+                give_back(ctx, envelope, Undelivered::NoReceiver)
+            }
+            (Waiter::Posted(_), Ok(_)) => {}
+            (Waiter::Posted(envelope), Err(_)) => {
+                if sender(&envelope.route).is_none_or(|conn| told.insert(conn)) {
+                    give_back(ctx, envelope, Undelivered::Unavailable);
+                }
+            }
+        }
+    }
+}
+
+/// The local connection an envelope comes from.
+fn sender(route: &Route) -> Option<ConnId> {
+    match route {
+        Route::Member { from, .. } => Some(*from),
+        Route::Room { except, .. } | Route::User { except, .. } => Some(*except),
+        Route::Joined { conn, .. } | Route::Left { conn, .. } => Some(*conn),
+        Route::Bounce { .. } | Route::Kick { .. } => None,
+    }
+}
+
+fn give_back(ctx: &Context, envelope: Envelope, why: Undelivered) {
+    metrics::counter!(m::BUS_RETURNED, "reason" => why.label()).increment(1);
+    if ctx
+        .inbound
+        .try_send(Inbound::Returned(envelope, why))
+        .is_err()
+    {
+        metrics::counter!(m::BUS_DROPPED).increment(1);
+    }
+}

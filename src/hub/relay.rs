@@ -1,0 +1,226 @@
+//! Relaying signals, and routing what other nodes send.
+//!
+//! A targeted room signal goes to the local connection when the peer is here; otherwise to the
+//! peer's node, found in the room's roster (or, when the roster does not know the peer, in
+//! presence). It is *posted*: the sender's connection goes on at once, and the node holding the
+//! peer bounces it if the peer is not there after all, so the sender still gets
+//! `peer_not_found`. Room broadcasts are posted on the room's topic. User-addressed signals
+//! wait for the bus, since `user_offline` depends on who received them.
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+
+use super::{Hub, Seat};
+use crate::bus::{Envelope, Inbound, Route, Topic, Undelivered};
+use crate::metrics as m;
+use crate::presence::Member;
+use crate::protocol::{
+    ClientId, CloseCode, ConnId, ErrorCode, ErrorFrame, NodeId, RoomId, ServerMessage, UserId,
+};
+
+fn peer_not_found(room: &RoomId, to: &ClientId) -> ErrorFrame {
+    let mut e = ErrorFrame::new(
+        ErrorCode::PeerNotFound,
+        format!("no client {to} in room {room}"),
+    )
+    .room(room);
+    e.to = Some(to.clone());
+    e
+}
+
+impl Hub {
+    /// Relays `frame` to `to` in `room`, or to every member but the sender.
+    pub async fn send_room(
+        &self,
+        me: &Member,
+        room: &RoomId,
+        to: Option<&ClientId>,
+        frame: Utf8Bytes,
+    ) -> Result<(), ErrorFrame> {
+        let Some(to) = to else {
+            self.registry.deliver_room(room, me.conn, &frame);
+            let route = Route::Room {
+                room: room.clone(),
+                except: me.conn,
+            };
+            return self.post(Topic::Room(room.clone()), route, frame.into());
+        };
+        if self.registry.deliver_client(to, Some(room), &frame) {
+            return Ok(());
+        }
+        let node = match self.rosters.locate(room, to) {
+            Some(node) => node,
+            None => self
+                .locate_in_presence(room, to)
+                .await?
+                .ok_or_else(|| peer_not_found(room, to))?,
+        };
+        let route = Route::Member {
+            room: room.clone(),
+            client: to.clone(),
+            from: me.conn,
+        };
+        self.post(Topic::Node(node), route, frame.into())
+    }
+
+    /// The node of `client` in `room` according to presence; re-seeds the room's roster, which
+    /// did not know it.
+    async fn locate_in_presence(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+    ) -> Result<Option<NodeId>, ErrorFrame> {
+        let members = self.presence.members(room).await?;
+        self.rosters.reseed(room, &members);
+        let peer = members
+            .into_iter()
+            .find(|m| m.client_id == *client && m.node != self.node);
+        Ok(peer.map(|m| m.node))
+    }
+
+    /// Relays `frame` to every connection of `target` but the sender's own.
+    pub async fn send_user(
+        &self,
+        me: &Member,
+        target: &UserId,
+        frame: Utf8Bytes,
+    ) -> Result<(), ErrorFrame> {
+        let local = self.registry.deliver_user(target, me.conn, &frame);
+        let route = Route::User {
+            user: target.clone(),
+            except: me.conn,
+        };
+        let topic = Topic::User(target.clone());
+        let published = self.publish(&topic, route, frame.into());
+        // A node keeps listening to a user's topic for the subscription linger after the user's
+        // last connection there left: a receiver count alone does not prove the user online.
+        let (published, devices) = if local == 0 {
+            let (published, devices) = tokio::join!(published, self.presence.devices(target));
+            (published, devices.ok())
+        } else {
+            (published.await, None)
+        };
+        let remote = match published {
+            Ok(_) if devices == Some(0) => 0,
+            Ok(n) => n,
+            Err(_) if local > 0 => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if local + remote == 0 {
+            let mut e = ErrorFrame::new(
+                ErrorCode::UserOffline,
+                format!("user {target} is not connected"),
+            );
+            e.target_user_id = Some(target.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn post(&self, topic: Topic, route: Route, payload: Bytes) -> Result<(), ErrorFrame> {
+        let envelope = Envelope {
+            origin: self.node.clone(),
+            route,
+            payload,
+        };
+        self.bus.post(topic, envelope).map_err(|e| {
+            metrics::counter!(m::BUS_ERRORS).increment(1);
+            ErrorFrame::from(e)
+        })
+    }
+
+    /// Handles one item of the node's inbound stream.
+    pub fn route(&self, inbound: Inbound) {
+        match inbound {
+            Inbound::Envelope(envelope) if envelope.origin != self.node => self.deliver(envelope),
+            Inbound::Envelope(_) => {}
+            Inbound::Returned(envelope, why) => self.returned(envelope.route, why),
+        }
+    }
+
+    /// Hands one envelope from another node to the local connections it names.
+    fn deliver(&self, envelope: Envelope) {
+        let Envelope {
+            origin,
+            route,
+            payload,
+        } = envelope;
+        match route {
+            Route::Kick { conn, .. } => {
+                self.registry.close(conn, CloseCode::Replaced);
+                return;
+            }
+            Route::Bounce { room, client, conn } => {
+                self.rosters.unseat_missing(&room, &client, Some(&origin));
+                self.tell(conn, peer_not_found(&room, &client));
+                return;
+            }
+            _ => {}
+        }
+        let Ok(frame) = Utf8Bytes::try_from(payload) else {
+            metrics::counter!(m::BUS_DROPPED).increment(1);
+            return;
+        };
+        match route {
+            Route::Room { room, except } => {
+                self.registry.deliver_room(&room, except, &frame);
+            }
+            Route::Joined {
+                room,
+                client,
+                conn,
+                node,
+            } => {
+                // Known before the local members hear of it, so they can answer at once.
+                self.rosters.seat(&room, Seat { client, conn, node });
+                self.registry.deliver_room(&room, conn, &frame);
+            }
+            Route::Left { room, conn, .. } => {
+                self.rosters.unseat(&room, conn);
+                self.registry.deliver_room(&room, conn, &frame);
+            }
+            Route::Member { room, client, from } => {
+                if !self.registry.deliver_client(&client, Some(&room), &frame) {
+                    self.bounce(origin, room, client, from);
+                }
+            }
+            Route::User { user, except } => {
+                self.registry.deliver_user(&user, except, &frame);
+            }
+            Route::Kick { .. } | Route::Bounce { .. } => {}
+        }
+    }
+
+    /// Tells node `origin` that `client` is not in `room` here.
+    fn bounce(&self, origin: NodeId, room: RoomId, client: ClientId, conn: ConnId) {
+        let route = Route::Bounce { room, client, conn };
+        let _ = self.post(Topic::Node(origin), route, Bytes::new());
+    }
+
+    /// A posted envelope reached no other node: tells its sender.
+    fn returned(&self, route: Route, why: Undelivered) {
+        let (conn, error) = match (route, why) {
+            (Route::Member { room, client, from }, Undelivered::NoReceiver) => {
+                self.rosters.unseat_missing(&room, &client, None);
+                (from, peer_not_found(&room, &client))
+            }
+            (
+                Route::Member { from: conn, .. } | Route::Room { except: conn, .. },
+                Undelivered::Unavailable,
+            ) => {
+                // The publisher logged the failure once for its whole batch.
+                metrics::counter!(m::BUS_ERRORS).increment(1);
+                (conn, super::try_again())
+            }
+            _ => return,
+        };
+        self.tell(conn, error);
+    }
+
+    /// Sends an error frame to local connection `conn`, if it is still here.
+    fn tell(&self, conn: ConnId, error: ErrorFrame) {
+        metrics::counter!(m::MESSAGE_ERRORS, "code" => error.code.as_str()).increment(1);
+        let frame = Utf8Bytes::from(ServerMessage::from(error).to_json());
+        self.registry.deliver_conn(conn, &frame);
+    }
+}
