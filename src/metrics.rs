@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::protocol::{RoomSignalKind, UserSignalKind};
+
 pub const CONNECTIONS: &str = "switchboard_connections";
 pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
@@ -36,7 +38,7 @@ const MESSAGE_TYPES: [&str; 7] = [
 
 /// Counts one relayed message of `kind`, through handles resolved once (the labelled lookup
 /// showed in profiles of the relay path).
-pub fn message_in(kind: &'static str) {
+pub fn message_in(kind: MessageKind) {
     static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
     let counters = COUNTERS.get_or_init(|| {
         MESSAGE_TYPES
@@ -44,9 +46,28 @@ pub fn message_in(kind: &'static str) {
             .map(|t| metrics::counter!(MESSAGES_IN, "type" => *t))
             .collect()
     });
-    match MESSAGE_TYPES.iter().position(|t| *t == kind) {
-        Some(i) => counters[i].increment(1),
-        None => metrics::counter!(MESSAGES_IN, "type" => kind).increment(1),
+    counters[kind.index()].increment(1);
+}
+
+/// A relayed message type, as [`message_in`] counts it.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageKind {
+    Room(RoomSignalKind),
+    User(UserSignalKind),
+}
+
+impl MessageKind {
+    /// The position of the type's label in [`MESSAGE_TYPES`].
+    fn index(self) -> usize {
+        match self {
+            Self::Room(RoomSignalKind::Offer) => 0,
+            Self::Room(RoomSignalKind::Answer) => 1,
+            Self::Room(RoomSignalKind::IceCandidate) => 2,
+            Self::Room(RoomSignalKind::Signal) => 3,
+            Self::User(UserSignalKind::Offer) => 4,
+            Self::User(UserSignalKind::Answer) => 5,
+            Self::User(UserSignalKind::IceCandidate) => 6,
+        }
     }
 }
 
@@ -60,4 +81,29 @@ pub fn install() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_kind_counts_under_its_own_label() {
+        let kinds = [
+            MessageKind::Room(RoomSignalKind::Offer),
+            MessageKind::Room(RoomSignalKind::Answer),
+            MessageKind::Room(RoomSignalKind::IceCandidate),
+            MessageKind::Room(RoomSignalKind::Signal),
+            MessageKind::User(UserSignalKind::Offer),
+            MessageKind::User(UserSignalKind::Answer),
+            MessageKind::User(UserSignalKind::IceCandidate),
+        ];
+        for kind in kinds {
+            let label = match kind {
+                MessageKind::Room(k) => k.label(),
+                MessageKind::User(k) => k.label(),
+            };
+            assert_eq!(MESSAGE_TYPES[kind.index()], label);
+        }
+    }
 }

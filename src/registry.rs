@@ -5,32 +5,45 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::protocol::{ClientId, CloseCode, ConnId, RoomId, UserId};
 
 /// Asks a connection task to close with a code. The first request wins.
+///
+/// One task — the connection's own — waits on it; a wait costs two atomic operations per poll
+/// (the connection loop polls it for every frame).
 #[derive(Debug, Default)]
 pub struct Control {
     code: OnceLock<CloseCode>,
-    token: CancellationToken,
+    waker: AtomicWaker,
 }
 
 impl Control {
     pub fn close(&self, code: CloseCode) {
         if self.code.set(code).is_ok() {
-            self.token.cancel();
+            self.waker.wake();
         }
     }
 
-    /// Resolves once [`Control::close`] was called; returns the code.
-    pub async fn closed(&self) -> CloseCode {
-        self.token.cancelled().await;
-        self.code.get().copied().unwrap_or(CloseCode::Normal)
+    /// Resolves once [`Control::close`] was called; returns the code. For the connection task
+    /// only: a later waiter replaces an earlier one.
+    pub fn closed(&self) -> impl Future<Output = CloseCode> + '_ {
+        std::future::poll_fn(|cx| {
+            if let Some(code) = self.code.get() {
+                return Poll::Ready(*code);
+            }
+            self.waker.register(cx.waker());
+            match self.code.get() {
+                Some(code) => Poll::Ready(*code),
+                None => Poll::Pending,
+            }
+        })
     }
 }
 
@@ -45,9 +58,14 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// Queues `frame`; a full outbox closes the connection as a slow consumer.
+    /// Queues a copy of `frame`; a full outbox closes the connection as a slow consumer.
     fn deliver(&self, frame: &Utf8Bytes) -> bool {
-        match self.outbox.try_send(frame.clone()) {
+        self.deliver_owned(frame.clone())
+    }
+
+    /// Queues `frame`; a full outbox closes the connection as a slow consumer.
+    fn deliver_owned(&self, frame: Utf8Bytes) -> bool {
+        match self.outbox.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!(m::SLOW_CONSUMERS).increment(1);
@@ -71,10 +89,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn hold(&self, frame: &Utf8Bytes) {
+    fn hold(&self, frame: Utf8Bytes) {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         if frames.len() < MAX_PENDING_FRAMES {
-            frames.push(frame.clone());
+            frames.push(frame);
         }
     }
 }
@@ -199,7 +217,7 @@ impl Registry {
         let inner = self.read();
         if let Some(joining) = inner.pending.get(room) {
             for pending in joining.iter().filter(|p| p.conn != except) {
-                pending.hold(frame);
+                pending.hold(frame.clone());
             }
         }
         let Some(members) = inner.by_room.get(room) else {
@@ -213,24 +231,24 @@ impl Registry {
     }
 
     /// Delivers to the local connection holding `client`, if it is in `room` (or anywhere when
-    /// `room` is `None`); `false` when there is none. A connection still joining `room` gets
-    /// the frame once its join is confirmed.
+    /// `room` is `None`); hands `frame` back when there is none. A connection still joining
+    /// `room` gets the frame once its join is confirmed.
     pub fn deliver_client(
         &self,
         client: &ClientId,
         room: Option<&RoomId>,
-        frame: &Utf8Bytes,
-    ) -> bool {
+        frame: Utf8Bytes,
+    ) -> Result<(), Utf8Bytes> {
         let inner = self.read();
         let Some((handle, rooms)) = inner.by_client.get(client).and_then(|c| inner.conns.get(c))
         else {
-            return false;
+            return Err(frame);
         };
         match room {
             Some(room) if !rooms.contains(room) => hold(&inner, room, handle.conn, frame),
             _ => {
-                handle.deliver(frame);
-                true
+                handle.deliver_owned(frame);
+                Ok(())
             }
         }
     }
@@ -308,17 +326,17 @@ fn join_locked(inner: &mut Inner, room: &RoomId, conn: ConnId) -> bool {
     true
 }
 
-/// Holds `frame` for `conn` if it is joining `room`; `false` when it is not.
-fn hold(inner: &Inner, room: &RoomId, conn: ConnId, frame: &Utf8Bytes) -> bool {
+/// Holds `frame` for `conn` if it is joining `room`; hands it back when it is not.
+fn hold(inner: &Inner, room: &RoomId, conn: ConnId, frame: Utf8Bytes) -> Result<(), Utf8Bytes> {
     let Some(pending) = inner
         .pending
         .get(room)
         .and_then(|joining| joining.iter().find(|p| p.conn == conn))
     else {
-        return false;
+        return Err(frame);
     };
     pending.hold(frame);
-    true
+    Ok(())
 }
 
 fn take_pending(inner: &mut Inner, room: &RoomId, conn: ConnId) -> Option<Pending> {
@@ -385,16 +403,35 @@ mod tests {
     fn a_signal_to_a_joining_connection_waits_for_the_join() {
         let (registry, room, mut b_rx) = one_member_one_joining();
         let b = ClientId::parse("c2").unwrap();
-        assert!(registry.deliver_client(&b, Some(&room), &Utf8Bytes::from_static("offer")));
+        let offer = Utf8Bytes::from_static("offer");
+        assert!(registry.deliver_client(&b, Some(&room), offer).is_ok());
         assert!(b_rx.try_recv().is_err(), "held until confirmed");
         let elsewhere = RoomId::parse("elsewhere").unwrap();
-        assert!(!registry.deliver_client(&b, Some(&elsewhere), &Utf8Bytes::from_static("x")));
+        let x = Utf8Bytes::from_static("x");
+        assert_eq!(
+            registry.deliver_client(&b, Some(&elsewhere), x.clone()),
+            Err(x)
+        );
         assert!(registry.has_room(&room));
         registry.confirm_join(&room, ConnId(2));
         assert_eq!(b_rx.try_recv().unwrap(), "offer");
         assert!(registry.deliver_conn(ConnId(2), &Utf8Bytes::from_static("error")));
         assert_eq!(b_rx.try_recv().unwrap(), "error");
         assert!(!registry.deliver_conn(ConnId(9), &Utf8Bytes::from_static("error")));
+    }
+
+    #[tokio::test]
+    async fn a_close_request_wakes_the_waiting_connection_once_with_the_first_code() {
+        let control = Arc::new(Control::default());
+        let waiting = tokio::spawn({
+            let control = Arc::clone(&control);
+            async move { control.closed().await }
+        });
+        tokio::task::yield_now().await;
+        control.close(CloseCode::SlowConsumer);
+        control.close(CloseCode::Replaced);
+        assert_eq!(waiting.await.unwrap(), CloseCode::SlowConsumer);
+        assert_eq!(control.closed().await, CloseCode::SlowConsumer);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::auth::RoomGrant;
 use crate::presence::Member;
 use crate::protocol::{
     ClientId, ClientMessage, ErrorCode, ErrorFrame, RoomId, RoomSignalKind, ServerMessage, UserId,
-    UserSignalKind,
+    UserSignalKind, inbound,
 };
 
 /// What the connection task does next.
@@ -31,6 +31,11 @@ pub enum Action {
     Nothing,
 }
 
+/// Fields the server sets on a relayed room signal (a client's values are replaced).
+const ROOM_SET: [&str; 5] = ["to", "from", "username", "user_id", "room"];
+/// Fields the server sets on a relayed user-addressed signal.
+const USER_SET: [&str; 4] = ["sender_user_id", "from_user_id", "from", "username"];
+
 /// An authenticated connection's signaling state.
 #[derive(Debug)]
 pub struct Session {
@@ -38,15 +43,37 @@ pub struct Session {
     pub grant: RoomGrant,
     pub max_rooms: usize,
     rooms: Vec<RoomId>,
+    /// The sender's fields on its room signals, rendered once: `"from":..,"username":..,
+    /// "user_id":..,"room":` (the room follows per signal).
+    room_tail: String,
+    /// The sender's fields on its user-addressed signals, rendered once.
+    user_tail: String,
 }
 
 impl Session {
     pub fn new(me: Member, grant: RoomGrant, max_rooms: usize) -> Self {
+        let mut room_tail = String::new();
+        inbound::render_member(&mut room_tail, "from", me.client_id.as_str());
+        room_tail.push(',');
+        inbound::render_member(&mut room_tail, "username", &me.username);
+        room_tail.push(',');
+        inbound::render_member(&mut room_tail, "user_id", me.user_id.as_str());
+        room_tail.push_str(",\"room\":");
+        let mut user_tail = String::new();
+        inbound::render_member(&mut user_tail, "sender_user_id", me.user_id.as_str());
+        user_tail.push(',');
+        inbound::render_member(&mut user_tail, "from_user_id", me.user_id.as_str());
+        user_tail.push(',');
+        inbound::render_member(&mut user_tail, "from", me.client_id.as_str());
+        user_tail.push(',');
+        inbound::render_member(&mut user_tail, "username", &me.username);
         Self {
             me,
             grant,
             max_rooms,
             rooms: Vec::new(),
+            room_tail,
+            user_tail,
         }
     }
 
@@ -115,16 +142,9 @@ impl Session {
                     )
                     .field("to"));
                 }
-                let me = &self.me;
-                let frame = body.splice(
-                    &["to"],
-                    &[
-                        ("from", me.client_id.as_str()),
-                        ("username", &me.username),
-                        ("user_id", me.user_id.as_str()),
-                        ("room", room.as_str()),
-                    ],
-                );
+                // Room names need no JSON escaping (their charset is validated).
+                let tail = [self.room_tail.as_str(), "\"", room.as_str(), "\""];
+                let frame = body.splice(&ROOM_SET, &tail);
                 Ok(Action::SendRoom {
                     kind,
                     room,
@@ -133,16 +153,7 @@ impl Session {
                 })
             }
             ClientMessage::UserSignal { kind, target, body } => {
-                let me = &self.me;
-                let frame = body.splice(
-                    &[],
-                    &[
-                        ("sender_user_id", me.user_id.as_str()),
-                        ("from_user_id", me.user_id.as_str()),
-                        ("from", me.client_id.as_str()),
-                        ("username", &me.username),
-                    ],
-                );
+                let frame = body.splice(&USER_SET, &[&self.user_tail]);
                 Ok(Action::SendUser {
                     kind,
                     target,
@@ -250,6 +261,28 @@ mod tests {
             err(&s, r#"{"type":"signal","room":"a","to":"me"}"#),
             ErrorCode::InvalidField
         );
+    }
+
+    #[test]
+    fn sender_fields_are_escaped_once_and_correctly() {
+        let mut me = session(RoomGrant::Any).me;
+        me.username = "A \"q\" \\ b\u{1}".into();
+        let mut s = Session::new(me, RoomGrant::Any, 2);
+        s.joined(room("a"));
+        let Ok(Action::SendRoom { frame, .. }) = handle(&s, r#"{"type":"signal","username":"x"}"#)
+        else {
+            panic!("expected SendRoom")
+        };
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["username"], "A \"q\" \\ b\u{1}");
+        let Ok(Action::SendUser { frame, .. }) = handle(
+            &s,
+            r#"{"type":"webrtc_answer","target_user_id":"u","username":"x"}"#,
+        ) else {
+            panic!("expected SendUser")
+        };
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["username"], "A \"q\" \\ b\u{1}");
     }
 
     #[test]

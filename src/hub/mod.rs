@@ -25,6 +25,7 @@ use crate::presence::{Claim, Joined, Member, Presence, PresenceError};
 use crate::protocol::{CloseCode, ErrorCode, ErrorFrame, NodeId, PeerView, RoomId, ServerMessage};
 use crate::registry::{ConnHandle, Registry};
 
+pub use relay::Relayed;
 pub use roster::{Rosters, Seat};
 pub use subscriptions::Subscriptions;
 

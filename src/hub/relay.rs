@@ -28,8 +28,46 @@ fn peer_not_found(room: &RoomId, to: &ClientId) -> ErrorFrame {
     e
 }
 
+/// How far [`Hub::relay_room`] got.
+#[derive(Debug)]
+pub enum Relayed {
+    /// Delivered locally or posted to the nodes concerned.
+    Done,
+    /// The roster does not know the peer: [`Hub::send_to_unknown`] asks presence.
+    Unknown(Utf8Bytes),
+}
+
 impl Hub {
-    /// Relays `frame` to `to` in `room`, or to every member but the sender.
+    /// Relays `frame` to `to` in `room`, or to every member but the sender, without waiting
+    /// for anything (the relay hot path).
+    pub fn relay_room(
+        &self,
+        me: &Member,
+        room: &RoomId,
+        to: Option<&ClientId>,
+        frame: Utf8Bytes,
+    ) -> Result<Relayed, ErrorFrame> {
+        let Some(to) = to else {
+            self.registry.deliver_room(room, me.conn, &frame);
+            let route = Route::Room {
+                room: room.clone(),
+                except: me.conn,
+            };
+            self.post(Topic::Room(room.clone()), route, frame.into())?;
+            return Ok(Relayed::Done);
+        };
+        let frame = match self.registry.deliver_client(to, Some(room), frame) {
+            Ok(()) => return Ok(Relayed::Done),
+            Err(frame) => frame,
+        };
+        match self.rosters.locate(room, to) {
+            Some(node) => self.post_to_member(me, room, to, node, frame)?,
+            None => return Ok(Relayed::Unknown(frame)),
+        }
+        Ok(Relayed::Done)
+    }
+
+    /// [`Hub::relay_room`], then [`Hub::send_to_unknown`] if needed.
     pub async fn send_room(
         &self,
         me: &Member,
@@ -37,24 +75,35 @@ impl Hub {
         to: Option<&ClientId>,
         frame: Utf8Bytes,
     ) -> Result<(), ErrorFrame> {
-        let Some(to) = to else {
-            self.registry.deliver_room(room, me.conn, &frame);
-            let route = Route::Room {
-                room: room.clone(),
-                except: me.conn,
-            };
-            return self.post(Topic::Room(room.clone()), route, frame.into());
-        };
-        if self.registry.deliver_client(to, Some(room), &frame) {
-            return Ok(());
+        match (self.relay_room(me, room, to, frame)?, to) {
+            (Relayed::Unknown(frame), Some(to)) => self.send_to_unknown(me, room, to, frame).await,
+            _ => Ok(()),
         }
-        let node = match self.rosters.locate(room, to) {
-            Some(node) => node,
-            None => self
-                .locate_in_presence(room, to)
-                .await?
-                .ok_or_else(|| peer_not_found(room, to))?,
-        };
+    }
+
+    /// Relays `frame` to `to` in `room`, a peer the roster does not know, after asking presence.
+    pub async fn send_to_unknown(
+        &self,
+        me: &Member,
+        room: &RoomId,
+        to: &ClientId,
+        frame: Utf8Bytes,
+    ) -> Result<(), ErrorFrame> {
+        let node = self
+            .locate_in_presence(room, to)
+            .await?
+            .ok_or_else(|| peer_not_found(room, to))?;
+        self.post_to_member(me, room, to, node, frame)
+    }
+
+    fn post_to_member(
+        &self,
+        me: &Member,
+        room: &RoomId,
+        to: &ClientId,
+        node: NodeId,
+        frame: Utf8Bytes,
+    ) -> Result<(), ErrorFrame> {
         let route = Route::Member {
             room: room.clone(),
             client: to.clone(),
@@ -180,7 +229,11 @@ impl Hub {
                 self.registry.deliver_room(&room, conn, &frame);
             }
             Route::Member { room, client, from } => {
-                if !self.registry.deliver_client(&client, Some(&room), &frame) {
+                if self
+                    .registry
+                    .deliver_client(&client, Some(&room), frame)
+                    .is_err()
+                {
                     self.bounce(origin, room, client, from);
                 }
             }

@@ -219,41 +219,54 @@ impl<'a> RawObject<'a> {
         }
     }
 
-    /// The object's text without the fields named in `drop` or `add`, followed by the fields of
-    /// `add` (string values). Keys a client sent for server-set fields are thereby replaced.
-    pub fn splice(&self, drop: &[&str], add: &[(&str, &str)]) -> String {
-        let extra: usize = add.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    /// The object's text without the fields named in `replace`, followed by `tail`: the
+    /// members the server sets, already rendered as JSON (by [`render_member`]), in pieces.
+    /// Keys a client sent for server-set fields are thereby replaced.
+    pub fn splice(&self, replace: &[&str], tail: &[&str]) -> String {
         let raw_len: usize = self
             .entries
             .iter()
             .map(|(k, v)| k.len() + v.get().len() + 4)
             .sum();
-        let mut out = String::with_capacity(raw_len + extra + 2);
+        let tail_len: usize = tail.iter().map(|piece| piece.len()).sum();
+        let mut out = String::with_capacity(raw_len + tail_len + 2);
         out.push('{');
         let kept = self
             .entries
             .iter()
-            .filter(|(k, _)| !drop.contains(&&**k) && !add.iter().any(|(a, _)| a == k));
+            .filter(|(k, _)| !replace.contains(&&**k));
         for (key, value) in kept {
-            push_key(&mut out, key);
+            push_key(&mut out, key, matches!(key, Cow::Borrowed(_)));
             out.push_str(value.get());
             out.push(',');
         }
-        for (key, value) in add {
-            push_key(&mut out, key);
-            push_json_str(&mut out, value);
-            out.push(',');
-        }
-        if out.ends_with(',') {
+        if tail.is_empty() && out.ends_with(',') {
             out.pop();
+        }
+        for piece in tail {
+            out.push_str(piece);
         }
         out.push('}');
         out
     }
 }
 
-fn push_key(out: &mut String, key: &str) {
+/// Appends `"key":"value"` (both escaped as JSON needs) to `out`.
+pub fn render_member(out: &mut String, key: &str, value: &str) {
     push_json_str(out, key);
+    out.push(':');
+    push_json_str(out, value);
+}
+
+/// `verbatim`: the key was borrowed straight from the frame, so it holds no escapes.
+fn push_key(out: &mut String, key: &str, verbatim: bool) {
+    if verbatim {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+    } else {
+        push_json_str(out, key);
+    }
     out.push(':');
 }
 
@@ -398,9 +411,13 @@ mod tests {
             panic!("not a room signal")
         };
         assert_eq!(to.unwrap().as_str(), "b");
+        let mut tail = String::new();
+        render_member(&mut tail, "from", "a");
+        tail.push(',');
+        render_member(&mut tail, "username", "Al \"x\"");
         let out = body.splice(
-            &["to"],
-            &[("from", "a"), ("username", "Al \"x\""), ("room", "r")],
+            &["to", "from", "username", "room"],
+            &[&tail, ",\"room\":\"r\""],
         );
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
@@ -408,6 +425,26 @@ mod tests {
             json!({"type":"offer","offer":{"sdp":"v=0\r\n","type":"offer"},"x\"y":1,
                    "from":"a","username":"Al \"x\"","room":"r"})
         );
+    }
+
+    #[test]
+    fn splice_without_a_tail_or_with_nothing_kept() {
+        let ClientMessage::RoomSignal { body, .. } =
+            parse(r#"{"type":"signal","to":"b"}"#).unwrap()
+        else {
+            panic!("not a room signal")
+        };
+        assert_eq!(body.splice(&["to"], &[]), r#"{"type":"signal"}"#);
+        assert_eq!(body.splice(&["to", "type"], &[]), "{}");
+        assert_eq!(body.splice(&["to", "type"], &["\"a\":1"]), r#"{"a":1}"#);
+        let ClientMessage::RoomSignal { body, .. } =
+            parse(r#"{"type":"signal","k\u0065y":"\u00fc"}"#).unwrap()
+        else {
+            panic!("not a room signal")
+        };
+        // An escaped key is unescaped by the parser and escaped again as needed.
+        let out: Value = serde_json::from_str(&body.splice(&[], &[])).unwrap();
+        assert_eq!(out, json!({"type":"signal","key":"ü"}));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
-use crate::metrics as m;
+use crate::hub::Relayed;
+use crate::metrics::{self as m, MessageKind};
 use crate::presence::Member;
 use crate::protocol::{
     ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, RoomId, ServerMessage,
@@ -47,7 +48,28 @@ enum Incoming {
 struct Conn {
     socket: WebSocket,
     state: AppState,
+    /// When the client was last heard from, as of the last keepalive tick.
     last_seen: Instant,
+    /// A frame arrived since the last keepalive tick (cheaper than reading the clock per frame).
+    seen: bool,
+}
+
+/// What the main loop does with a frame after the hot path looked at it.
+enum Next {
+    /// Handled (a relayed signal, usually).
+    Done,
+    /// Tell the client.
+    Error(ErrorFrame),
+    /// Carry out an action that waits for the cluster.
+    Act(Action),
+    /// A signal to a peer this node's roster does not know: ask presence.
+    Locate {
+        room: RoomId,
+        to: ClientId,
+        frame: Utf8Bytes,
+    },
+    /// Not a text frame.
+    Other(Incoming),
 }
 
 /// Runs one upgraded connection to its end. The socket moves into a boxed `Conn` before the
@@ -57,6 +79,7 @@ pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Outp
         socket,
         state,
         last_seen: Instant::now(),
+        seen: false,
     });
     run_boxed(conn, start)
 }
@@ -84,7 +107,7 @@ impl Conn {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return read_error(e),
         };
-        self.last_seen = Instant::now();
+        self.seen = true;
         match frame {
             Message::Text(text) => Incoming::Text(text),
             Message::Binary(_) => Incoming::Binary,
@@ -305,12 +328,22 @@ impl Conn {
                     }
                 }
                 incoming = self.next() => {
-                    // Boxed: handling a frame needs far more state than waiting for one.
-                    if let Some(code) = Box::pin(self.on_incoming(session, incoming)).await {
+                    // Only the hot path runs in this future; anything that waits is boxed, so
+                    // that an idle connection's task stays small.
+                    let next = match incoming {
+                        Incoming::Text(text) => self.relay(session, &text),
+                        other => Next::Other(other),
+                    };
+                    if !matches!(next, Next::Done)
+                        && let Some(code) = Box::pin(self.slow(session, next)).await
+                    {
                         return code;
                     }
                 }
                 _ = keepalive.tick() => {
+                    if std::mem::take(&mut self.seen) {
+                        self.last_seen = Instant::now();
+                    }
                     if self.last_seen.elapsed() >= config.idle_timeout {
                         return CloseCode::IdleTimeout;
                     }
@@ -349,42 +382,72 @@ impl Conn {
         let _ = self.socket.flush().await;
     }
 
-    async fn on_incoming(
-        &mut self,
-        session: &mut Session,
-        incoming: Incoming,
-    ) -> Option<CloseCode> {
-        let sent = match incoming {
-            Incoming::Text(text) => self.on_text(session, &text).await,
-            Incoming::Binary => self.send_error(binary()).await,
-            Incoming::NotUtf8 => {
+    /// The hot path: parses a text frame and relays a room signal without waiting; everything
+    /// else is handed to [`Conn::slow`].
+    fn relay(&self, session: &Session, text: &str) -> Next {
+        let action = match inbound::parse(text).and_then(|msg| session.handle(msg)) {
+            Ok(action) => action,
+            Err(e) => return Next::Error(e),
+        };
+        let Action::SendRoom {
+            kind,
+            room,
+            to,
+            frame,
+        } = action
+        else {
+            return Next::Act(action);
+        };
+        m::message_in(MessageKind::Room(kind));
+        let hub = &self.state.hub;
+        match hub.relay_room(&session.me, &room, to.as_ref(), frame.into()) {
+            Ok(Relayed::Done) => Next::Done,
+            Ok(Relayed::Unknown(frame)) => match to {
+                Some(to) => Next::Locate { room, to, frame },
+                None => Next::Done,
+            },
+            Err(e) => Next::Error(e),
+        }
+    }
+
+    /// Whatever the hot path left; returns a close code when the connection must end.
+    async fn slow(&mut self, session: &mut Session, next: Next) -> Option<CloseCode> {
+        let hub = Arc::clone(&self.state.hub);
+        let sent = match next {
+            Next::Done => true,
+            Next::Error(e) => self.send_error(e).await,
+            Next::Act(action) => self.act(session, action).await,
+            Next::Locate { room, to, frame } => {
+                match hub.send_to_unknown(&session.me, &room, &to, frame).await {
+                    Ok(()) => true,
+                    Err(e) => self.send_error(e).await,
+                }
+            }
+            Next::Other(Incoming::Text(_) | Incoming::Control) => true,
+            Next::Other(Incoming::Binary) => self.send_error(binary()).await,
+            Next::Other(Incoming::NotUtf8) => {
                 self.send_error(not_utf8()).await;
                 return Some(CloseCode::InvalidPayload);
             }
-            Incoming::Control => true,
-            Incoming::Closed => return Some(CloseCode::Normal),
-            Incoming::TooBig => return Some(CloseCode::MessageTooBig),
+            Next::Other(Incoming::Closed) => return Some(CloseCode::Normal),
+            Next::Other(Incoming::TooBig) => return Some(CloseCode::MessageTooBig),
         };
         (!sent).then_some(CloseCode::Normal)
     }
 
-    /// Handles one text frame; `false` when the socket is gone.
-    async fn on_text(&mut self, session: &mut Session, text: &str) -> bool {
-        let action = match inbound::parse(text).and_then(|msg| session.handle(msg)) {
-            Ok(action) => action,
-            Err(e) => return self.send_error(e).await,
-        };
+    /// Carries out an action other than a room signal; `false` when the socket is gone.
+    async fn act(&mut self, session: &mut Session, action: Action) -> bool {
         let hub = Arc::clone(&self.state.hub);
         let result = match action {
             Action::Nothing => Ok(()),
             Action::Reply(reply) => return self.send(&reply).await,
-            Action::Join(room) => match Box::pin(self.join(session, room)).await {
+            Action::Join(room) => match self.join(session, room).await {
                 Ok(open) => return open,
                 Err(e) => Err(e),
             },
             Action::Leave(room) => {
                 session.left(&room);
-                Box::pin(hub.leave(&session.me, &room)).await
+                hub.leave(&session.me, &room).await
             }
             Action::SendRoom {
                 kind,
@@ -392,7 +455,8 @@ impl Conn {
                 to,
                 frame,
             } => {
-                m::message_in(kind.label());
+                // The hot path takes these; this is for completeness.
+                m::message_in(MessageKind::Room(kind));
                 hub.send_room(&session.me, &room, to.as_ref(), frame.into())
                     .await
             }
@@ -401,7 +465,7 @@ impl Conn {
                 target,
                 frame,
             } => {
-                m::message_in(kind.label());
+                m::message_in(MessageKind::User(kind));
                 hub.send_user(&session.me, &target, frame.into()).await
             }
         };
