@@ -133,43 +133,7 @@ async fn unsubscribe_stops_delivery((a, mut b): (Node, Node)) {
 async fn every_route_round_trips((a, mut b): (Node, Node)) {
     let topic = Topic::User(UserId::parse("üser:x@y").unwrap());
     b.0.subscribe(&topic).await.unwrap();
-    let client = ClientId::parse("c-1").unwrap();
-    let room = RoomId::parse("r.1:x-y_z").unwrap();
-    let routes = [
-        Route::Room {
-            room: room.clone(),
-            except: ConnId(u64::MAX),
-        },
-        Route::Joined {
-            room: room.clone(),
-            client: client.clone(),
-            conn: ConnId(1),
-            node: a.2.clone(),
-        },
-        Route::Left {
-            room: room.clone(),
-            client: client.clone(),
-            conn: ConnId(2),
-        },
-        Route::Member {
-            room: RoomId::parse("r.2").unwrap(),
-            client: client.clone(),
-            from: ConnId(3),
-        },
-        Route::Bounce {
-            room,
-            client: client.clone(),
-            conn: ConnId(4),
-        },
-        Route::User {
-            user: UserId::parse("üser:x@y").unwrap(),
-            except: ConnId(0),
-        },
-        Route::Kick {
-            client,
-            conn: ConnId(42),
-        },
-    ];
+    let routes = Route::samples(&a.2);
     for route in routes {
         let sent = Envelope {
             origin: a.2.clone(),

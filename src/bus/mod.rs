@@ -78,6 +78,49 @@ pub enum Route {
 }
 
 impl Route {
+    /// One route of every kind, with ids that exercise the encodings (tests of the codec and
+    /// of the bus contract).
+    #[cfg(test)]
+    pub fn samples(node: &NodeId) -> Vec<Route> {
+        let client = ClientId::parse("c-1").unwrap();
+        let room = RoomId::parse("r.1:x-y_z").unwrap();
+        vec![
+            Route::Room {
+                room: room.clone(),
+                except: ConnId(u64::MAX),
+            },
+            Route::Joined {
+                room: room.clone(),
+                client: client.clone(),
+                conn: ConnId(1),
+                node: node.clone(),
+            },
+            Route::Left {
+                room: room.clone(),
+                client: client.clone(),
+                conn: ConnId(2),
+            },
+            Route::Member {
+                room: RoomId::parse("r.2").unwrap(),
+                client: client.clone(),
+                from: ConnId(3),
+            },
+            Route::Bounce {
+                room,
+                client: client.clone(),
+                conn: ConnId(4),
+            },
+            Route::User {
+                user: UserId::parse("üser:x@y").unwrap(),
+                except: ConnId(0),
+            },
+            Route::Kick {
+                client,
+                conn: ConnId(42),
+            },
+        ]
+    }
+
     /// Whether the route names one recipient, so that a posted envelope nobody received
     /// comes back ([`Inbound::Returned`] with [`Undelivered::NoReceiver`]).
     pub fn is_addressed(&self) -> bool {

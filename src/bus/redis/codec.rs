@@ -228,43 +228,7 @@ mod tests {
     }
 
     fn routes() -> Vec<Route> {
-        let room = RoomId::parse("r.1:x").unwrap();
-        let client = ClientId::parse("c-1").unwrap();
-        vec![
-            Route::Room {
-                room: room.clone(),
-                except: ConnId(u64::MAX),
-            },
-            Route::Joined {
-                room: room.clone(),
-                client: client.clone(),
-                conn: ConnId(1),
-                node: node(),
-            },
-            Route::Left {
-                room: room.clone(),
-                client: client.clone(),
-                conn: ConnId(2),
-            },
-            Route::Member {
-                room: room.clone(),
-                client: client.clone(),
-                from: ConnId(3),
-            },
-            Route::Bounce {
-                room,
-                client: client.clone(),
-                conn: ConnId(4),
-            },
-            Route::User {
-                user: UserId::parse("ü:x@y").unwrap(),
-                except: ConnId(0),
-            },
-            Route::Kick {
-                client,
-                conn: ConnId(5),
-            },
-        ]
+        Route::samples(&node())
     }
 
     #[test]
