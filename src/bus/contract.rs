@@ -21,6 +21,7 @@ where
     delivers_once_without_echo(cluster().await).await;
     keeps_order(cluster().await).await;
     unsubscribe_stops_delivery(cluster().await).await;
+    subscriptions_hold_once_the_call_returns(cluster().await).await;
     every_route_round_trips(cluster().await).await;
     posts_keep_order_with_publishes(cluster().await).await;
     nodes_hear_their_own_topic(cluster().await).await;
@@ -128,6 +129,27 @@ async fn unsubscribe_stops_delivery((a, mut b): (Node, Node)) {
         0
     );
     assert_quiet(&a, &mut b).await;
+}
+
+/// A subscription is in place when `subscribe` returns, and gone when `unsubscribe` does: the
+/// join protocol announces a member only after its node hears the room.
+async fn subscriptions_hold_once_the_call_returns((a, b): (Node, Node)) {
+    for n in 0..200 {
+        let topic = room(&format!("quick-{n}"));
+        b.0.subscribe(&topic).await.unwrap();
+        let sent = envelope(&a.2, &topic, n);
+        assert_eq!(
+            a.0.publish(&topic, sent.clone()).await.unwrap(),
+            1,
+            "subscription {n} was not in place when subscribe returned"
+        );
+        b.0.unsubscribe(&topic).await.unwrap();
+        assert_eq!(
+            a.0.publish(&topic, sent).await.unwrap(),
+            0,
+            "subscription {n} was still in place when unsubscribe returned"
+        );
+    }
 }
 
 async fn every_route_round_trips((a, mut b): (Node, Node)) {

@@ -9,6 +9,8 @@
 //! - **One subscriber connection and one inbound task.** What arrives is decoded and pushed
 //!   into a bounded queue; when it is full the envelope is dropped and counted
 //!   ([`crate::metrics::BUS_DROPPED`]).
+//! - **Confirmed subscriptions.** `subscribe` and `unsubscribe` return once Redis has processed
+//!   them, so a join is announced only after its node hears the room ([`Shared::barrier`]).
 //! - **Receiver counts.** PUBLISH/SPUBLISH count subscribed connections, one per node; this node
 //!   is subtracted when it listens to the channel itself.
 //! - **Reconnects.** The bus keeps the set of channels it wants (its node channel among them)
@@ -26,6 +28,8 @@ use async_trait::async_trait;
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::{Error as RedisError, Options, Server, Value};
+use fred::types::ClusterHash;
+use fred::util::redis_keyslot;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Bus, BusError, Envelope, Inbound, Topic};
@@ -120,16 +124,36 @@ impl Shared {
             }
             Ok(())
         } else {
-            self.subscriber.subscribe(channels).await
+            self.subscriber.subscribe(channels).await?;
+            self.barrier(None).await
         }
     }
 
     async fn unsubscribe(&self, channel: String) -> Result<(), RedisError> {
+        let slot = redis_keyslot(channel.as_bytes());
         if self.sharded {
-            self.subscriber.sunsubscribe(channel).await
+            self.subscriber.sunsubscribe(channel).await?;
+            self.barrier(Some(slot)).await
         } else {
-            self.subscriber.unsubscribe(channel).await
+            self.subscriber.unsubscribe(channel).await?;
+            self.barrier(None).await
         }
+    }
+
+    /// Waits until Redis has processed what this node sent on its subscriber connection (to
+    /// the shard of `slot`, on Redis Cluster).
+    ///
+    /// fred answers SUBSCRIBE, UNSUBSCRIBE and SUNSUBSCRIBE as soon as they are queued, because
+    /// their confirmations arrive out of band (only SSUBSCRIBE waits for its own). Redis answers
+    /// one connection's commands in order, so the reply to a PING sent after them means the
+    /// change is in place: a join announces itself only once its node hears the room.
+    async fn barrier(&self, slot: Option<u16>) -> Result<(), RedisError> {
+        let options = Options {
+            cluster_hash: slot.map(ClusterHash::Custom),
+            ..Options::default()
+        };
+        let _: Value = self.subscriber.with_options(&options).ping(None).await?;
+        Ok(())
     }
 }
 
