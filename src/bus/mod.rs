@@ -1,6 +1,6 @@
 //! The cluster bus: how a node hands a frame to the nodes that hold its recipients.
 //!
-//! Guarantees every implementation keeps (checked by [`contract`]):
+//! Guarantees every implementation keeps (checked by the `contract` test suite):
 //! - **At most once.** An envelope reaches each subscribed node at most once; nothing is stored
 //!   for nodes that were not subscribed when it was published.
 //! - **Ordered per publisher and topic.** Envelopes one node hands to one topic, by
