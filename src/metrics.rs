@@ -23,6 +23,9 @@ pub const BUS_BATCHES: &str = "switchboard_bus_batches_published_total";
 pub const BUS_ENVELOPES: &str = "switchboard_bus_envelopes_published_total";
 /// Posted envelopes that reached no other node, by `reason` (`no_receiver`, `unavailable`).
 pub const BUS_RETURNED: &str = "switchboard_bus_returned_total";
+/// `user_left` announcements not delivered because a newer connection of the client is in the
+/// room (they arrived after its `user_joined`).
+pub const STALE_LEAVES: &str = "switchboard_stale_leaves_total";
 pub const HTTP_REJECTED: &str = "switchboard_upgrades_rejected_total";
 
 /// Message types counted by [`message_in`].

@@ -300,6 +300,14 @@ impl Registry {
     }
 
     /// Whether `room` has a local member, or a local join under way.
+    /// The local connection holding `client`, if it is a member of `room`.
+    pub fn member_conn(&self, room: &RoomId, client: &ClientId) -> Option<ConnId> {
+        let inner = self.read();
+        let conn = *inner.by_client.get(client)?;
+        let (_, rooms) = inner.conns.get(&conn)?;
+        rooms.contains(room).then_some(conn)
+    }
+
     pub fn has_room(&self, room: &RoomId) -> bool {
         let inner = self.read();
         inner.by_room.contains_key(room) || inner.pending.contains_key(room)

@@ -224,7 +224,14 @@ impl Hub {
                 self.rosters.seat(&room, Seat { client, conn, node });
                 self.registry.deliver_room(&room, conn, &frame);
             }
-            Route::Left { room, conn, .. } => {
+            Route::Left { room, client, conn } => {
+                if self.holds_elsewhere(&room, &client, conn) {
+                    // A newer connection of the client is in the room: this `user_left` was
+                    // overtaken by its `user_joined` (they come from different nodes, or from
+                    // a reaper), and must not undo it.
+                    metrics::counter!(m::STALE_LEAVES).increment(1);
+                    return;
+                }
                 self.rosters.unseat(&room, conn);
                 self.registry.deliver_room(&room, conn, &frame);
             }
@@ -242,6 +249,16 @@ impl Hub {
             }
             Route::Kick { .. } | Route::Bounce { .. } => {}
         }
+    }
+
+    /// Whether a connection other than `conn` holds `client` in `room`, here or (as far as the
+    /// roster knows) on another node.
+    fn holds_elsewhere(&self, room: &RoomId, client: &ClientId, conn: ConnId) -> bool {
+        let current = self
+            .registry
+            .member_conn(room, client)
+            .or_else(|| self.rosters.conn_of(room, client));
+        current.is_some_and(|current| current != conn)
     }
 
     /// Tells node `origin` that `client` is not in `room` here.

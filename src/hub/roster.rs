@@ -63,6 +63,13 @@ impl Rosters {
         Some(seat.node.clone())
     }
 
+    /// The connection that holds `client` in `room`, as far as this node knows.
+    pub fn conn_of(&self, room: &RoomId, client: &ClientId) -> Option<ConnId> {
+        let rooms = self.read();
+        let seat = rooms.get(room)?.iter().find(|s| s.client == *client)?;
+        Some(seat.conn)
+    }
+
     /// Starts keeping `room`'s roster (a local join began). Idempotent.
     pub fn open(&self, room: &RoomId) {
         if !self.read().contains_key(room) {

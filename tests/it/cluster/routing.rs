@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{Value, json};
+use switchboard::bus::{Envelope, Inbound, Route};
 use switchboard::hub::Seat;
-use switchboard::protocol::{ClientId, ConnId, RoomId};
+use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId};
 
 use super::{Redis, RedisProcess, redis_config, spawn_cluster};
 use crate::support::*;
@@ -14,6 +16,7 @@ use crate::support::*;
 on_both_redis!(
     a_wrong_roster_is_corrected_by_presence_and_by_bounces,
     signals_to_a_vanished_node_come_back_as_peer_not_found,
+    a_user_left_overtaken_by_a_newer_join_changes_nothing,
 );
 
 fn room(name: &str) -> RoomId {
@@ -105,6 +108,66 @@ async fn signals_to_a_vanished_node_come_back_as_peer_not_found(redis: Redis) {
             "no peer_not_found for a vanished node"
         );
     }
+}
+
+/// Reads `peer`'s frames up to alice's `user_joined`; anything before it must be her
+/// `user_left`.
+async fn until_rejoined(peer: &mut Client) {
+    loop {
+        let got = peer.recv().await;
+        assert_eq!(got["client_id"], "a1", "{got}");
+        match got["type"].as_str() {
+            Some("user_joined") => return,
+            Some("user_left") => {}
+            _ => panic!("unexpected {got}"),
+        }
+    }
+}
+
+async fn a_user_left_overtaken_by_a_newer_join_changes_nothing(redis: Redis) {
+    let nodes = spawn_cluster(2, &redis_config(&redis.url()));
+    let (mut old, _) = Client::join(&nodes[0], "late", "alice", "a1").await;
+    let (mut bob, _) = Client::join(&nodes[1], "late", "bob", "b1").await;
+    let (mut carol, _) = Client::join(&nodes[0], "late", "carol", "c1").await;
+    bob.recv_type("user_joined").await;
+    let presence = &nodes[0].state.hub.presence;
+    let old_conn = presence.member(&room("late"), &client("a1")).await;
+    let old_conn = old_conn.unwrap().expect("alice is in the room").conn;
+
+    // Alice's new connection, on bob's node, takes her client id over.
+    let (mut new, _) = Client::join(&nodes[1], "late", "alice", "a1").await;
+    assert_eq!(old.expect_close().await, 4001);
+    until_rejoined(&mut bob).await;
+    until_rejoined(&mut carol).await;
+
+    // The old connection's `user_left` arrives only now, on both nodes (from a node that
+    // published it late, or from a reaper): bob's node holds the newer connection, carol's
+    // roster names it, so neither tells anyone.
+    let left = json!({"type":"user_left","room":"late","client_id":"a1",
+                      "username":"name-alice","user_id":"alice"});
+    let stale = Envelope {
+        origin: NodeId::generate(),
+        route: Route::Left {
+            room: room("late"),
+            client: client("a1"),
+            conn: old_conn,
+        },
+        payload: Bytes::from(left.to_string()),
+    };
+    for node in &nodes {
+        node.state.hub.route(Inbound::Envelope(stale.clone()));
+    }
+    bob.expect_quiet().await;
+    carol.expect_quiet().await;
+    carol
+        .send(json!({"type":"signal","to":"a1","data":{"n":1}}))
+        .await;
+    assert_eq!(new.recv_type("signal").await["from"], "c1");
+
+    // Her real departure reaches everyone.
+    new.close().await;
+    assert_eq!(bob.recv_type("user_left").await, left);
+    assert_eq!(carol.recv_type("user_left").await, left);
 }
 
 #[tokio::test]
