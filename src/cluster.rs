@@ -15,6 +15,7 @@
 //! | `{P:node:INC}` | SET | connections incarnation INC has entries for (the reaper's index) |
 //! | `{P:nodes}` | ZSET | live incarnations, scored by lease deadline (ms, Redis clock) |
 //! | `{P:nodes}:reaping` | ZSET | dead incarnations being reaped, scored by the reaper's deadline |
+//! | `{P:nodes}:reaped` | ZSET | incarnations a reaper took over, scored by when (kept a day) |
 //! | `{P:rooms}` | ZSET | rooms that may have members, scored by last join (s) |
 //!
 //! A member record is `conn|client|owner|["user","username"]`. Channels: `{P:room:R}:bus`,

@@ -70,6 +70,12 @@ impl Keys {
         format!("{{{}:nodes}}:reaping", self.prefix)
     }
 
+    /// ZSET of incarnations a reaper took over, scored by when (ms, Redis clock; kept a day),
+    /// so that a node that was only cut off learns it was reaped.
+    pub fn reaped(&self) -> String {
+        format!("{{{}:nodes}}:reaped", self.prefix)
+    }
+
     /// ZSET of rooms that may have members, scored by the last join (s, Redis clock).
     pub fn rooms(&self) -> String {
         format!("{{{}:rooms}}", self.prefix)

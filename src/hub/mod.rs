@@ -301,14 +301,32 @@ impl Hub {
         loop {
             tick.tick().await;
             match self.presence.reap().await {
-                Ok(gone) => {
-                    for (room, member) in gone {
+                Ok(reaped) => {
+                    if reaped.evicted {
+                        self.reconnect_everyone();
+                    }
+                    for (room, member) in reaped.gone {
                         let _ = self.announce_left(&room, &member).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
             }
         }
+    }
+
+    /// Tells every local client to reconnect and closes it with 1012: the cluster was told
+    /// they left (this node was reaped), and re-joining is how their rooms see them again.
+    fn reconnect_everyone(&self) {
+        tracing::warn!(
+            connections = self.registry.connections(),
+            "this node was reaped: asking every client to reconnect"
+        );
+        let notice = ServerMessage::Reconnect {
+            reason: "node_evicted",
+        };
+        self.registry
+            .broadcast_all(&Utf8Bytes::from(notice.to_json()));
+        self.registry.close_all(CloseCode::ServiceRestart);
     }
 
     /// Topics the node listens to.

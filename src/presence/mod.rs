@@ -54,6 +54,17 @@ pub enum Joined {
     Full,
 }
 
+/// What one lease period of [`Presence::reap`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Members removed from presence: of dead nodes, and departures of this node that could
+    /// not be recorded before. Their rooms must be told.
+    pub gone: Vec<(RoomId, Member)>,
+    /// Another node reaped this one while it was cut off from Redis, and told its rooms that
+    /// its members left: its connections must reconnect to be seen again.
+    pub evicted: bool,
+}
+
 /// A room and its member count.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RoomSummary {
@@ -103,9 +114,9 @@ pub trait Presence: Send + Sync + 'static {
     async fn check(&self) -> Result<(), PresenceError>;
 
     /// Renews this node's lease and removes the members of nodes whose lease expired; returns
-    /// what was removed, so that their rooms can be told. Stores without leases (a single
-    /// process) have nothing to reap.
-    async fn reap(&self) -> Result<Vec<(RoomId, Member)>, PresenceError> {
-        Ok(Vec::new())
+    /// what was removed, so that their rooms can be told, and whether this node itself had
+    /// been reaped. Stores without leases (a single process) have nothing to reap.
+    async fn reap(&self) -> Result<Reaped, PresenceError> {
+        Ok(Reaped::default())
     }
 }

@@ -6,9 +6,11 @@
 //! on the owning incarnation).
 //!
 //! Each node mirrors what it holds ([`mirror`]). A write that failed marks the node dirty; the
-//! next [`Presence::reap`] then reconciles Redis with the mirror. A node whose lease vanished
-//! (Redis restarted) or expired (it stalled, and may have been reaped) takes a new incarnation
-//! and writes its mirror back under it.
+//! next [`Presence::reap`] then reconciles Redis with the mirror, as it does when the lease had
+//! expired before anyone took it over (the node stalled). A node whose lease vanished (Redis
+//! lost its data) takes a new incarnation and writes its mirror back under it. A node that
+//! another node reaped takes a new incarnation holding nothing and reports itself
+//! [evicted](Reaped::evicted): its rooms were told its members left, so they reconnect.
 
 mod lease;
 mod mirror;
@@ -26,7 +28,7 @@ use async_trait::async_trait;
 use fred::clients::Client;
 use fred::prelude::{Error as RedisError, Options};
 
-use super::{Claim, Joined, Member, Presence, PresenceError, RoomSummary};
+use super::{Claim, Joined, Member, Presence, PresenceError, Reaped, RoomSummary};
 use crate::cluster::Keys;
 use crate::protocol::{ClientId, NodeId, RoomId, UserId};
 use mirror::Mirror;
@@ -198,7 +200,7 @@ impl Presence for RedisPresence {
         self.store.ping().await.map_err(unavailable)
     }
 
-    async fn reap(&self) -> Result<Vec<(RoomId, Member)>, PresenceError> {
+    async fn reap(&self) -> Result<Reaped, PresenceError> {
         self.renew_and_reap().await
     }
 }

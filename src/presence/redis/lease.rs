@@ -5,8 +5,14 @@
 //! pushes `lease_ttl` ahead. A crashed node stops renewing; at most `lease_ttl` later its lease
 //! is expired and the next reap of any survivor (at most `lease_ttl / 2` later) moves it to the
 //! reaping ZSET in one script — so exactly one reaper takes it — and removes every entry the
-//! dead incarnation still owns. A reaper that dies half-way leaves a reaping deadline behind,
-//! after which another reaper takes the incarnation over.
+//! dead incarnation still owns, recording the takeover in the reaped ZSET (for a day). A reaper
+//! that dies half-way leaves a reaping deadline behind, after which another reaper takes the
+//! incarnation over.
+//!
+//! A node that missed its lease while staying up learns at its next renewal whether it was
+//! only [late](Lease::Late) (nobody took the lease, so nothing was reaped) or
+//! [reaped](Lease::Reaped) (its members were announced as gone, so its clients must
+//! reconnect).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,7 +23,7 @@ use fred::prelude::Error as RedisError;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{RedisPresence, fast};
-use crate::presence::{Member, PresenceError};
+use crate::presence::{Member, PresenceError, Reaped};
 use crate::protocol::{ConnId, NodeId, RoomId};
 
 /// Dead incarnations one reap takes on at most.
@@ -26,6 +32,20 @@ const REAP_BATCH: usize = 16;
 const PARALLEL: usize = 32;
 
 type Gone = Vec<(RoomId, Member)>;
+
+/// What renewing the lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lease {
+    /// Renewed in time.
+    Held,
+    /// Renewed, but it had expired: nobody had taken it over, so nothing was reaped; Redis may
+    /// have missed writes meanwhile.
+    Late,
+    /// Gone: another node took it over and reaped this incarnation's members.
+    Reaped,
+    /// Gone without a trace: Redis lost its data.
+    Vanished,
+}
 
 /// A fresh incarnation of `node`: `node/epoch`, with a random epoch.
 pub fn incarnation(node: &NodeId) -> String {
@@ -37,30 +57,63 @@ impl RedisPresence {
         self.lease_ttl.as_millis().to_string()
     }
 
-    /// Renews the lease; `false` when it had expired or vanished (unless `register`).
-    pub(super) async fn renew(&self, register: bool) -> Result<bool, RedisError> {
+    /// Renews the lease (registers it, when `register`); says what it found.
+    pub(super) async fn renew(&self, register: bool) -> Result<Lease, RedisError> {
         let args = vec![
             self.owner(),
             self.ttl_ms(),
             if register { "1" } else { "0" }.to_owned(),
         ];
-        let key = self.store.keys.leases();
-        let renewed: i64 = self.store.run(&self.store.scripts.renew, key, args).await?;
-        Ok(renewed == 1)
+        let keys = vec![self.store.keys.leases(), self.store.keys.reaped()];
+        let status: i64 = self
+            .store
+            .scripts
+            .renew
+            .run(&self.store.client, keys, args)
+            .await?;
+        Ok(match status {
+            1 => Lease::Held,
+            3 => Lease::Late,
+            2 => Lease::Reaped,
+            _ => Lease::Vanished,
+        })
     }
 
     /// One lease period's work: renew, reconcile when needed, reap dead incarnations.
-    pub(super) async fn renew_and_reap(&self) -> Result<Gone, PresenceError> {
-        let held = self.renew(false).await.map_err(|e| self.failed(e))?;
-        let mut gone = if !held {
-            let owner = incarnation(&self.node);
-            tracing::warn!(%owner, "lease lost (Redis restarted, or this node stalled); re-registering");
-            self.resync(Some(owner)).await
-        } else if self.dirty.swap(false, Ordering::AcqRel) {
-            tracing::info!("reconciling presence with Redis after failed writes");
-            self.resync(None).await
-        } else {
-            Ok(Vec::new())
+    pub(super) async fn renew_and_reap(&self) -> Result<Reaped, PresenceError> {
+        let lease = self.renew(false).await.map_err(|e| self.failed(e))?;
+        let reconcile = self.dirty.swap(false, Ordering::AcqRel);
+        let mut gone = match lease {
+            Lease::Held if reconcile => {
+                tracing::info!("reconciling presence with Redis after failed writes");
+                self.resync(None).await
+            }
+            Lease::Held => Ok(Vec::new()),
+            Lease::Late => {
+                tracing::warn!(
+                    "lease renewed after it had expired (this node stalled or lost Redis), \
+                     before anyone reaped it; reconciling"
+                );
+                self.resync(None).await
+            }
+            Lease::Vanished => {
+                let owner = incarnation(&self.node);
+                tracing::warn!(%owner, "lease vanished (Redis lost its data); re-registering");
+                self.resync(Some(owner)).await
+            }
+            Lease::Reaped => {
+                let owner = incarnation(&self.node);
+                tracing::warn!(
+                    %owner,
+                    "this node was reaped while cut off from Redis and its members were \
+                     announced as gone; re-registering empty, its clients must reconnect"
+                );
+                if let Err(e) = self.start_over(owner).await {
+                    // Dirty: the next period registers the new incarnation again.
+                    let _ = self.failed(e);
+                }
+                Ok(Vec::new())
+            }
         }
         .map_err(|e| self.failed(e))?;
         for (room, member) in self.take_departed() {
@@ -73,10 +126,25 @@ impl RedisPresence {
         }
         // Right after re-registering, others may not have renewed yet (a Redis restored from
         // disk holds only stale leases): reap from the next period on.
-        if held {
+        if lease == Lease::Held {
             gone.extend(self.reap_dead().await);
         }
-        Ok(gone)
+        Ok(Reaped {
+            gone,
+            evicted: lease == Lease::Reaped,
+        })
+    }
+
+    /// Registers a new incarnation holding nothing: what the reaped one held is gone from
+    /// Redis (or going), and its connections are about to be closed; each one's cleanup removes
+    /// whatever of it the reaper has not.
+    async fn start_over(&self, owner: String) -> Result<(), RedisError> {
+        let _gate = self.gate.write().await;
+        let held = self.mirror.clear();
+        *self.owner_lock() = owner;
+        self.renew(true).await?;
+        tracing::info!(connections = held, "presence restarted empty");
+        Ok(())
     }
 
     /// Makes Redis agree with the mirror, under a new incarnation if given: removes what this
@@ -140,7 +208,11 @@ impl RedisPresence {
     /// Takes over expired incarnations and removes their entries. Errors are logged: an
     /// incarnation left half-reaped is taken over again after its reaping deadline.
     async fn reap_dead(&self) -> Gone {
-        let keys = vec![self.store.keys.leases(), self.store.keys.reaping()];
+        let keys = vec![
+            self.store.keys.leases(),
+            self.store.keys.reaping(),
+            self.store.keys.reaped(),
+        ];
         let args = vec![self.ttl_ms(), REAP_BATCH.to_string()];
         let dead: Result<Vec<String>, _> = self
             .store

@@ -57,6 +57,14 @@ impl Mirror {
         self.lock().remove(&conn)
     }
 
+    /// Forgets every connection; returns how many there were.
+    pub fn clear(&self) -> usize {
+        let mut conns = self.lock();
+        let held = conns.len();
+        conns.clear();
+        held
+    }
+
     pub fn snapshot(&self) -> Vec<Held> {
         self.lock().values().cloned().collect()
     }

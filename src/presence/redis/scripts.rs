@@ -121,22 +121,31 @@ end
 return 0
 "#;
 
-/// `KEYS[1]` leases ZSET; `ARGV` incarnation, ttl (ms), register (`1`/`0`). Renews the lease;
-/// returns 0 without renewing when it had expired or vanished (unless registering).
+/// `KEYS[1]` leases ZSET, `KEYS[2]` reaped ZSET; `ARGV` incarnation, ttl (ms), register
+/// (`1`/`0`). Renews the lease and returns 1, or 3 when it had expired but nobody had taken it
+/// over yet (the claim and this renewal are atomic, so nothing of it was reaped). Without a
+/// lease (unless registering) it renews nothing and returns 2 when a reaper took the
+/// incarnation over, 0 when the lease vanished (Redis lost it).
 const RENEW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local status = 1
 if ARGV[3] ~= '1' then
   local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if not s or tonumber(s) < now then return 0 end
+  if not s then
+    if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 2 end
+    return 0
+  end
+  if tonumber(s) < now then status = 3 end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-return 1
+return status
 "#;
 
-/// `KEYS[1]` leases ZSET, `KEYS[2]` reaping ZSET; `ARGV` ttl (ms), limit. Moves expired leases
-/// to the reaping set, and takes over reapings whose reaper missed its deadline; returns the
-/// incarnations this caller must reap. Atomic, so each is handed to one reaper at a time.
+/// `KEYS[1]` leases ZSET, `KEYS[2]` reaping ZSET, `KEYS[3]` reaped ZSET; `ARGV` ttl (ms),
+/// limit. Moves expired leases to the reaping set (and records them as reaped, for a day), and
+/// takes over reapings whose reaper missed its deadline; returns the incarnations this caller
+/// must reap. Atomic, so each is handed to one reaper at a time.
 const CLAIM_DEAD: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -147,11 +156,13 @@ local function take(key)
   for _, inc in ipairs(expired) do
     redis.call('ZREM', KEYS[1], inc)
     redis.call('ZADD', KEYS[2], deadline, inc)
+    redis.call('ZADD', KEYS[3], now, inc)
     table.insert(out, inc)
   end
 end
 take(KEYS[1])
 take(KEYS[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - 86400000))
 return out
 "#;
 

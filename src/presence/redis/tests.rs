@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::interfaces::{ClientLike, KeysInterface};
+use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
 use fred::prelude::{Builder, Config};
+use fred::types::SetOptions;
 use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 
 use crate::presence::memory::MemoryPresence;
-use crate::presence::{Member, Presence};
+use crate::presence::{Member, Presence, Reaped};
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
 fn url(var: &str) -> String {
@@ -114,7 +115,7 @@ async fn reap_until(survivors: &[Arc<dyn Presence>], limit: Duration) -> Vec<(Ro
     let deadline = Instant::now() + limit;
     loop {
         let rounds = futures_util::future::join_all(survivors.iter().map(|p| p.reap())).await;
-        let gone: Vec<_> = rounds.into_iter().flat_map(Result::unwrap).collect();
+        let gone: Vec<_> = rounds.into_iter().flat_map(|r| r.unwrap().gone).collect();
         if !gone.is_empty() || Instant::now() > deadline {
             return gone;
         }
@@ -156,7 +157,7 @@ async fn a_node_that_stops_renewing_is_reaped_once() {
     assert_eq!(gone, vec![(room("r"), ghost.clone())]);
     assert_eq!(survivors[0].members(&room("r")).await.unwrap(), vec![live]);
     assert_eq!(survivors[1].devices(&ghost.user_id).await.unwrap(), 0);
-    assert!(survivors[1].reap().await.unwrap().is_empty());
+    assert_eq!(survivors[1].reap().await.unwrap(), Reaped::default());
 }
 
 #[tokio::test]
@@ -188,7 +189,7 @@ async fn a_node_writes_its_members_back_after_redis_lost_them() {
     assert!(p.members(&room("y")).await.unwrap().is_empty());
 
     assert!(
-        p.reap().await.unwrap().is_empty(),
+        p.reap().await.unwrap() == Reaped::default(),
         "a restore announces no departures"
     );
     assert_eq!(p.members(&room("x")).await.unwrap(), vec![a.clone()]);
@@ -199,4 +200,89 @@ async fn a_node_writes_its_members_back_after_redis_lost_them() {
     assert_eq!(p.devices(&a.user_id).await.unwrap(), 1);
     let claimed = p.claim(&member(&node, "a", "mallory", 3)).await.unwrap();
     assert_eq!(claimed, crate::presence::Claim::Taken);
+}
+
+/// Moves the lease of every incarnation of `node` into the past, as a stall or a cut-off from
+/// Redis longer than the lease does.
+async fn expire_lease(url: &str, prefix: &str, node: &NodeId) {
+    let target = crate::cluster::url::parse(url).unwrap();
+    let client = Builder::from_config(target.config).build().unwrap();
+    client.init().await.unwrap();
+    let leases = crate::cluster::Keys::new(prefix).leases();
+    let all: Vec<String> = client
+        .zrange(&leases, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    let mine: Vec<_> = all
+        .into_iter()
+        .filter(|inc| inc.starts_with(&format!("{node}/")))
+        .collect();
+    assert_eq!(mine.len(), 1, "one live incarnation of {node}");
+    let _: i64 = client
+        .zadd(
+            &leases,
+            Some(SetOptions::XX),
+            None,
+            false,
+            false,
+            (1.0, mine[0].clone()),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_late_node_keeps_its_members_and_a_reaped_one_is_evicted() {
+    let (url, prefix, ttl) = (
+        url("SWITCHBOARD_TEST_REDIS_CLUSTER_URL"),
+        prefix(),
+        Duration::from_secs(1),
+    );
+    let (late, alive) = (NodeId::generate(), NodeId::generate());
+    let l = redis(&url, &prefix, &late, ttl).await;
+    let survivor = redis(&url, &prefix, &alive, ttl).await;
+    let a = member(&late, "a", "alice", 1);
+    l.claim(&a).await.unwrap();
+    l.join(&room("r"), &a, 5).await.unwrap();
+
+    // Expired, but the node renews before anyone takes its lease over: nothing was reaped and
+    // nothing is announced; the survivor finds nothing dead.
+    expire_lease(&url, &prefix, &late).await;
+    assert_eq!(l.reap().await.unwrap(), Reaped::default());
+    assert_eq!(survivor.reap().await.unwrap(), Reaped::default());
+    assert_eq!(survivor.members(&room("r")).await.unwrap(), vec![a.clone()]);
+
+    // Expired and reaped first: the survivor announces alice gone; the node learns that it
+    // was evicted, and starts over holding nothing (its connections are to reconnect).
+    expire_lease(&url, &prefix, &late).await;
+    let reaped = survivor.reap().await.unwrap();
+    assert_eq!(reaped.gone, vec![(room("r"), a.clone())]);
+    assert_eq!(
+        l.reap().await.unwrap(),
+        Reaped {
+            gone: Vec::new(),
+            evicted: true
+        }
+    );
+    assert_eq!(l.reap().await.unwrap(), Reaped::default(), "evicted once");
+    assert!(survivor.members(&room("r")).await.unwrap().is_empty());
+    assert_eq!(
+        survivor.reap().await.unwrap(),
+        Reaped::default(),
+        "the new incarnation lives"
+    );
+
+    // Alice's connection closes; her reconnection joins under the new incarnation.
+    assert!(
+        l.evict(&a).await.unwrap().is_empty(),
+        "the reaper removed her"
+    );
+    let again = member(&late, "a", "alice", 2);
+    assert_eq!(
+        l.claim(&again).await.unwrap(),
+        crate::presence::Claim::Fresh
+    );
+    l.join(&room("r"), &again, 5).await.unwrap();
+    assert_eq!(survivor.members(&room("r")).await.unwrap(), vec![again]);
 }

@@ -1,13 +1,23 @@
-//! Failures: a node that dies without cleaning up, and Redis going away and coming back.
+//! Failures: a node that dies without cleaning up, a node that is reaped while it lives, and
+//! Redis going away and coming back.
 
 use std::time::{Duration, Instant};
 
+use fred::interfaces::{ClientLike, SortedSetsInterface};
+use fred::prelude::Builder;
+use fred::types::SetOptions;
 use serde_json::json;
+use switchboard::cluster::{Keys, url};
+use switchboard::config::Config;
+use switchboard::protocol::NodeId;
 
 use super::{Redis, RedisProcess, get, member_ids, poll, redis_config, spawn_cluster};
 use crate::support::*;
 
-on_both_redis!(a_crashed_nodes_members_are_reaped_within_two_lease_ttls);
+on_both_redis!(
+    a_crashed_nodes_members_are_reaped_within_two_lease_ttls,
+    a_node_reaped_while_cut_off_sends_its_clients_to_rejoin,
+);
 
 async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) {
     let mut config = redis_config(&redis.url());
@@ -44,6 +54,84 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
         .await;
     a.expect_error("user_offline").await;
     c.expect_quiet().await;
+}
+
+/// Moves `node`'s lease into the past in Redis, as a cut-off from Redis (or a stall) longer
+/// than the lease does to a node that stays up.
+async fn expire_lease(config: &Config, node: &NodeId) {
+    let target = url::parse(config.redis_url.as_ref().unwrap().expose()).unwrap();
+    let client = Builder::from_config(target.config).build().unwrap();
+    client.init().await.unwrap();
+    let leases = Keys::new(&config.redis_prefix).leases();
+    let all: Vec<String> = client
+        .zrange(&leases, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    for incarnation in all.iter().filter(|i| i.starts_with(&format!("{node}/"))) {
+        let _: i64 = client
+            .zadd(
+                &leases,
+                Some(SetOptions::XX),
+                None,
+                false,
+                false,
+                (1.0, incarnation.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    client.quit().await.unwrap();
+}
+
+async fn a_node_reaped_while_cut_off_sends_its_clients_to_rejoin(redis: Redis) {
+    // Alice's node renews every 2 s, bob's looks for dead nodes every 0.5 s.
+    let mut config = redis_config(&redis.url());
+    config.lease_ttl = Duration::from_secs(4);
+    let mut reaper = config.clone();
+    reaper.lease_ttl = Duration::from_secs(1);
+    let nodes = [
+        spawn_node_on(config.clone(), Backing::FromConfig),
+        spawn_node_on(reaper.clone(), Backing::FromConfig),
+    ];
+    let (mut a, _) = Client::join(&nodes[0], "cut", "alice", "a1").await;
+    let (mut b, _) = Client::join(&nodes[1], "cut", "bob", "b1").await;
+    a.recv_type("user_joined").await;
+
+    // Alice's node misses its lease. When it renews before bob's node looks, it was only late
+    // and nothing happens; try again until bob's node reaps it and bob hears alice left.
+    let left = json!({"type":"user_left","room":"cut","client_id":"a1",
+                      "username":"name-alice","user_id":"alice"});
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        assert!(tries <= 20, "alice's node was never reaped");
+        expire_lease(&config, &nodes[0].node_id()).await;
+        if let Some(got) = b.try_recv(3 * reaper.lease_ttl / 2).await {
+            assert_eq!(got, left);
+            break;
+        }
+    }
+
+    // Her node learns it was reaped: she is told to reconnect, then closed with 1012.
+    assert_eq!(
+        a.recv().await,
+        json!({"type":"reconnect","reason":"node_evicted"})
+    );
+    assert_eq!(a.expect_close().await, 1012);
+
+    // Reconnected (to the same node), she is in the room again, and bob hears it.
+    let (mut a, users) = Client::join(&nodes[0], "cut", "alice", "a1").await;
+    assert_eq!(users["users"][0]["client_id"], "b1");
+    assert_eq!(b.recv_type("user_joined").await["client_id"], "a1");
+    b.send(json!({"type":"offer","offer":{"sdp":"x"},"to":"a1"}))
+        .await;
+    assert_eq!(a.recv_type("offer").await["from"], "b1");
+    a.send(json!({"type":"answer","answer":{"sdp":"y"},"to":"b1"}))
+        .await;
+    assert_eq!(b.recv_type("answer").await["from"], "a1");
+    let (_, body) = get(&nodes[1], "/api/rooms/cut", "bob").await;
+    assert_eq!(member_ids(&body), ["b1", "a1"]);
+    b.expect_quiet().await;
 }
 
 /// Sends broadcasts from `from` until `to` receives one (delivery recovered); each round waits
