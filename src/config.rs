@@ -14,6 +14,8 @@ pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-productio
 /// The shortest secret production accepts, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 const ENV_PREFIX: &str = "SWITCHBOARD_";
+/// The most runtime threads a node may be given.
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// A secret string. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,8 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Origins allowed by CORS on the REST API; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Threads of the node's runtime; 0 = one per core available to the process.
+    pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -108,6 +112,7 @@ impl Default for Config {
             subscription_linger: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(3),
             cors_origins: vec!["*".into()],
+            worker_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -157,9 +162,13 @@ impl Config {
             let typed = typed_env_value(name, table.get(&key), value)?;
             table.insert(key, typed);
         }
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let setting = e.path().to_string();
+                let env = format!("{ENV_PREFIX}{}", setting.to_ascii_uppercase());
+                let reason = e.into_inner();
+                ConfigError::Invalid(format!("{setting} ({env}): {}", reason.message()))
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -209,6 +218,12 @@ impl Config {
             return refuse(
                 "SWITCHBOARD_LEASE_TTL",
                 "timeouts must be positive; lease_ttl at least 1s",
+            );
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return refuse(
+                "SWITCHBOARD_WORKER_THREADS",
+                "must be at most 1024 (0 = one per available core)",
             );
         }
         if let Some(id) = &self.node_id {
@@ -290,6 +305,7 @@ mod tests {
                 ("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "3"),
                 ("SWITCHBOARD_NODE_ID", "1"),
                 ("SWITCHBOARD_AUTH_TIMEOUT", "2s"),
+                ("SWITCHBOARD_WORKER_THREADS", "1"),
                 (
                     "SWITCHBOARD_CORS_ORIGINS",
                     "https://a.example, https://b.example",
@@ -302,6 +318,7 @@ mod tests {
         assert_eq!(c.node_id.as_deref(), Some("1"));
         assert_eq!(c.auth_timeout, Duration::from_secs(2));
         assert_eq!(c.cors_origins.len(), 2);
+        assert_eq!(c.worker_threads, 1);
     }
 
     #[test]
@@ -317,6 +334,22 @@ mod tests {
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
         let e = Config::load(None, &env(&[("SWITCHBOARD_NODE_ID", "bad id")])).unwrap_err();
         assert!(e.to_string().contains("SWITCHBOARD_NODE_ID"), "{e}");
+        // Values of the right kind but out of the type's range name their setting too.
+        for (var, value) in [
+            ("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "-1"),
+            ("SWITCHBOARD_LOG_FORMAT", "xml"),
+            ("SWITCHBOARD_LISTEN", "localhost"),
+        ] {
+            let e = Config::load(None, &env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var), "{var}={value}: {e}");
+        }
+        for threads in ["two", "-1", "1025", "99999999999999999999999"] {
+            let e = Config::load(None, &env(&[("SWITCHBOARD_WORKER_THREADS", threads)]));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("SWITCHBOARD_WORKER_THREADS"), "{threads}: {e}");
+        }
     }
 
     #[test]
@@ -349,8 +382,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.max_members_per_room, c.idle_timeout.as_secs()), (5, 90));
-        std::fs::write(&path, "unknown_key = 1\n").unwrap();
-        assert!(Config::load(Some(&path), &env(&[])).is_err());
+        for (text, named) in [
+            ("unknown_key = 1\n", "unknown_key"),
+            ("worker_threads = \"many\"\n", "worker_threads"),
+            ("lease_ttl = \"soon\"\n", "lease_ttl"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(Some(&path), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
         std::fs::write(&path, "not toml [[[").unwrap();
         assert!(Config::load(Some(&path), &env(&[])).is_err());
         assert!(Config::load(Some(&dir.join("missing.toml")), &env(&[])).is_err());
