@@ -305,6 +305,9 @@ impl Hub {
                     if reaped.evicted {
                         self.reconnect_everyone();
                     }
+                    for conn in reaped.replaced {
+                        self.registry.close(conn, CloseCode::Replaced);
+                    }
                     for (room, member) in reaped.gone {
                         let _ = self.announce_left(&room, &member).await;
                     }

@@ -60,6 +60,9 @@ pub struct Reaped {
     /// Members removed from presence: of dead nodes, and departures of this node that could
     /// not be recorded before. Their rooms must be told.
     pub gone: Vec<(RoomId, Member)>,
+    /// Local connections whose client id another connection took while Redis was out of
+    /// reach: they are out of presence now and must be closed as replaced.
+    pub replaced: Vec<ConnId>,
     /// Another node reaped this one while it was cut off from Redis, and told its rooms that
     /// its members left: its connections must reconnect to be seen again.
     pub evicted: bool,

@@ -83,12 +83,12 @@ impl RedisPresence {
     pub(super) async fn renew_and_reap(&self) -> Result<Reaped, PresenceError> {
         let lease = self.renew(false).await.map_err(|e| self.failed(e))?;
         let reconcile = self.dirty.swap(false, Ordering::AcqRel);
-        let mut gone = match lease {
+        let mut tick = match lease {
             Lease::Held if reconcile => {
                 tracing::info!("reconciling presence with Redis after failed writes");
                 self.resync(None).await
             }
-            Lease::Held => Ok(Vec::new()),
+            Lease::Held => Ok(Reaped::default()),
             Lease::Late => {
                 tracing::warn!(
                     "lease renewed after it had expired (this node stalled or lost Redis), \
@@ -112,27 +112,28 @@ impl RedisPresence {
                     // Dirty: the next period registers the new incarnation again.
                     let _ = self.failed(e);
                 }
-                Ok(Vec::new())
+                Ok(Reaped {
+                    evicted: true,
+                    ..Reaped::default()
+                })
             }
         }
         .map_err(|e| self.failed(e))?;
         for (room, member) in self.take_departed() {
-            if !gone
+            if !tick
+                .gone
                 .iter()
                 .any(|(r, m)| *r == room && m.conn == member.conn)
             {
-                gone.push((room, member));
+                tick.gone.push((room, member));
             }
         }
         // Right after re-registering, others may not have renewed yet (a Redis restored from
         // disk holds only stale leases): reap from the next period on.
         if lease == Lease::Held {
-            gone.extend(self.reap_dead().await);
+            tick.gone.extend(self.reap_dead().await);
         }
-        Ok(Reaped {
-            gone,
-            evicted: lease == Lease::Reaped,
-        })
+        Ok(tick)
     }
 
     /// Registers a new incarnation holding nothing: what the reaped one held is gone from
@@ -149,7 +150,9 @@ impl RedisPresence {
 
     /// Makes Redis agree with the mirror, under a new incarnation if given: removes what this
     /// incarnation holds but no local connection does, then writes every local entry back.
-    async fn resync(&self, new_owner: Option<String>) -> Result<Gone, RedisError> {
+    /// Returns what was removed, and the connections whose client id another connection took
+    /// meanwhile (they were dropped from presence and must be closed).
+    async fn resync(&self, new_owner: Option<String>) -> Result<Reaped, RedisError> {
         let _gate = self.gate.write().await;
         if let Some(owner) = new_owner {
             *self.owner_lock() = owner;
@@ -172,17 +175,23 @@ impl RedisPresence {
             .map(|h| async { Ok((h.member.conn, self.store.restore(h, &owner).await?)) })
             .collect();
         let restored: Vec<(ConnId, bool)> = bounded(restores).await?;
+        let mut replaced = Vec::new();
         for (conn, ok) in restored {
             if !ok {
                 tracing::warn!(
                     conn = conn.0,
-                    "client id taken over while Redis was away; dropped from presence"
+                    "client id taken over while Redis was away; closing the older connection"
                 );
                 self.mirror.evicted(conn);
+                replaced.push(conn);
             }
         }
         tracing::info!(%owner, connections = local.len(), removed = gone.len(), "presence reconciled");
-        Ok(gone)
+        Ok(Reaped {
+            gone,
+            replaced,
+            evicted: false,
+        })
     }
 
     /// The connections an incarnation indexes.

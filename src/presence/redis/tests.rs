@@ -160,6 +160,54 @@ async fn a_node_that_stops_renewing_is_reaped_once() {
     assert_eq!(survivors[1].reap().await.unwrap(), Reaped::default());
 }
 
+/// Loses every key of `prefix` on the standalone Redis at `url`, as a restart without
+/// persistence does.
+async fn forget_everything(url: &str, prefix: &str) {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let mut scan = client.scan(format!("{{{prefix}:*"), Some(1000), None);
+    while let Some(mut page) = scan.try_next().await.unwrap() {
+        if let Some(keys) = page.take_results() {
+            let _: i64 = client.del(keys).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_client_id_taken_while_redis_was_away_closes_the_older_connection() {
+    let (url, prefix) = (url("SWITCHBOARD_TEST_REDIS_URL"), prefix());
+    let (here, there) = (NodeId::generate(), NodeId::generate());
+    let p = redis(&url, &prefix, &here, Duration::from_secs(3)).await;
+    let q = redis(&url, &prefix, &there, Duration::from_secs(3)).await;
+    let (old, bob) = (member(&here, "a", "alice", 1), member(&here, "b", "bob", 2));
+    for m in [&old, &bob] {
+        p.claim(m).await.unwrap();
+        p.join(&room("x"), m, 5).await.unwrap();
+    }
+
+    // Redis loses everything; alice's other device takes her client id on the other node
+    // before this node writes its members back.
+    forget_everything(&url, &prefix).await;
+    let new = member(&there, "a", "alice", 7);
+    assert_eq!(q.claim(&new).await.unwrap(), crate::presence::Claim::Fresh);
+    q.join(&room("x"), &new, 5).await.unwrap();
+
+    let reaped = p.reap().await.unwrap();
+    assert_eq!(
+        reaped,
+        Reaped {
+            replaced: vec![old.conn],
+            ..Reaped::default()
+        }
+    );
+    assert_eq!(p.members(&room("x")).await.unwrap(), vec![new, bob]);
+    assert_eq!(p.reap().await.unwrap(), Reaped::default(), "reported once");
+    assert!(p.evict(&old).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: run scripts/test"]
 async fn a_node_writes_its_members_back_after_redis_lost_them() {
@@ -175,17 +223,7 @@ async fn a_node_writes_its_members_back_after_redis_lost_them() {
     }
     p.leave(&room("x"), &b).await.unwrap();
 
-    // Lose every key of this prefix, as a restart without persistence does.
-    let client = Builder::from_config(Config::from_url(&url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    let mut scan = client.scan(format!("{{{prefix}:*"), Some(1000), None);
-    while let Some(mut page) = scan.try_next().await.unwrap() {
-        if let Some(keys) = page.take_results() {
-            let _: i64 = client.del(keys).await.unwrap();
-        }
-    }
+    forget_everything(&url, &prefix).await;
     assert!(p.members(&room("y")).await.unwrap().is_empty());
 
     assert!(
@@ -261,8 +299,8 @@ async fn a_late_node_keeps_its_members_and_a_reaped_one_is_evicted() {
     assert_eq!(
         l.reap().await.unwrap(),
         Reaped {
-            gone: Vec::new(),
-            evicted: true
+            evicted: true,
+            ..Reaped::default()
         }
     );
     assert_eq!(l.reap().await.unwrap(), Reaped::default(), "evicted once");

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use fred::interfaces::{ClientLike, SortedSetsInterface};
+use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
 use fred::prelude::Builder;
 use fred::types::SetOptions;
+use fred::types::scan::Scanner;
+use futures_util::TryStreamExt;
 use serde_json::json;
 use switchboard::cluster::{Keys, url};
 use switchboard::config::Config;
@@ -132,6 +134,56 @@ async fn a_node_reaped_while_cut_off_sends_its_clients_to_rejoin(redis: Redis) {
     let (_, body) = get(&nodes[1], "/api/rooms/cut", "bob").await;
     assert_eq!(member_ids(&body), ["b1", "a1"]);
     b.expect_quiet().await;
+}
+
+/// Deletes every key of `config`'s prefix on a standalone Redis, as a restart without
+/// persistence does.
+async fn forget_everything(config: &Config) {
+    let target = url::parse(config.redis_url.as_ref().unwrap().expose()).unwrap();
+    let client = Builder::from_config(target.config).build().unwrap();
+    client.init().await.unwrap();
+    let mut scan = client.scan(format!("{{{}:*", config.redis_prefix), Some(1000), None);
+    while let Some(mut page) = scan.try_next().await.unwrap() {
+        if let Some(keys) = page.take_results() {
+            let _: i64 = client.del(keys).await.unwrap();
+        }
+    }
+    client.quit().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_client_id_taken_while_redis_lost_it_closes_the_older_connection() {
+    let mut config = redis_config(&Redis::Standalone.url());
+    config.lease_ttl = Duration::from_secs(4);
+    let nodes = spawn_cluster(2, &config);
+    let (mut old, _) = Client::join(&nodes[0], "lost", "alice", "a1").await;
+    let (mut bob, _) = Client::join(&nodes[1], "lost", "bob", "b1").await;
+    old.recv_type("user_joined").await;
+
+    // Redis loses everything, and alice's other device takes her client id on bob's node,
+    // most likely before her old node writes its members back (if not, the takeover is an
+    // ordinary one). Either way the old connection goes, as replaced.
+    forget_everything(&config).await;
+    let (mut new, _) = Client::join(&nodes[1], "lost", "alice", "a1").await;
+    assert_eq!(old.expect_close().await, 4001);
+    loop {
+        let got = bob.recv().await;
+        if got["type"] == "user_joined" {
+            assert_eq!(got["client_id"], "a1");
+            break;
+        }
+        assert_eq!(got["type"], "user_left", "{got}");
+    }
+    new.send(json!({"type":"signal","to":"b1","data":{}})).await;
+    assert_eq!(bob.recv_type("signal").await["from"], "a1");
+    // Presence agrees once both nodes wrote their members back.
+    poll(&nodes[0], "/api/rooms/lost", "bob", WAIT, |_, body| {
+        member_ids(body) == ["a1", "b1"] || member_ids(body) == ["b1", "a1"]
+    })
+    .await;
+    let (_, body) = get(&nodes[0], "/api/users/alice/presence", "bob").await;
+    assert_eq!(body["devices"], 1);
 }
 
 /// Sends broadcasts from `from` until `to` receives one (delivery recovered); each round waits
