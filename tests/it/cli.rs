@@ -110,13 +110,20 @@ fn production_refuses_to_start_with_a_weak_secret() {
 
 #[test]
 fn bad_config_names_the_setting() {
-    let out = switchboard(&["serve"], &[("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "ten")]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("SWITCHBOARD_MAX_MEMBERS_PER_ROOM"),
-        "{}",
-        stderr(&out)
-    );
+    for (var, value) in [
+        ("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "ten"),
+        ("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "-1"),
+        ("SWITCHBOARD_WORKER_THREADS", "100000"),
+        ("SWITCHBOARD_LOG_FORMAT", "yaml"),
+    ] {
+        let out = switchboard(&["serve"], &[(var, value)]);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        assert!(
+            stderr(&out).contains(var),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+    }
     let out = switchboard(&["--config", "/nonexistent/switchboard.toml", "serve"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/switchboard.toml"));
