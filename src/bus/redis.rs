@@ -16,7 +16,7 @@
 //! - **Reconnects.** The bus keeps the set of channels it wants (its node channel among them)
 //!   and subscribes to all of them again whenever the subscriber connection comes back.
 
-mod codec;
+pub mod codec;
 mod inbound;
 mod publisher;
 

@@ -1,0 +1,98 @@
+//! Per-frame costs of the relay path, without I/O: parsing a client frame and applying the
+//! signaling rules (which splice in the sender's fields), and packing signals into a bus batch
+//! and reading it back. `cargo bench --bench relay`; figures in BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use switchboard::auth::RoomGrant;
+use switchboard::bus::Route;
+use switchboard::bus::redis::codec::{BatchWriter, decode};
+use switchboard::presence::Member;
+use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId, UserId, inbound};
+use switchboard::signaling::{Action, Session};
+
+/// A ~3 KB SDP offer and a ~250 B ICE candidate, as browsers send them.
+fn frames() -> [(&'static str, String); 2] {
+    let sdp = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".repeat(48);
+    let offer = serde_json::json!({
+        "type": "offer", "to": "peer-b", "offer": {"type": "offer", "sdp": sdp},
+    });
+    let ice = serde_json::json!({
+        "type": "ice_candidate", "to": "peer-b",
+        "candidate": {
+            "candidate": "candidate:842163049 1 udp 1677729535 203.0.113.7 49203 typ srflx \
+                          raddr 192.168.1.20 rport 49203 generation 0 ufrag 7s3f network-cost 999",
+            "sdpMid": "0", "sdpMLineIndex": 0,
+        },
+    });
+    [
+        ("offer_3k", offer.to_string()),
+        ("ice_250b", ice.to_string()),
+    ]
+}
+
+fn session() -> Session {
+    let me = Member {
+        client_id: ClientId::parse("peer-a").unwrap(),
+        user_id: UserId::parse("user-a").unwrap(),
+        username: "Alice \"A\" Example".into(),
+        conn: ConnId(1),
+        node: NodeId::generate(),
+    };
+    let mut session = Session::new(me, RoomGrant::Any, 16);
+    session.joined(RoomId::parse("room-1").unwrap());
+    session
+}
+
+fn parse_and_handle(c: &mut Criterion) {
+    let session = session();
+    let mut group = c.benchmark_group("parse_and_handle");
+    for (name, text) in frames() {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let message = inbound::parse(black_box(&text)).unwrap();
+                match session.handle(message).unwrap() {
+                    Action::SendRoom { frame, .. } => frame,
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A batch as the publisher builds under load: 35 ICE candidates to one node.
+fn codec(c: &mut Criterion) {
+    const BATCH: usize = 35;
+    let origin = NodeId::generate();
+    let route = Route::Member {
+        room: RoomId::parse("room-1").unwrap(),
+        client: ClientId::parse("peer-b").unwrap(),
+        from: ConnId(1),
+    };
+    let [_, (_, ice)] = frames();
+    let encode = || {
+        let mut batch = BatchWriter::new(&origin);
+        for _ in 0..BATCH {
+            batch.push(&route, ice.as_bytes());
+        }
+        batch.finish()
+    };
+    let mut group = c.benchmark_group("bus_batch_of_35");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("encode", |b| b.iter(|| black_box(encode())));
+    let bytes = encode();
+    group.bench_function("decode", |b| {
+        b.iter_batched(
+            || bytes.clone(),
+            |bytes| decode(bytes).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_and_handle, codec);
+criterion_main!(benches);
