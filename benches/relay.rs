@@ -5,10 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use switchboard::auth::RoomGrant;
 use switchboard::bus::Route;
 use switchboard::bus::redis::codec::{BatchWriter, decode};
-use switchboard::presence::Member;
+use switchboard::protocol::Member;
+use switchboard::protocol::RoomGrant;
 use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId, UserId, inbound};
 use switchboard::signaling::{Action, Session};
 

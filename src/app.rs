@@ -1,64 +1,34 @@
-//! Startup and shutdown: a node is a function of (config, listener, backends, shutdown signal).
-//! `main` and the integration tests call the same functions.
+//! Startup, supervision and shutdown: a node is a function of (config, listener, backends,
+//! shutdown signal). `main` and the integration tests call the same functions. The router is
+//! built here, the one place that sees both edges ([`crate::http`] and [`crate::ws`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
+use axum::Router;
+use axum::http::{HeaderValue, Method, header};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::bus::memory::MemoryHub;
-use crate::bus::{Bus, Inbound};
+use crate::backends::Backends;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::presence::Presence;
-use crate::presence::memory::MemoryPresence;
-use crate::protocol::{CloseCode, NodeId, ServerMessage};
+use crate::protocol::{CloseCode, Frame, NodeId, ServerMessage};
 use crate::state::AppState;
-
-/// The cluster backends a node runs on.
-pub struct Backends {
-    pub bus: Arc<dyn Bus>,
-    pub inbound: mpsc::Receiver<Inbound>,
-    pub presence: Arc<dyn Presence>,
-}
-
-impl Backends {
-    /// In-process backends for a standalone node.
-    pub fn standalone(node: &NodeId) -> Self {
-        Self::in_process(&MemoryHub::new(), &MemoryPresence::new(), node)
-    }
-
-    /// In-process backends shared by several nodes of one process.
-    pub fn in_process(hub: &MemoryHub, presence: &MemoryPresence, node: &NodeId) -> Self {
-        let (bus, inbound) = hub.attach(node.clone());
-        Self {
-            bus: Arc::new(bus),
-            inbound,
-            presence: Arc::new(presence.clone()),
-        }
-    }
-
-    /// Redis when `redis_url` is set, otherwise in-process.
-    pub async fn from_config(config: &Config, node: &NodeId) -> anyhow::Result<Self> {
-        match &config.redis_url {
-            None => Ok(Self::standalone(node)),
-            Some(url) => {
-                crate::cluster::connect(url.expose(), &config.redis_prefix, node, config.lease_ttl)
-                    .await
-            }
-        }
-    }
-}
+use crate::tasks::Supervisor;
 
 /// Pending connections the kernel queues before the node accepts them (capped by the system's
 /// `somaxconn`). Reconnect storms after a node dies arrive all at once.
 pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// REST bodies larger than this are refused with 413.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Binds the node's listener with a backlog sized for connection storms.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -103,13 +73,39 @@ pub async fn serve(
     serve_state(build(config, node, backends), listener, shutdown).await
 }
 
-/// Serves a built node on `listener` until `shutdown` resolves, then drains.
+/// The node's router: the REST routes and the WebSocket endpoints, with CORS, the body limit
+/// and JSON errors for unknown routes and methods.
+pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.cors_origins);
+    crate::http::routes()
+        .merge(crate::ws::routes())
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(cors)
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(Any);
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    layer.allow_origin(AllowOrigin::list(list))
+}
+
+/// Serves a built node on `listener` until `shutdown` resolves or an essential task ends, then
+/// drains. An ended essential task is an error: the node cannot route any more, and its
+/// process should exit non-zero so that an orchestrator replaces it.
 pub async fn serve_state(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = crate::http::router(state.clone()).layer(
+    let app = router(state.clone()).layer(
         // Spans carry the path only: query strings may hold tokens.
         TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
@@ -122,29 +118,43 @@ pub async fn serve_state(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
+    let supervisor = Arc::clone(&state.supervisor);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            ended = supervisor.watch() => {
+                tracing::error!(task = ended.task, how = ended.how, "essential task ended; the node is not ready and drains");
+            }
+        }
         drain(&drained).await;
     })
     .await?;
-    Ok(())
+    match state.supervisor.ended() {
+        Some(ended) => Err(anyhow::anyhow!("{ended}")),
+        None => Ok(()),
+    }
 }
 
 /// Builds the state and starts the node's background tasks.
 pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
-    let hub = Arc::new(Hub::new(
-        node,
-        backends.bus,
-        backends.presence,
-        config.subscription_linger,
-    ));
-    tokio::spawn(Arc::clone(&hub).run_inbound(backends.inbound));
-    tokio::spawn(Arc::clone(&hub).run_reaper(config.lease_ttl / 2));
-    AppState::new(config, hub, crate::metrics::install())
+    let Backends {
+        bus,
+        inbound,
+        presence,
+        mut tasks,
+    } = backends;
+    let hub = Arc::new(Hub::new(node, bus, presence, config.subscription_linger));
+    tasks.spawn("hub-inbound", Arc::clone(&hub).run_inbound(inbound));
+    tasks.spawn(
+        "presence-reaper",
+        Arc::clone(&hub).run_reaper(config.lease_ttl / 2),
+    );
+    let supervisor = Supervisor::new(tasks);
+    AppState::new(config, hub, supervisor, crate::metrics::install())
 }
 
 /// Turns readiness off, tells every client to reconnect elsewhere, closes them with 1012, and
@@ -154,7 +164,7 @@ pub async fn drain(state: &AppState) {
     let registry = &state.hub.registry;
     tracing::info!(connections = registry.connections(), "draining");
     let notice = ServerMessage::Reconnect { reason: "shutdown" };
-    registry.broadcast_all(&Utf8Bytes::from(notice.to_json()));
+    registry.broadcast_all(&Frame::from(notice.to_json()));
     registry.close_all(CloseCode::ServiceRestart);
     let deadline = Instant::now() + state.config.shutdown_timeout;
     while registry.connections() > 0 && Instant::now() < deadline {

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{RoomId, UserId};
+#[cfg(test)]
+use crate::protocol::RoomId;
+use crate::protocol::{RoomGrant, UserId};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -28,25 +30,6 @@ pub struct Claims {
     pub rooms: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-}
-
-/// Which rooms a token may join.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomGrant {
-    Any,
-    Only(Vec<String>),
-}
-
-impl RoomGrant {
-    pub fn allows(&self, room: &RoomId) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Only(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => room.as_str().starts_with(prefix),
-                None => p == room.as_str(),
-            }),
-        }
-    }
 }
 
 /// Who a verified token speaks for.

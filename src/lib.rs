@@ -1,24 +1,30 @@
-//! Switchboard, a WebRTC signaling relay cluster.
+//! Switchboard, a WebRTC signaling relay cluster. `docs/architecture.md` draws the layers;
+//! each module imports only from the layers below it.
 //!
-//! - [`protocol`]: the wire messages, identifiers, error and close codes.
+//! - [`protocol`]: the wire messages, identifiers, frames, error and close codes (no I/O).
 //! - [`signaling`]: the rules, without I/O.
-//! - [`hub`]: delivery and membership over the [`registry`] of local connections, the
-//!   [`presence`] store and the [`bus`] (in-process, or Redis via [`cluster`]).
-//! - [`ws`] and [`http`]: the network edge; [`app`] starts and drains a node.
-//! - [`config`], [`auth`], [`state`], [`metrics`], [`telemetry`]: the supporting cast.
+//! - [`registry`] and [`hub`]: local connections; delivery and membership over the traits below.
+//! - [`bus`] and [`presence`]: the cluster traits, in-process and over Redis ([`redis`]).
+//! - [`backends`] builds them from the [`config`]; [`tasks`] supervises their background tasks.
+//! - [`ws`] and [`http`]: the network edge, answering errors with [`error`]; [`app`] builds the
+//!   router, starts, supervises and drains a node.
+//! - [`auth`], [`state`], [`metrics`], [`telemetry`]: the supporting cast.
 
 pub mod app;
 pub mod auth;
+pub mod backends;
 pub mod bus;
-pub mod cluster;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod redis;
 pub mod registry;
 pub mod signaling;
 pub mod state;
+pub mod tasks;
 pub mod telemetry;
 pub mod ws;

@@ -138,7 +138,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listener = switchboard::app::bind(config.listen)?;
         let addr = listener.local_addr()?;
-        let mode = if config.redis_url.is_some() {
+        let mode = if config.redis.url.is_some() {
             "Redis cluster"
         } else {
             "standalone, in-process bus"

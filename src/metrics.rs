@@ -28,25 +28,16 @@ pub const BUS_RETURNED: &str = "switchboard_bus_returned_total";
 pub const STALE_LEAVES: &str = "switchboard_stale_leaves_total";
 pub const HTTP_REJECTED: &str = "switchboard_upgrades_rejected_total";
 
-/// Message types counted by [`message_in`].
-const MESSAGE_TYPES: [&str; 7] = [
-    "offer",
-    "answer",
-    "ice_candidate",
-    "signal",
-    "webrtc_offer",
-    "webrtc_answer",
-    "webrtc_ice_candidate",
-];
-
 /// Counts one relayed message of `kind`, through handles resolved once (the labelled lookup
 /// showed in profiles of the relay path).
 pub fn message_in(kind: MessageKind) {
     static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
     let counters = COUNTERS.get_or_init(|| {
-        MESSAGE_TYPES
-            .iter()
-            .map(|t| metrics::counter!(MESSAGES_IN, "type" => *t))
+        let rooms = RoomSignalKind::ALL.iter().map(|k| k.as_str());
+        let users = UserSignalKind::ALL.iter().map(|k| k.as_str());
+        rooms
+            .chain(users)
+            .map(|t| metrics::counter!(MESSAGES_IN, "type" => t))
             .collect()
     });
     counters[kind.index()].increment(1);
@@ -60,16 +51,19 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    /// The position of the type's label in [`MESSAGE_TYPES`].
+    /// The position of the type's counter: room kinds first, then user kinds, each in the
+    /// order of their declaration.
     fn index(self) -> usize {
         match self {
-            Self::Room(RoomSignalKind::Offer) => 0,
-            Self::Room(RoomSignalKind::Answer) => 1,
-            Self::Room(RoomSignalKind::IceCandidate) => 2,
-            Self::Room(RoomSignalKind::Signal) => 3,
-            Self::User(UserSignalKind::Offer) => 4,
-            Self::User(UserSignalKind::Answer) => 5,
-            Self::User(UserSignalKind::IceCandidate) => 6,
+            Self::Room(kind) => kind as usize,
+            Self::User(kind) => RoomSignalKind::ALL.len() + kind as usize,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Room(kind) => kind.as_str(),
+            Self::User(kind) => kind.as_str(),
         }
     }
 }
@@ -91,22 +85,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_message_kind_counts_under_its_own_label() {
-        let kinds = [
-            MessageKind::Room(RoomSignalKind::Offer),
-            MessageKind::Room(RoomSignalKind::Answer),
-            MessageKind::Room(RoomSignalKind::IceCandidate),
-            MessageKind::Room(RoomSignalKind::Signal),
-            MessageKind::User(UserSignalKind::Offer),
-            MessageKind::User(UserSignalKind::Answer),
-            MessageKind::User(UserSignalKind::IceCandidate),
-        ];
-        for kind in kinds {
-            let label = match kind {
-                MessageKind::Room(k) => k.label(),
-                MessageKind::User(k) => k.label(),
-            };
-            assert_eq!(MESSAGE_TYPES[kind.index()], label);
-        }
+    fn every_message_kind_has_its_own_counter() {
+        let kinds: Vec<MessageKind> = RoomSignalKind::ALL
+            .iter()
+            .map(|k| MessageKind::Room(*k))
+            .chain(UserSignalKind::ALL.iter().map(|k| MessageKind::User(*k)))
+            .collect();
+        let indexes: Vec<usize> = kinds.iter().map(|k| k.index()).collect();
+        assert_eq!(indexes, (0..kinds.len()).collect::<Vec<_>>());
+        assert_eq!(
+            MessageKind::User(UserSignalKind::Answer).as_str(),
+            "webrtc_answer"
+        );
     }
 }

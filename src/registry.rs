@@ -7,12 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::Poll;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
 
 use crate::metrics as m;
-use crate::protocol::{ClientId, CloseCode, ConnId, RoomId, UserId};
+use crate::protocol::{ClientId, CloseCode, ConnId, Frame, RoomId, UserId};
 
 /// Asks a connection task to close with a code. The first request wins.
 ///
@@ -53,18 +52,18 @@ pub struct ConnHandle {
     pub conn: ConnId,
     pub client: ClientId,
     pub user: UserId,
-    pub outbox: mpsc::Sender<Utf8Bytes>,
+    pub outbox: mpsc::Sender<Frame>,
     pub control: Arc<Control>,
 }
 
 impl ConnHandle {
     /// Queues a copy of `frame`; a full outbox closes the connection as a slow consumer.
-    fn deliver(&self, frame: &Utf8Bytes) -> bool {
+    fn deliver(&self, frame: &Frame) -> bool {
         self.deliver_owned(frame.clone())
     }
 
     /// Queues `frame`; a full outbox closes the connection as a slow consumer.
-    fn deliver_owned(&self, frame: Utf8Bytes) -> bool {
+    fn deliver_owned(&self, frame: Frame) -> bool {
         match self.outbox.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -85,11 +84,11 @@ pub const MAX_PENDING_FRAMES: usize = 256;
 /// and the local registration is lost, and a refused joiner sees nothing of the room.
 struct Pending {
     conn: ConnId,
-    frames: Mutex<Vec<Utf8Bytes>>,
+    frames: Mutex<Vec<Frame>>,
 }
 
 impl Pending {
-    fn hold(&self, frame: Utf8Bytes) {
+    fn hold(&self, frame: Frame) {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         if frames.len() < MAX_PENDING_FRAMES {
             frames.push(frame);
@@ -213,7 +212,7 @@ impl Registry {
     }
 
     /// Delivers to every local member of `room` but `except`; returns how many got it.
-    pub fn deliver_room(&self, room: &RoomId, except: ConnId, frame: &Utf8Bytes) -> usize {
+    pub fn deliver_room(&self, room: &RoomId, except: ConnId, frame: &Frame) -> usize {
         let inner = self.read();
         if let Some(joining) = inner.pending.get(room) {
             for pending in joining.iter().filter(|p| p.conn != except) {
@@ -237,8 +236,8 @@ impl Registry {
         &self,
         client: &ClientId,
         room: Option<&RoomId>,
-        frame: Utf8Bytes,
-    ) -> Result<(), Utf8Bytes> {
+        frame: Frame,
+    ) -> Result<(), Frame> {
         let inner = self.read();
         let Some((handle, rooms)) = inner.by_client.get(client).and_then(|c| inner.conns.get(c))
         else {
@@ -254,7 +253,7 @@ impl Registry {
     }
 
     /// Delivers to local connection `conn`; `false` when it is not here.
-    pub fn deliver_conn(&self, conn: ConnId, frame: &Utf8Bytes) -> bool {
+    pub fn deliver_conn(&self, conn: ConnId, frame: &Frame) -> bool {
         let inner = self.read();
         inner
             .conns
@@ -263,7 +262,7 @@ impl Registry {
     }
 
     /// Delivers to every local connection of `user` but `except`; returns how many got it.
-    pub fn deliver_user(&self, user: &UserId, except: ConnId, frame: &Utf8Bytes) -> usize {
+    pub fn deliver_user(&self, user: &UserId, except: ConnId, frame: &Frame) -> usize {
         let inner = self.read();
         let Some(conns) = inner.by_user.get(user) else {
             return 0;
@@ -293,7 +292,7 @@ impl Registry {
     }
 
     /// Queues `frame` on every local connection (drain notices).
-    pub fn broadcast_all(&self, frame: &Utf8Bytes) {
+    pub fn broadcast_all(&self, frame: &Frame) {
         for (handle, _) in self.read().conns.values() {
             let _ = handle.outbox.try_send(frame.clone());
         }
@@ -335,7 +334,7 @@ fn join_locked(inner: &mut Inner, room: &RoomId, conn: ConnId) -> bool {
 }
 
 /// Holds `frame` for `conn` if it is joining `room`; hands it back when it is not.
-fn hold(inner: &Inner, room: &RoomId, conn: ConnId, frame: Utf8Bytes) -> Result<(), Utf8Bytes> {
+fn hold(inner: &Inner, room: &RoomId, conn: ConnId, frame: Frame) -> Result<(), Frame> {
     let Some(pending) = inner
         .pending
         .get(room)
@@ -370,7 +369,7 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<ConnId>>, key: 
 mod tests {
     use super::*;
 
-    fn conn(n: u64) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+    fn conn(n: u64) -> (ConnHandle, mpsc::Receiver<Frame>) {
         let (outbox, rx) = mpsc::channel(8);
         let handle = ConnHandle {
             conn: ConnId(n),
@@ -383,7 +382,7 @@ mod tests {
     }
 
     /// Connection 1 is a member of `r`; connection 2 (whose outbox is returned) is joining it.
-    fn one_member_one_joining() -> (Registry, RoomId, mpsc::Receiver<Utf8Bytes>) {
+    fn one_member_one_joining() -> (Registry, RoomId, mpsc::Receiver<Frame>) {
         let registry = Registry::default();
         let room = RoomId::parse("r").unwrap();
         let (a, _) = conn(1);
@@ -398,24 +397,24 @@ mod tests {
     #[test]
     fn a_joining_connection_gets_held_frames_in_order_once_confirmed() {
         let (registry, room, mut b_rx) = one_member_one_joining();
-        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("one"));
-        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("two"));
+        registry.deliver_room(&room, ConnId(1), &Frame::from_static("one"));
+        registry.deliver_room(&room, ConnId(1), &Frame::from_static("two"));
         assert!(b_rx.try_recv().is_err(), "held until confirmed");
         registry.confirm_join(&room, ConnId(2));
-        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("three"));
+        registry.deliver_room(&room, ConnId(1), &Frame::from_static("three"));
         let got: Vec<_> = std::iter::from_fn(|| b_rx.try_recv().ok()).collect();
-        assert_eq!(got, ["one", "two", "three"].map(Utf8Bytes::from_static));
+        assert_eq!(got, ["one", "two", "three"].map(Frame::from_static));
     }
 
     #[test]
     fn a_signal_to_a_joining_connection_waits_for_the_join() {
         let (registry, room, mut b_rx) = one_member_one_joining();
         let b = ClientId::parse("c2").unwrap();
-        let offer = Utf8Bytes::from_static("offer");
+        let offer = Frame::from_static("offer");
         assert!(registry.deliver_client(&b, Some(&room), offer).is_ok());
         assert!(b_rx.try_recv().is_err(), "held until confirmed");
         let elsewhere = RoomId::parse("elsewhere").unwrap();
-        let x = Utf8Bytes::from_static("x");
+        let x = Frame::from_static("x");
         assert_eq!(
             registry.deliver_client(&b, Some(&elsewhere), x.clone()),
             Err(x)
@@ -423,9 +422,9 @@ mod tests {
         assert!(registry.has_room(&room));
         registry.confirm_join(&room, ConnId(2));
         assert_eq!(b_rx.try_recv().unwrap(), "offer");
-        assert!(registry.deliver_conn(ConnId(2), &Utf8Bytes::from_static("error")));
+        assert!(registry.deliver_conn(ConnId(2), &Frame::from_static("error")));
         assert_eq!(b_rx.try_recv().unwrap(), "error");
-        assert!(!registry.deliver_conn(ConnId(9), &Utf8Bytes::from_static("error")));
+        assert!(!registry.deliver_conn(ConnId(9), &Frame::from_static("error")));
     }
 
     #[tokio::test]
@@ -445,9 +444,9 @@ mod tests {
     #[test]
     fn a_refused_join_sees_nothing_of_the_room() {
         let (registry, room, mut b_rx) = one_member_one_joining();
-        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("secret"));
+        registry.deliver_room(&room, ConnId(1), &Frame::from_static("secret"));
         registry.abort_join(&room, ConnId(2));
-        registry.deliver_room(&room, ConnId(1), &Utf8Bytes::from_static("later"));
+        registry.deliver_room(&room, ConnId(1), &Frame::from_static("later"));
         assert!(b_rx.try_recv().is_err());
         assert_eq!(registry.remove(ConnId(2)), Some(vec![]));
     }

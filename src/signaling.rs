@@ -2,8 +2,8 @@
 //! what the relayed frame looks like. [`Session::handle`] turns a parsed client message into an
 //! [`Action`] for the connection task to carry out, or an error frame for the client.
 
-use crate::auth::RoomGrant;
-use crate::presence::Member;
+use crate::protocol::Member;
+use crate::protocol::RoomGrant;
 use crate::protocol::{
     ClientId, ClientMessage, ErrorCode, ErrorFrame, RoomId, RoomSignalKind, ServerMessage, UserId,
     UserSignalKind, inbound,

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard::app::{self, Backends};
+use switchboard::app;
+use switchboard::backends::Backends;
 use switchboard::config::{Config, Secret};
 
 const TOOL: &str = env!("CARGO_BIN_EXE_switchboard-loadtest");
@@ -217,8 +218,8 @@ fn pairs_split_over_a_cluster_cross_nodes_and_arrive() {
     let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL")
         .expect("SWITCHBOARD_TEST_REDIS_URL is not set: run scripts/test");
     let mut cluster = config();
-    cluster.redis_url = Some(Secret::new(url));
-    cluster.redis_prefix = format!("lt-{}", std::process::id());
+    cluster.redis.url = Some(Secret::new(url));
+    cluster.redis.prefix = format!("lt-{}", std::process::id());
     let (a, b) = (node(cluster.clone()), node(cluster));
     let pairs = report(&format!(
         "pairs --target {a} --target {b} --pairs 5 --rate 500 --duration 1"

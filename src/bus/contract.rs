@@ -245,15 +245,39 @@ async fn redis_contract(var: &str) {
             let prefix = format!("contract-{}", uuid::Uuid::new_v4().simple());
             let attach = || async {
                 let id = NodeId::generate();
-                let (bus, rx) = crate::cluster::connect_bus(&url, &prefix, &id)
-                    .await
-                    .unwrap();
+                let (bus, rx) = connect_redis_bus(&url, &prefix, &id).await;
                 (Box::new(bus) as Box<dyn Bus>, rx, id)
             };
             (attach().await, attach().await)
         }
     })
     .await;
+}
+
+/// A Redis bus for node `id`; its essential tasks run detached.
+async fn connect_redis_bus(
+    url: &str,
+    prefix: &str,
+    id: &NodeId,
+) -> (
+    crate::bus::redis::RedisBus,
+    tokio::sync::mpsc::Receiver<crate::bus::Inbound>,
+) {
+    let target = crate::redis::url::parse(url).unwrap();
+    let publisher = crate::redis::client(&target).await.unwrap();
+    let subscriber = crate::redis::subscriber(&target).await.unwrap();
+    let keys = crate::redis::Keys::new(prefix);
+    let mut tasks = crate::tasks::Tasks::default();
+    crate::bus::redis::RedisBus::start(
+        id.clone(),
+        keys,
+        target.clustered,
+        publisher,
+        subscriber,
+        &mut tasks,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

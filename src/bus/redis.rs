@@ -33,8 +33,9 @@ use fred::util::redis_keyslot;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Bus, BusError, Envelope, Inbound, Topic};
-use crate::cluster::Keys;
 use crate::protocol::NodeId;
+use crate::redis::Keys;
+use crate::tasks::Tasks;
 use publisher::Outgoing;
 
 pub use super::memory::INBOUND_CAPACITY;
@@ -65,14 +66,16 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    /// Wraps connected clients, starts the node's inbound and publishing tasks and subscribes
-    /// to the node's own channel; returns the bus and the node's inbound stream.
+    /// Wraps connected clients, starts the node's inbound, publishing and re-subscribing tasks
+    /// (as essential `tasks`) and subscribes to the node's own channel; returns the bus and the
+    /// node's inbound stream.
     pub async fn start(
         node: NodeId,
         keys: Keys,
         sharded: bool,
         publisher: Client,
         subscriber: SubscriberClient,
+        tasks: &mut Tasks,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), BusError> {
         let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
         let messages = subscriber.message_rx();
@@ -84,8 +87,14 @@ impl RedisBus {
             wanted: Mutex::default(),
             ops: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(inbound::run(node.clone(), messages, tx.clone()));
-        tokio::spawn(resubscribe_on_reconnect(Arc::clone(&shared), reconnects));
+        tasks.spawn(
+            "bus-inbound",
+            inbound::run(node.clone(), messages, tx.clone()),
+        );
+        tasks.spawn(
+            "bus-resubscriber",
+            resubscribe_on_reconnect(Arc::clone(&shared), reconnects),
+        );
         let (queue, queued) = mpsc::channel(publisher::QUEUE);
         let context = publisher::Context {
             shared: Arc::clone(&shared),
@@ -93,7 +102,7 @@ impl RedisBus {
             client: publisher.clone(),
             inbound: tx,
         };
-        tokio::spawn(publisher::run(context, queued));
+        tasks.spawn("bus-publisher", publisher::run(context, queued));
         let bus = Self {
             keys,
             publisher,
@@ -102,6 +111,15 @@ impl RedisBus {
         };
         bus.subscribe(&Topic::Node(node)).await?;
         Ok((bus, rx))
+    }
+}
+
+/// The Redis channel of a topic (names in [`Keys`]).
+fn channel(keys: &Keys, topic: &Topic) -> String {
+    match topic {
+        Topic::Room(room) => keys.room_channel(room),
+        Topic::User(user) => keys.user_channel(user),
+        Topic::Node(node) => keys.node_channel(node),
     }
 }
 
@@ -211,7 +229,7 @@ impl Bus for RedisBus {
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        let channel = self.keys.channel(topic);
+        let channel = channel(&self.keys, topic);
         let _ops = self.shared.ops.lock().await;
         if !self.shared.subscriber.is_connected() {
             return Err(BusError::Unavailable(
@@ -236,7 +254,7 @@ impl Bus for RedisBus {
         if *topic == Topic::Node(self.shared.node.clone()) {
             return Ok(());
         }
-        let channel = self.keys.channel(topic);
+        let channel = channel(&self.keys, topic);
         let _ops = self.shared.ops.lock().await;
         if !self.shared.wanted().remove(&channel) {
             return Ok(());

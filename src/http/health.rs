@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::ApiError;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub async fn root() -> Json<Value> {
@@ -53,6 +53,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(ended) = state.supervisor.ended() {
+        return Err(ApiError::unavailable(
+            "task_failed",
+            format!("{ended}; the node is shutting down"),
+        ));
+    }
     if state.is_draining() {
         return Err(ApiError::unavailable(
             "draining",

@@ -5,8 +5,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::{ApiError, Bearer};
-use crate::presence::{Member, PresenceError};
+use super::Bearer;
+use crate::error::ApiError;
+use crate::presence::PresenceError;
+use crate::protocol::Member;
 use crate::protocol::{RoomId, UserId};
 use crate::state::AppState;
 

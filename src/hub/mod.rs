@@ -15,14 +15,16 @@ mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::bus::{Bus, BusError, Envelope, Inbound, Route, Topic};
 use crate::metrics as m;
-use crate::presence::{Claim, Joined, Member, Presence, PresenceError};
-use crate::protocol::{CloseCode, ErrorCode, ErrorFrame, NodeId, PeerView, RoomId, ServerMessage};
+use crate::presence::{Claim, Joined, Presence, PresenceError};
+use crate::protocol::Member;
+use crate::protocol::{
+    CloseCode, ErrorCode, ErrorFrame, Frame, NodeId, PeerView, RoomId, ServerMessage,
+};
 use crate::registry::{ConnHandle, Registry};
 
 pub use relay::Relayed;
@@ -260,7 +262,7 @@ impl Hub {
         route: Route,
         message: ServerMessage,
     ) -> Result<(), ErrorFrame> {
-        let frame = Utf8Bytes::from(message.to_json());
+        let frame = Frame::from(message.to_json());
         self.registry.deliver_room(room, member.conn, &frame);
         self.publish(&Topic::Room(room.clone()), route, frame.into())
             .await?;
@@ -327,8 +329,7 @@ impl Hub {
         let notice = ServerMessage::Reconnect {
             reason: "node_evicted",
         };
-        self.registry
-            .broadcast_all(&Utf8Bytes::from(notice.to_json()));
+        self.registry.broadcast_all(&Frame::from(notice.to_json()));
         self.registry.close_all(CloseCode::ServiceRestart);
     }
 

@@ -7,15 +7,15 @@
 //! `peer_not_found`. Room broadcasts are posted on the room's topic. User-addressed signals
 //! wait for the bus, since `user_offline` depends on who received them.
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 
 use super::{Hub, Seat};
 use crate::bus::{Envelope, Inbound, Route, Topic, Undelivered};
 use crate::metrics as m;
-use crate::presence::Member;
+use crate::protocol::Member;
 use crate::protocol::{
-    ClientId, CloseCode, ConnId, ErrorCode, ErrorFrame, NodeId, RoomId, ServerMessage, UserId,
+    ClientId, CloseCode, ConnId, ErrorCode, ErrorFrame, Frame, NodeId, RoomId, ServerMessage,
+    UserId,
 };
 
 fn peer_not_found(room: &RoomId, to: &ClientId) -> ErrorFrame {
@@ -34,7 +34,7 @@ pub enum Relayed {
     /// Delivered locally or posted to the nodes concerned.
     Done,
     /// The roster does not know the peer: [`Hub::send_to_unknown`] asks presence.
-    Unknown(Utf8Bytes),
+    Unknown(Frame),
 }
 
 impl Hub {
@@ -45,7 +45,7 @@ impl Hub {
         me: &Member,
         room: &RoomId,
         to: Option<&ClientId>,
-        frame: Utf8Bytes,
+        frame: Frame,
     ) -> Result<Relayed, ErrorFrame> {
         let Some(to) = to else {
             self.registry.deliver_room(room, me.conn, &frame);
@@ -73,7 +73,7 @@ impl Hub {
         me: &Member,
         room: &RoomId,
         to: Option<&ClientId>,
-        frame: Utf8Bytes,
+        frame: Frame,
     ) -> Result<(), ErrorFrame> {
         match (self.relay_room(me, room, to, frame)?, to) {
             (Relayed::Unknown(frame), Some(to)) => self.send_to_unknown(me, room, to, frame).await,
@@ -87,7 +87,7 @@ impl Hub {
         me: &Member,
         room: &RoomId,
         to: &ClientId,
-        frame: Utf8Bytes,
+        frame: Frame,
     ) -> Result<(), ErrorFrame> {
         let node = self
             .locate_in_presence(room, to)
@@ -102,7 +102,7 @@ impl Hub {
         room: &RoomId,
         to: &ClientId,
         node: NodeId,
-        frame: Utf8Bytes,
+        frame: Frame,
     ) -> Result<(), ErrorFrame> {
         let route = Route::Member {
             room: room.clone(),
@@ -132,7 +132,7 @@ impl Hub {
         &self,
         me: &Member,
         target: &UserId,
-        frame: Utf8Bytes,
+        frame: Frame,
     ) -> Result<(), ErrorFrame> {
         let local = self.registry.deliver_user(target, me.conn, &frame);
         let route = Route::User {
@@ -206,7 +206,7 @@ impl Hub {
             }
             _ => {}
         }
-        let Ok(frame) = Utf8Bytes::try_from(payload) else {
+        let Ok(frame) = Frame::try_from(payload) else {
             metrics::counter!(m::BUS_DROPPED).increment(1);
             return;
         };
@@ -290,7 +290,7 @@ impl Hub {
     /// Sends an error frame to local connection `conn`, if it is still here.
     fn tell(&self, conn: ConnId, error: ErrorFrame) {
         metrics::counter!(m::MESSAGE_ERRORS, "code" => error.code.as_str()).increment(1);
-        let frame = Utf8Bytes::from(ServerMessage::from(error).to_json());
+        let frame = Frame::from(ServerMessage::from(error).to_json());
         self.registry.deliver_conn(conn, &frame);
     }
 }

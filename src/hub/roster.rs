@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::presence::Member;
+use crate::protocol::Member;
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId};
 
 /// A member on another node.

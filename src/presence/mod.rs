@@ -10,27 +10,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::protocol::{ClientId, ConnId, NodeId, PeerView, RoomId, UserId};
-
-/// A connection as presence records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub client_id: ClientId,
-    pub user_id: UserId,
-    pub username: String,
-    pub conn: ConnId,
-    pub node: NodeId,
-}
-
-impl Member {
-    pub fn view(&self) -> PeerView {
-        PeerView {
-            client_id: self.client_id.clone(),
-            username: self.username.clone(),
-            user_id: self.user_id.clone(),
-        }
-    }
-}
+use crate::protocol::{ClientId, ConnId, Member, RoomId, UserId};
 
 /// The outcome of claiming a client id.
 #[derive(Debug, Clone, PartialEq, Eq)]

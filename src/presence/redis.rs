@@ -1,4 +1,4 @@
-//! Presence in Redis (cluster mode). Keys (layout in [`crate::cluster`] and `docs/cluster.md`):
+//! Presence in Redis (cluster mode). Keys (layout in [`crate::redis`] and `docs/cluster.md`):
 //! a ZSET per room of member records in join order, a HASH per client id (the claim), a HASH per
 //! user (its connections), a HASH per connection and a SET per node incarnation indexing what
 //! that node holds, and the lease ZSET. Joins and claims are Lua scripts on one key, so caps and
@@ -29,8 +29,8 @@ use fred::clients::Client;
 use fred::prelude::{Error as RedisError, Options};
 
 use super::{Claim, Joined, Member, Presence, PresenceError, Reaped, RoomSummary};
-use crate::cluster::Keys;
 use crate::protocol::{ClientId, NodeId, RoomId, UserId};
+use crate::redis::Keys;
 use mirror::Mirror;
 use store::{Claimed, Store};
 

@@ -11,21 +11,23 @@ use serde_json::value::RawValue;
 
 use super::{ClientId, ErrorCode, ErrorFrame, RoomId, UserId};
 
-/// Room signals: relayed to one member (`to`) or every other member of a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomSignalKind {
-    Offer,
-    Answer,
-    IceCandidate,
-    Signal,
+named_enum! {
+    /// Room signals: relayed to one member (`to`) or every other member of a room.
+    pub enum RoomSignalKind {
+        Offer = "offer",
+        Answer = "answer",
+        IceCandidate = "ice_candidate",
+        Signal = "signal",
+    }
 }
 
-/// User-addressed signals: relayed to every connection of `target_user_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserSignalKind {
-    Offer,
-    Answer,
-    IceCandidate,
+named_enum! {
+    /// User-addressed signals: relayed to every connection of `target_user_id`.
+    pub enum UserSignalKind {
+        Offer = "webrtc_offer",
+        Answer = "webrtc_answer",
+        IceCandidate = "webrtc_ice_candidate",
+    }
 }
 
 /// A parsed client frame.
@@ -52,27 +54,6 @@ pub enum ClientMessage<'a> {
         target: UserId,
         body: RawObject<'a>,
     },
-}
-
-impl RoomSignalKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Offer => "offer",
-            Self::Answer => "answer",
-            Self::IceCandidate => "ice_candidate",
-            Self::Signal => "signal",
-        }
-    }
-}
-
-impl UserSignalKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Offer => "webrtc_offer",
-            Self::Answer => "webrtc_answer",
-            Self::IceCandidate => "webrtc_ice_candidate",
-        }
-    }
 }
 
 /// The deepest nesting of arrays and objects a frame may have.
@@ -107,14 +88,13 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ErrorFrame> {
         "pong" => ClientMessage::Pong,
         "join" => ClientMessage::Join(body.field("room")?.ok_or_else(|| missing("room"))?),
         "leave" => ClientMessage::Leave(body.field("room")?.ok_or_else(|| missing("room"))?),
-        "offer" => room_signal(RoomSignalKind::Offer, body)?,
-        "answer" => room_signal(RoomSignalKind::Answer, body)?,
-        "ice_candidate" => room_signal(RoomSignalKind::IceCandidate, body)?,
-        "signal" => room_signal(RoomSignalKind::Signal, body)?,
-        "webrtc_offer" => user_signal(UserSignalKind::Offer, body)?,
-        "webrtc_answer" => user_signal(UserSignalKind::Answer, body)?,
-        "webrtc_ice_candidate" => user_signal(UserSignalKind::IceCandidate, body)?,
         other => {
+            if let Some(kind) = RoomSignalKind::from_name(other) {
+                return room_signal(kind, body);
+            }
+            if let Some(kind) = UserSignalKind::from_name(other) {
+                return user_signal(kind, body);
+            }
             let shown: String = other.chars().take(64).collect();
             return Err(ErrorFrame::new(
                 ErrorCode::UnknownType,

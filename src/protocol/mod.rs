@@ -2,13 +2,55 @@
 //! server sends ([`ServerMessage`]), error codes and close codes. `docs/protocol.md` is the
 //! human version of this module; the two change together.
 
+/// Declares a fieldless enum whose variants each have one stable wire name: the one table
+/// from which `as_str`, `from_name` and `ALL` (in declaration order) are generated, so that a
+/// new variant is one line.
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $wire:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order (`variant as usize` indexes it).
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $wire,)+
+                }
+            }
+
+            /// The variant with wire name `name`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($wire => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+mod frame;
 mod ids;
 pub mod inbound;
+mod member;
 
 use serde::Serialize;
 
+pub use frame::Frame;
 pub use ids::{ClientId, ConnId, InvalidId, NodeId, RoomId, UserId};
 pub use inbound::{ClientMessage, RoomSignalKind, UserSignalKind};
+pub use member::{Member, RoomGrant};
 
 /// WebSocket close codes the server sends, and what a client should do about each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,46 +127,30 @@ impl CloseCode {
     }
 }
 
-/// The stable `code` of an error frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidJson,
-    UnknownType,
-    MissingField,
-    InvalidField,
-    BinaryNotSupported,
-    Unauthorized,
-    Forbidden,
-    AlreadyAuthenticated,
-    NotInRoom,
-    PeerNotFound,
-    UserOffline,
-    RoomFull,
-    TooManyRooms,
-    ClientIdTaken,
-    Unavailable,
+named_enum! {
+    /// The stable `code` of an error frame.
+    pub enum ErrorCode {
+        InvalidJson = "invalid_json",
+        UnknownType = "unknown_type",
+        MissingField = "missing_field",
+        InvalidField = "invalid_field",
+        BinaryNotSupported = "binary_not_supported",
+        Unauthorized = "unauthorized",
+        Forbidden = "forbidden",
+        AlreadyAuthenticated = "already_authenticated",
+        NotInRoom = "not_in_room",
+        PeerNotFound = "peer_not_found",
+        UserOffline = "user_offline",
+        RoomFull = "room_full",
+        TooManyRooms = "too_many_rooms",
+        ClientIdTaken = "client_id_taken",
+        Unavailable = "unavailable",
+    }
 }
 
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidJson => "invalid_json",
-            Self::UnknownType => "unknown_type",
-            Self::MissingField => "missing_field",
-            Self::InvalidField => "invalid_field",
-            Self::BinaryNotSupported => "binary_not_supported",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::AlreadyAuthenticated => "already_authenticated",
-            Self::NotInRoom => "not_in_room",
-            Self::PeerNotFound => "peer_not_found",
-            Self::UserOffline => "user_offline",
-            Self::RoomFull => "room_full",
-            Self::TooManyRooms => "too_many_rooms",
-            Self::ClientIdTaken => "client_id_taken",
-            Self::Unavailable => "unavailable",
-        }
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -12,10 +12,9 @@ use tokio::sync::mpsc;
 use crate::auth::Identity;
 use crate::hub::Relayed;
 use crate::metrics::{self as m, MessageKind};
-use crate::presence::Member;
 use crate::protocol::{
-    ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, RoomId, ServerMessage,
-    inbound,
+    ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, Frame, Member, RoomId,
+    ServerMessage, inbound,
 };
 use crate::registry::{ConnHandle, Control};
 use crate::signaling::{Action, Session};
@@ -66,7 +65,7 @@ enum Next {
     Locate {
         room: RoomId,
         to: ClientId,
-        frame: Utf8Bytes,
+        frame: Frame,
     },
     /// Not a text frame.
     Other(Incoming),
@@ -298,7 +297,7 @@ impl Conn {
         &mut self,
         session: &mut Session,
         control: &Control,
-        outbox: &mut mpsc::Receiver<Utf8Bytes>,
+        outbox: &mut mpsc::Receiver<Frame>,
     ) -> CloseCode {
         let config = Arc::clone(&self.state.config);
         let mut keepalive = tokio::time::interval(config.ping_interval);
@@ -356,26 +355,22 @@ impl Conn {
     }
 
     /// Writes `first` and whatever else is queued, with one flush.
-    async fn write_batch(
-        &mut self,
-        first: Utf8Bytes,
-        outbox: &mut mpsc::Receiver<Utf8Bytes>,
-    ) -> bool {
-        if self.socket.feed(Message::Text(first)).await.is_err() {
+    async fn write_batch(&mut self, first: Frame, outbox: &mut mpsc::Receiver<Frame>) -> bool {
+        if self.socket.feed(text(first)).await.is_err() {
             return false;
         }
         for _ in 1..WRITE_BATCH {
             let Ok(frame) = outbox.try_recv() else { break };
-            if self.socket.feed(Message::Text(frame)).await.is_err() {
+            if self.socket.feed(text(frame)).await.is_err() {
                 return false;
             }
         }
         self.socket.flush().await.is_ok()
     }
 
-    async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Utf8Bytes>) {
+    async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Frame>) {
         while let Ok(frame) = outbox.try_recv() {
-            if self.socket.feed(Message::Text(frame)).await.is_err() {
+            if self.socket.feed(text(frame)).await.is_err() {
                 return;
             }
         }
@@ -474,6 +469,12 @@ impl Conn {
             Err(e) => self.send_error(e).await,
         }
     }
+}
+
+/// The socket's frame for a core frame: the same buffer (its UTF-8 is checked again, no copy).
+fn text(frame: Frame) -> Message {
+    let text = Utf8Bytes::try_from(frame.into_bytes()).expect("a Frame holds UTF-8");
+    Message::Text(text)
 }
 
 fn binary() -> ErrorFrame {

@@ -1,18 +1,21 @@
 //! The WebSocket endpoints. Everything that can be refused before the upgrade is refused here,
 //! with an HTTP JSON error: the room name, the query string, a token given in the query, and
-//! upgrades while the node drains. [`connection`] runs the upgraded socket.
+//! upgrades while the node drains. [`connection`] runs the upgraded socket; [`routes`] are
+//! merged into the node's router by [`crate::app`].
 
 mod connection;
 
+use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::routing::get;
 use serde::Deserialize;
 
 use crate::auth::{AuthError, Identity};
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::metrics as m;
 use crate::protocol::{ClientId, RoomId};
 use crate::state::AppState;
@@ -25,6 +28,13 @@ pub struct WsQuery {
     client_id: Option<String>,
     #[serde(rename = "clientId")]
     client_id_camel: Option<String>,
+}
+
+/// The WebSocket routes: `/ws/{room}` and `/ws`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ws", get(root_endpoint))
+        .route("/ws/{room}", get(room_endpoint))
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;

@@ -34,8 +34,8 @@ impl Redis {
 /// A node config on `url` under a fresh key prefix.
 pub fn redis_config(url: &str) -> Config {
     let mut config = test_config();
-    config.redis_url = Some(Secret::new(url));
-    config.redis_prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+    config.redis.url = Some(Secret::new(url));
+    config.redis.prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
     config.subscription_linger = Duration::from_millis(300);
     config
 }

@@ -180,3 +180,49 @@ async fn shutdown_drains_clients_with_a_reconnect_notice_and_1012() {
         .expect("node stops")
         .unwrap();
 }
+
+/// `/readyz` answered by the node's router directly (the listener closes once the node has
+/// drained).
+async fn readiness(state: &switchboard::state::AppState) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get("/readyz")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = switchboard::app::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn a_node_whose_essential_task_ends_turns_unready_drains_and_fails() {
+    for task in ["hub-inbound", "presence-reaper"] {
+        let node = spawn_node(test_config());
+        assert_eq!(
+            node.state.supervisor.names(),
+            ["hub-inbound", "presence-reaper"]
+        );
+        let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+        assert_eq!(readiness(&node.state).await.0, 200);
+
+        assert!(node.state.supervisor.abort(task));
+        let (frames, code) = a.drain_until_close().await;
+        assert_eq!(
+            (frames, code),
+            (vec![json!({"type":"reconnect","reason":"shutdown"})], 1012)
+        );
+        let (status, body) = readiness(&node.state).await;
+        assert_eq!((status, body["code"].as_str()), (503, Some("task_failed")));
+        assert!(body["detail"].as_str().unwrap().contains(task), "{body}");
+        let ended = tokio::task::spawn_blocking(move || node.wait_stopped())
+            .await
+            .unwrap();
+        let error = ended.expect_err("the node fails");
+        assert_eq!(error, format!("essential task {task} was cancelled"));
+    }
+}

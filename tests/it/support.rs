@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use switchboard::app::{self, Backends};
+use switchboard::app;
 use switchboard::auth::{self, Tokens};
+use switchboard::backends::Backends;
 use switchboard::bus::memory::MemoryHub;
 use switchboard::config::{Config, DEV_JWT_SECRET};
 use switchboard::presence::memory::MemoryPresence;
@@ -44,6 +45,8 @@ pub fn test_config() -> Config {
 pub struct TestNode {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// How the node's serve call ended (`None` for a crash).
+    stopped: std::sync::mpsc::Receiver<Option<Result<(), String>>>,
     shutdown: Option<oneshot::Sender<()>>,
     crash: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -59,6 +62,7 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (crash_tx, crash_rx) = oneshot::channel::<()>();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -79,10 +83,11 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
             let serve = app::serve_state(state, listener, async {
                 let _ = shutdown_rx.await;
             });
-            tokio::select! {
-                _ = serve => {}
-                _ = crash_rx => {}
-            }
+            let result = tokio::select! {
+                result = serve => Some(result.map_err(|e| e.to_string())),
+                _ = crash_rx => None,
+            };
+            let _ = stopped_tx.send(result);
         });
         // Dropping the runtime here drops every task of the node without running its cleanup.
     });
@@ -90,6 +95,7 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
     TestNode {
         addr,
         state,
+        stopped,
         shutdown: Some(shutdown_tx),
         crash: Some(crash_tx),
         thread: Some(thread),
@@ -120,6 +126,15 @@ impl TestNode {
 
     pub fn node_id(&self) -> NodeId {
         self.state.hub.node.clone()
+    }
+
+    /// Waits for the node to stop by itself; returns how its serve call ended.
+    pub fn wait_stopped(mut self) -> Result<(), String> {
+        let result = self.stopped.recv_timeout(WAIT).expect("the node stopped");
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        result.expect("a serve result, not a crash")
     }
 
     /// Drains the node gracefully and waits for it to stop.

@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::BatchWriter;
 use super::{Shared, fast};
 use crate::bus::{BusError, Envelope, Inbound, Route, Topic, Undelivered};
-use crate::cluster::Keys;
 use crate::metrics as m;
 use crate::protocol::ConnId;
+use crate::redis::Keys;
 
 /// Envelopes a node may have queued for Redis before posts are refused as overloaded.
 pub const QUEUE: usize = 16_384;
@@ -106,7 +106,7 @@ fn pack(ctx: &Context, round: impl Iterator<Item = Outgoing>) -> Vec<Batch> {
             Some(&at) if at >= behind && batches[at].writer.size() < BATCH_BYTES => at,
             _ => {
                 batches.push(Packing {
-                    channel: ctx.keys.channel(&out.topic),
+                    channel: super::channel(&ctx.keys, &out.topic),
                     writer: BatchWriter::new(&ctx.shared.node),
                     waiters: Vec::new(),
                 });

@@ -23,7 +23,8 @@ use fred::prelude::Error as RedisError;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{RedisPresence, fast};
-use crate::presence::{Member, PresenceError, Reaped};
+use crate::presence::{PresenceError, Reaped};
+use crate::protocol::Member;
 use crate::protocol::{ConnId, NodeId, RoomId};
 
 /// Dead incarnations one reap takes on at most.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::presence::Member;
+use crate::protocol::Member;
 use crate::protocol::{ConnId, RoomId};
 
 /// A local connection with a claim, and its rooms with the join sequence number each gave it.

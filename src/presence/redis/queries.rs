@@ -5,7 +5,8 @@ use futures_util::future::{join_all, try_join_all};
 
 use super::record;
 use super::store::{Result, Store};
-use crate::presence::{Member, RoomSummary};
+use crate::presence::RoomSummary;
+use crate::protocol::Member;
 use crate::protocol::{RoomId, UserId};
 
 /// How long an empty room stays in the room index after its last join, in seconds (a join

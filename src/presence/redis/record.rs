@@ -3,7 +3,7 @@
 //! restricted character sets (no `|`), so Lua can match them; the user id and name, which may
 //! hold anything printable, sit in a JSON tail.
 
-use crate::presence::Member;
+use crate::protocol::Member;
 use crate::protocol::{ClientId, ConnId, NodeId, UserId};
 
 pub fn encode(member: &Member, owner: &str) -> String {

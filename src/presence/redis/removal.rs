@@ -10,7 +10,7 @@ use futures_util::future::try_join_all;
 use super::mirror::Held;
 use super::record;
 use super::store::{Result, Store, room_field};
-use crate::presence::Member;
+use crate::protocol::Member;
 use crate::protocol::{ConnId, RoomId};
 
 impl Store {

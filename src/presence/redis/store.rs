@@ -11,9 +11,10 @@ use super::fast;
 use super::mirror::Held;
 use super::record;
 use super::scripts::{Script, Scripts};
-use crate::cluster::Keys;
-use crate::presence::{Joined, Member};
+use crate::presence::Joined;
+use crate::protocol::Member;
 use crate::protocol::{ConnId, RoomId};
+use crate::redis::Keys;
 
 pub(super) type Result<T> = std::result::Result<T, RedisError>;
 

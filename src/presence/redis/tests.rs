@@ -12,7 +12,8 @@ use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 
 use crate::presence::memory::MemoryPresence;
-use crate::presence::{Member, Presence, Reaped};
+use crate::presence::{Presence, Reaped};
+use crate::protocol::Member;
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
 fn url(var: &str) -> String {
@@ -24,10 +25,13 @@ fn prefix() -> String {
 }
 
 async fn redis(url: &str, prefix: &str, node: &NodeId, ttl: Duration) -> Arc<dyn Presence> {
-    crate::cluster::connect(url, prefix, node, ttl)
+    let target = crate::redis::url::parse(url).unwrap();
+    let client = crate::redis::client(&target).await.unwrap();
+    let keys = crate::redis::Keys::new(prefix);
+    let presence = super::RedisPresence::start(client, keys, node.clone(), ttl)
         .await
-        .unwrap()
-        .presence
+        .unwrap();
+    Arc::new(presence)
 }
 
 fn member(node: &NodeId, client: &str, user: &str, conn: u64) -> Member {
@@ -243,10 +247,10 @@ async fn a_node_writes_its_members_back_after_redis_lost_them() {
 /// Moves the lease of every incarnation of `node` into the past, as a stall or a cut-off from
 /// Redis longer than the lease does.
 async fn expire_lease(url: &str, prefix: &str, node: &NodeId) {
-    let target = crate::cluster::url::parse(url).unwrap();
+    let target = crate::redis::url::parse(url).unwrap();
     let client = Builder::from_config(target.config).build().unwrap();
     client.init().await.unwrap();
-    let leases = crate::cluster::Keys::new(prefix).leases();
+    let leases = crate::redis::Keys::new(prefix).leases();
     let all: Vec<String> = client
         .zrange(&leases, 0, -1, None, false, None, false)
         .await

@@ -9,9 +9,9 @@ use fred::types::SetOptions;
 use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 use serde_json::json;
-use switchboard::cluster::{Keys, url};
 use switchboard::config::Config;
 use switchboard::protocol::NodeId;
+use switchboard::redis::{Keys, url};
 
 use super::{Redis, RedisProcess, get, member_ids, poll, redis_config, spawn_cluster};
 use crate::support::*;
@@ -19,7 +19,38 @@ use crate::support::*;
 on_both_redis!(
     a_crashed_nodes_members_are_reaped_within_two_lease_ttls,
     a_node_reaped_while_cut_off_sends_its_clients_to_rejoin,
+    a_node_whose_bus_task_ends_drains_and_fails,
 );
+
+async fn a_node_whose_bus_task_ends_drains_and_fails(redis: Redis) {
+    let node = spawn_node_on(redis_config(&redis.url()), Backing::FromConfig);
+    let mut names = node.state.supervisor.names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "bus-inbound",
+            "bus-publisher",
+            "bus-resubscriber",
+            "hub-inbound",
+            "presence-reaper"
+        ]
+    );
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    assert!(node.state.supervisor.abort("bus-inbound"));
+    let (frames, code) = a.drain_until_close().await;
+    assert_eq!(
+        (frames, code),
+        (vec![json!({"type":"reconnect","reason":"shutdown"})], 1012)
+    );
+    let ended = tokio::task::spawn_blocking(move || node.wait_stopped())
+        .await
+        .unwrap();
+    assert_eq!(
+        ended,
+        Err("essential task bus-inbound was cancelled".to_owned())
+    );
+}
 
 async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) {
     let mut config = redis_config(&redis.url());
@@ -61,10 +92,10 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
 /// Moves `node`'s lease into the past in Redis, as a cut-off from Redis (or a stall) longer
 /// than the lease does to a node that stays up.
 async fn expire_lease(config: &Config, node: &NodeId) {
-    let target = url::parse(config.redis_url.as_ref().unwrap().expose()).unwrap();
+    let target = url::parse(config.redis.url.as_ref().unwrap().expose()).unwrap();
     let client = Builder::from_config(target.config).build().unwrap();
     client.init().await.unwrap();
-    let leases = Keys::new(&config.redis_prefix).leases();
+    let leases = Keys::new(&config.redis.prefix).leases();
     let all: Vec<String> = client
         .zrange(&leases, 0, -1, None, false, None, false)
         .await
@@ -139,10 +170,10 @@ async fn a_node_reaped_while_cut_off_sends_its_clients_to_rejoin(redis: Redis) {
 /// Deletes every key of `config`'s prefix on a standalone Redis, as a restart without
 /// persistence does.
 async fn forget_everything(config: &Config) {
-    let target = url::parse(config.redis_url.as_ref().unwrap().expose()).unwrap();
+    let target = url::parse(config.redis.url.as_ref().unwrap().expose()).unwrap();
     let client = Builder::from_config(target.config).build().unwrap();
     client.init().await.unwrap();
-    let mut scan = client.scan(format!("{{{}:*", config.redis_prefix), Some(1000), None);
+    let mut scan = client.scan(format!("{{{}:*", config.redis.prefix), Some(1000), None);
     while let Some(mut page) = scan.try_next().await.unwrap() {
         if let Some(keys) = page.take_results() {
             let _: i64 = client.del(keys).await.unwrap();

@@ -1,4 +1,6 @@
-//! Cluster backends over Redis: the bus and presence a node uses when `redis_url` is set.
+//! Redis plumbing the cluster backends share: the URL ([`url`]), the key and channel layout
+//! ([`Keys`]) and a client builder with the node's reconnect and timeout policy. A leaf: it
+//! knows Redis and the protocol's ids, nothing of the bus, presence or the node above them.
 //!
 //! # Key layout
 //!
@@ -25,22 +27,15 @@
 mod keys;
 pub mod url;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::EventInterface;
 use fred::prelude::{Builder, ConnectionConfig, PerformanceConfig, ReconnectPolicy};
-use fred::types::config::Config as RedisConfig;
-use tokio::sync::mpsc;
 
 pub use keys::Keys;
-
-use crate::app::Backends;
-use crate::bus::Inbound;
-use crate::bus::redis::RedisBus;
-use crate::presence::redis::RedisPresence;
-use crate::protocol::NodeId;
+pub use url::Target;
 
 /// Reconnect delays, ms: quick at first, never slower than a second.
 const RECONNECT_MIN_MS: u32 = 50;
@@ -52,60 +47,26 @@ const SUBSCRIBER_BUFFER: usize = 4096;
 /// Connection events fred buffers for a client that receives no messages.
 const EVENT_BUFFER: usize = 32;
 
-/// Connects a node's bus and presence to the Redis `url` names, under `prefix`.
-pub async fn connect(
-    url: &str,
-    prefix: &str,
-    node: &NodeId,
-    lease_ttl: Duration,
-) -> anyhow::Result<Backends> {
-    let target = url::parse(url)?;
-    let keys = Keys::new(prefix);
-    let (bus, inbound) = start_bus(&target, keys.clone(), node).await?;
-    let client = builder(&target.config, EVENT_BUFFER)
+/// A connected command client (one connection per shard).
+pub async fn client(target: &Target) -> anyhow::Result<Client> {
+    let client = builder(target, EVENT_BUFFER)
         .build()
         .context("building the Redis client")?;
     init(&client, &target.redacted).await?;
-    let presence = RedisPresence::start(client, keys, node.clone(), lease_ttl)
-        .await
-        .with_context(|| format!("starting presence on {}", target.redacted))?;
-    tracing::info!(redis = %target.redacted, cluster = target.clustered, prefix, "cluster backends connected");
-    Ok(Backends {
-        bus: Arc::new(bus),
-        inbound,
-        presence: Arc::new(presence),
-    })
+    Ok(client)
 }
 
-/// Connects only a node's bus (the bus contract tests use it).
-pub async fn connect_bus(
-    url: &str,
-    prefix: &str,
-    node: &NodeId,
-) -> anyhow::Result<(RedisBus, mpsc::Receiver<Inbound>)> {
-    start_bus(&url::parse(url)?, Keys::new(prefix), node).await
-}
-
-async fn start_bus(
-    target: &url::Target,
-    keys: Keys,
-    node: &NodeId,
-) -> anyhow::Result<(RedisBus, mpsc::Receiver<Inbound>)> {
-    let publisher = builder(&target.config, EVENT_BUFFER)
-        .build()
-        .context("building the Redis client")?;
-    let subscriber = builder(&target.config, SUBSCRIBER_BUFFER)
+/// A connected subscriber client, buffering pub/sub messages for one inbound task.
+pub async fn subscriber(target: &Target) -> anyhow::Result<SubscriberClient> {
+    let client = builder(target, SUBSCRIBER_BUFFER)
         .build_subscriber_client()
         .context("building the Redis subscriber")?;
-    init(&publisher, &target.redacted).await?;
-    init(&subscriber, &target.redacted).await?;
-    RedisBus::start(node.clone(), keys, target.clustered, publisher, subscriber)
-        .await
-        .with_context(|| format!("subscribing to the node channel on {}", target.redacted))
+    init(&client, &target.redacted).await?;
+    Ok(client)
 }
 
-fn builder(config: &RedisConfig, buffer: usize) -> Builder {
-    let mut builder = Builder::from_config(config.clone());
+fn builder(target: &Target, buffer: usize) -> Builder {
+    let mut builder = Builder::from_config(target.config.clone());
     builder
         .set_policy(ReconnectPolicy::new_exponential(
             0,
@@ -127,12 +88,13 @@ fn builder(config: &RedisConfig, buffer: usize) -> Builder {
 }
 
 /// Connects a client (failing when Redis is unreachable) and logs its connection errors.
+/// A client that could not connect is shut down, so that it does not go on retrying.
 async fn init(client: &impl EventInterface, redis: &str) -> anyhow::Result<()> {
     let mut errors = client.error_rx();
-    client
-        .init()
-        .await
-        .with_context(|| format!("connecting to Redis at {redis}"))?;
+    if let Err(e) = client.init().await {
+        let _ = client.quit().await;
+        return Err(e).with_context(|| format!("connecting to Redis at {redis}"));
+    }
     tokio::spawn(async move {
         loop {
             match errors.recv().await {

@@ -1,12 +1,11 @@
 //! Names of every Redis key and channel a cluster uses (the layout is documented in
-//! [`crate::cluster`] and `docs/cluster.md`). Every name starts with a hash tag `{prefix:...}`, so
+//! [`crate::redis`] and `docs/cluster.md`). Every name starts with a hash tag `{prefix:...}`, so
 //! the keys one Lua script touches share a Redis Cluster slot and sharded channels spread over
 //! the shards by room and by user.
 
 use std::sync::Arc;
 
-use crate::bus::Topic;
-use crate::protocol::{ClientId, ConnId, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
 /// Key and channel names under one prefix.
 #[derive(Clone, Debug)]
@@ -26,13 +25,19 @@ impl Keys {
         &self.prefix
     }
 
-    /// The channel of a topic: `{P:room:R}:bus`, `{P:user:U}:bus` or `{P:node:N}:bus`.
-    pub fn channel(&self, topic: &Topic) -> String {
-        match topic {
-            Topic::Room(room) => format!("{}:bus", self.room(room)),
-            Topic::User(user) => format!("{{{}:user:{user}}}:bus", self.prefix),
-            Topic::Node(node) => format!("{{{}:node:{node}}}:bus", self.prefix),
-        }
+    /// The bus channel of a room: `{P:room:R}:bus`, in the room's slot.
+    pub fn room_channel(&self, room: &RoomId) -> String {
+        format!("{}:bus", self.room(room))
+    }
+
+    /// The bus channel of a user: `{P:user:U}:bus`, in the user's slot.
+    pub fn user_channel(&self, user: &UserId) -> String {
+        format!("{{{}:user:{user}}}:bus", self.prefix)
+    }
+
+    /// The bus channel of a node: `{P:node:N}:bus`.
+    pub fn node_channel(&self, node: &NodeId) -> String {
+        format!("{{{}:node:{node}}}:bus", self.prefix)
     }
 
     /// ZSET of the members of a room, scored by join order.
@@ -92,14 +97,11 @@ mod tests {
         let room = RoomId::parse("r.1").unwrap();
         let user = UserId::parse("ü@x").unwrap();
         assert_eq!(keys.room(&room), "{sb:room:r.1}");
-        assert_eq!(keys.channel(&Topic::Room(room)), "{sb:room:r.1}:bus");
-        assert_eq!(
-            keys.channel(&Topic::User(user.clone())),
-            "{sb:user:ü@x}:bus"
-        );
+        assert_eq!(keys.room_channel(&room), "{sb:room:r.1}:bus");
+        assert_eq!(keys.user_channel(&user), "{sb:user:ü@x}:bus");
         assert_eq!(keys.devices(&user), "{sb:user:ü@x}:dev");
-        let node = crate::protocol::NodeId::parse("n-1").unwrap();
-        assert_eq!(keys.channel(&Topic::Node(node)), "{sb:node:n-1}:bus");
+        let node = NodeId::parse("n-1").unwrap();
+        assert_eq!(keys.node_channel(&node), "{sb:node:n-1}:bus");
         assert_eq!(keys.conn(ConnId(7)), "{sb:conn:7}");
         assert_eq!(keys.reaping(), "{sb:nodes}:reaping");
     }

@@ -21,6 +21,13 @@ pub struct UrlError {
     reason: String,
 }
 
+impl UrlError {
+    /// What is wrong, with the URL shown without credentials.
+    pub fn explain(&self) -> String {
+        format!("{}: {}", self.redacted, self.reason)
+    }
+}
+
 pub fn parse(url: &str) -> Result<Target, UrlError> {
     let redacted = redact(url);
     let fail = |reason: String| UrlError {
