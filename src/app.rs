@@ -4,13 +4,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -20,7 +22,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::protocol::{CloseCode, Frame, NodeId, ServerMessage};
-use crate::state::AppState;
+use crate::state::{AppState, Startup};
 use crate::tasks::Supervisor;
 
 /// Pending connections the kernel queues before the node accepts them (capped by the system's
@@ -52,14 +54,55 @@ pub fn node_id(config: &Config) -> NodeId {
 }
 
 /// Connects the backends the config names and serves until `shutdown` resolves, then drains.
+///
+/// A cluster node serves from the start: while Redis is not reachable yet (it may start after
+/// the nodes) it retries with backoff, answers liveness, and reports not-ready naming Redis;
+/// once connected it serves everything.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let node = node_id(&config);
-    let backends = Backends::from_config(&config, &node).await?;
-    serve(config, listener, node, backends, shutdown).await
+    let Some(url) = &config.redis.url else {
+        let backends = Backends::standalone(&node);
+        return serve(config, listener, node, backends, shutdown).await;
+    };
+    let redacted = crate::redis::url::redact(url.expose());
+    let startup = Arc::new(Startup::new(node.clone(), format!("Redis at {redacted}")));
+    let ready = {
+        let startup = Arc::clone(&startup);
+        async move {
+            let backends = connect_until_up(&config, &node, &startup).await;
+            build(config, node, backends)
+        }
+    };
+    serve_phases(listener, startup, Arc::default(), ready, shutdown).await
+}
+
+/// The first delay between attempts to reach the backends, doubled after each failure.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest delay between attempts.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Connects the configured backends, retrying with backoff until they are up. Each failed
+/// attempt is logged once and recorded for readiness.
+async fn connect_until_up(config: &Config, node: &NodeId, startup: &Startup) -> Backends {
+    let mut delay = RETRY_FIRST;
+    let mut attempt = 1u32;
+    loop {
+        match Backends::from_config(config, node).await {
+            Ok(backends) => return backends,
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(attempt, retry_in = ?delay, %error, "cluster backends not reachable; retrying");
+                startup.failed(error);
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+        attempt += 1;
+    }
 }
 
 /// Serves on `listener` with the given backends until `shutdown` resolves, then drains.
@@ -105,38 +148,88 @@ pub async fn serve_state(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone()).layer(
-        // Spans carry the path only: query strings may hold tokens.
-        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-        }),
-    );
-    let drained = state.clone();
+    let startup = Arc::new(Startup::new(state.hub.node.clone(), "nothing".into()));
+    let serving = Arc::new(OnceLock::from((state.clone(), router(state.clone()))));
+    serve_phases(
+        listener,
+        startup,
+        serving,
+        std::future::ready(state),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `listener` in two phases: until `serving` is set (by `ready`, unless it already is),
+/// the starting routes (liveness, not-ready naming what `startup` waits for); then the node's
+/// router, until `shutdown` or the end of an essential task, and a drain.
+async fn serve_phases(
+    listener: TcpListener,
+    startup: Arc<Startup>,
+    serving: Arc<OnceLock<(AppState, Router)>>,
+    ready: impl Future<Output = AppState> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let starting = crate::http::starting_routes().with_state(startup);
+    let phase = Arc::clone(&serving);
+    let app = Router::new()
+        .fallback_service(tower::service_fn(move |request: Request| {
+            let router = match phase.get() {
+                Some((_, router)) => router.clone(),
+                None => starting.clone(),
+            };
+            router.oneshot(request)
+        }))
+        .layer(
+            // Spans carry the path only: query strings may hold tokens.
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        );
+    let lifecycle = lifecycle(Arc::clone(&serving), ready, shutdown);
     // Signals are small frames that must leave at once: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
-    let supervisor = Arc::clone(&state.supervisor);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            () = shutdown => {}
-            ended = supervisor.watch() => {
-                tracing::error!(task = ended.task, how = ended.how, "essential task ended; the node is not ready and drains");
-            }
-        }
-        drain(&drained).await;
-    })
+    .with_graceful_shutdown(lifecycle)
     .await?;
-    match state.supervisor.ended() {
+    match serving
+        .get()
+        .and_then(|(state, _)| state.supervisor.ended())
+    {
         Some(ended) => Err(anyhow::anyhow!("{ended}")),
         None => Ok(()),
     }
+}
+
+/// Waits for the node to be ready and switches the router to it, then waits for `shutdown` or
+/// the end of an essential task, and drains. Resolving stops the listener.
+async fn lifecycle(
+    serving: Arc<OnceLock<(AppState, Router)>>,
+    ready: impl Future<Output = AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let state = tokio::select! {
+        state = ready => state,
+        () = &mut shutdown => return,
+    };
+    if serving.get().is_none() {
+        let _ = serving.set((state.clone(), router(state.clone())));
+    }
+    tokio::select! {
+        () = shutdown => {}
+        ended = state.supervisor.watch() => {
+            tracing::error!(task = ended.task, how = ended.how, "essential task ended; the node is not ready and drains");
+        }
+    }
+    drain(&state).await;
 }
 
 /// Builds the state and starts the node's background tasks.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 use crate::protocol::RoomId;
-use crate::protocol::{RoomGrant, UserId};
+use crate::protocol::{ErrorCode, RoomGrant, UserId};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -22,6 +22,8 @@ pub struct Claims {
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Issued at; optional, as other issuers' `{sub, exp}` tokens leave it out.
+    #[serde(default)]
     pub iat: u64,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +51,33 @@ pub enum AuthError {
     TooLarge,
     #[error("invalid token: {0}")]
     Invalid(&'static str),
+}
+
+impl AuthError {
+    /// The error code a client sees: `token_expired` or `unauthorized`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::TooLarge | Self::Invalid(_) => ErrorCode::Unauthorized,
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::TooLarge => "too_large",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// The token of an `Authorization` header value: the scheme `Bearer` in any case (RFC 7235),
+/// with any spaces or tabs around the token. `None` for another scheme or no token.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Signs and verifies tokens with one secret.
@@ -128,6 +157,37 @@ mod tests {
 
     fn user() -> UserId {
         UserId::parse("u-1").unwrap()
+    }
+
+    #[test]
+    fn bearer_headers_in_any_case_and_spacing() {
+        for header in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "  Bearer   abc  ",
+            "Bearer\tabc",
+        ] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "", "abc"] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_without_iat_or_name_are_accepted() {
+        let tokens = Tokens::new(SECRET);
+        let exp = claims(&user(), "A", Duration::from_secs(60)).exp;
+        let bare = serde_json::json!({"sub": "u-1", "exp": exp});
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &bare,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let id = tokens.verify(&token).unwrap();
+        assert_eq!((id.user_id.as_str(), id.name.as_str()), ("u-1", "u-1"));
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl Backends {
     }
 }
 
-/// Connects a node's bus and presence to the Redis `url` names, under `prefix`.
+/// Connects a node's bus and presence to the Redis `url` names, under `prefix`. On failure
+/// nothing is left behind: the clients made are closed and the tasks started are stopped.
 pub async fn connect(
     url: &str,
     prefix: &str,
@@ -61,29 +62,49 @@ pub async fn connect(
     lease_ttl: Duration,
 ) -> anyhow::Result<Backends> {
     let target = redis::url::parse(url)?;
-    let keys = Keys::new(prefix);
+    let clients = redis::Clients::connect(&target).await?;
     let mut tasks = Tasks::default();
-    let publisher = redis::client(&target).await?;
-    let subscriber = redis::subscriber(&target).await?;
+    match start(&target, prefix, node, lease_ttl, &clients, &mut tasks).await {
+        Ok((bus, inbound, presence)) => {
+            tracing::info!(redis = %target.redacted, cluster = target.clustered, prefix, "cluster backends connected");
+            Ok(Backends {
+                bus: Arc::new(bus),
+                inbound,
+                presence: Arc::new(presence),
+                tasks,
+            })
+        }
+        Err(e) => {
+            tasks.abort();
+            clients.quit().await;
+            Err(e)
+        }
+    }
+}
+
+type Started = (RedisBus, mpsc::Receiver<Inbound>, RedisPresence);
+
+async fn start(
+    target: &redis::Target,
+    prefix: &str,
+    node: &NodeId,
+    lease_ttl: Duration,
+    clients: &redis::Clients,
+    tasks: &mut Tasks,
+) -> anyhow::Result<Started> {
+    let keys = Keys::new(prefix);
     let (bus, inbound) = RedisBus::start(
         node.clone(),
         keys.clone(),
         target.clustered,
-        publisher,
-        subscriber,
-        &mut tasks,
+        clients.publisher.clone(),
+        clients.subscriber.clone(),
+        tasks,
     )
     .await
     .with_context(|| format!("subscribing to the node channel on {}", target.redacted))?;
-    let client = redis::client(&target).await?;
-    let presence = RedisPresence::start(client, keys, node.clone(), lease_ttl)
+    let presence = RedisPresence::start(clients.commands.clone(), keys, node.clone(), lease_ttl)
         .await
         .with_context(|| format!("starting presence on {}", target.redacted))?;
-    tracing::info!(redis = %target.redacted, cluster = target.clustered, prefix, "cluster backends connected");
-    Ok(Backends {
-        bus: Arc::new(bus),
-        inbound,
-        presence: Arc::new(presence),
-        tasks,
-    })
+    Ok((bus, inbound, presence))
 }

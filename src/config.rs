@@ -245,7 +245,11 @@ impl Config {
                     .ok_or_else(|| ConfigError::Unknown(name.clone()))?,
                 None => &mut table,
             };
-            let typed = typed_env_value(name, level.get(&key), &env[name])?;
+            let path = match &section {
+                Some(section) => format!("{section}.{key}"),
+                None => key.clone(),
+            };
+            let typed = typed_env_value(&path, level.get(&key), &env[name])?;
             level.insert(key, typed);
         }
         let config: Config =
@@ -255,7 +259,8 @@ impl Config {
                 if reason.starts_with("unknown field") {
                     return ConfigError::Unknown(setting_label(&setting));
                 }
-                invalid(&setting, reason)
+                let expected = expected(defaults_value(&defaults, &setting));
+                invalid(&setting, format!("{reason} (accepted: {expected})"))
             })?;
         config.validate()?;
         Ok(config)
@@ -368,6 +373,113 @@ impl Config {
     }
 }
 
+/// Variables the predecessors read, and the Switchboard setting that replaces each.
+/// Switchboard does not apply them; a node started with one set logs a warning naming the
+/// replacement (`docs/migrating.md` has the whole mapping).
+pub const PREDECESSOR_VARIABLES: &[(&str, &str)] = &[
+    ("HOST", "SWITCHBOARD_LISTEN"),
+    ("PORT", "SWITCHBOARD_LISTEN"),
+    ("WEBRTC_SIGNALING_PORT", "SWITCHBOARD_LISTEN"),
+    ("DEBUG", "SWITCHBOARD_LOG_LEVEL"),
+    ("LOG_LEVEL", "SWITCHBOARD_LOG_LEVEL"),
+    ("ENVIRONMENT", "SWITCHBOARD_ENV"),
+    ("NODE_ENV", "SWITCHBOARD_ENV"),
+    (
+        "REQUIRE_HTTPS",
+        "a TLS-terminating proxy in front of the nodes",
+    ),
+    ("SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
+    ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
+    ("JWT_SECRET", "SWITCHBOARD_JWT_SECRET"),
+    ("TOKEN_EXPIRATION_HOURS", "SWITCHBOARD_CALLS_TOKEN_TTL"),
+    (
+        "SESSION_TIMEOUT_MINUTES",
+        "SWITCHBOARD_CALLS_SESSION_TIMEOUT",
+    ),
+    (
+        "PASSWORD_PEPPER",
+        "nothing (passwords are hashed with argon2id)",
+    ),
+    ("LICENSE_KEY", "nothing"),
+    ("CORS_ORIGINS", "SWITCHBOARD_CORS_ORIGINS"),
+    ("ALLOWED_ORIGINS", "SWITCHBOARD_CORS_ORIGINS"),
+    (
+        "CORS_ALLOW_CREDENTIALS",
+        "nothing (bearer tokens need no cookies)",
+    ),
+    (
+        "RATE_LIMIT_PER_MINUTE",
+        "SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST",
+    ),
+    (
+        "MAX_CONNECTIONS_PER_ROOM",
+        "SWITCHBOARD_MAX_MEMBERS_PER_ROOM",
+    ),
+    ("WEBSOCKET_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT"),
+    ("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET"),
+    ("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS"),
+    ("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS"),
+    ("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL"),
+    ("TURN_SECRET", "SWITCHBOARD_TURN_SECRET"),
+    ("TURN_HOST", "SWITCHBOARD_TURN_URIS"),
+    ("TURN_PORT", "SWITCHBOARD_TURN_URIS"),
+    ("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS"),
+    ("TURN_TTL", "SWITCHBOARD_TURN_TTL"),
+    ("STUN_SERVERS", "SWITCHBOARD_STUN_URIS"),
+    ("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS"),
+    (
+        "TURN_USERNAME",
+        "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
+    ),
+    (
+        "TURN_PASSWORD",
+        "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
+    ),
+    ("DATABASE_URL", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_HOST", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_PORT", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_NAME", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_USER", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_SSL", "SWITCHBOARD_DATABASE_URL"),
+    ("DB_POOL_MIN_SIZE", "the store's pool size setting"),
+    ("DB_POOL_MAX_SIZE", "the store's pool size setting"),
+    ("REDIS_URL", "SWITCHBOARD_REDIS_URL"),
+    ("ENCRYPTION_KEY", "SWITCHBOARD_DATA_KEY"),
+    ("OLD_ENCRYPTION_KEY", "`switchboard data rotate-key`"),
+    ("DATA_RETENTION_DAYS", "SWITCHBOARD_RETENTION_DAYS"),
+    (
+        "DATA_RETENTION_CHECK_HOURS",
+        "nothing (retention runs on its own schedule)",
+    ),
+    (
+        "FILE_CLEANUP_ENABLED",
+        "nothing (Switchboard stores no files)",
+    ),
+    (
+        "FILE_CLEANUP_INTERVAL_HOURS",
+        "nothing (Switchboard stores no files)",
+    ),
+    (
+        "HEALTH_CHECK_ENABLED",
+        "GET /health and /readyz, checked on request",
+    ),
+    (
+        "HEALTH_CHECK_INTERVAL_MINUTES",
+        "GET /health and /readyz, checked on request",
+    ),
+];
+
+/// The predecessors' variables set in `env`, each with its replacement, in table order.
+pub fn predecessor_variables(
+    env: &HashMap<String, String>,
+) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    PREDECESSOR_VARIABLES
+        .iter()
+        .copied()
+        .filter(|(name, _)| env.contains_key(*name))
+}
+
 /// Where a setting's flat name (`redis_url`, or `listen`) lives: its section, if any, and its
 /// key there; `None` when there is no such setting.
 fn locate(defaults: &toml::Table, flat: &str) -> Option<(Option<String>, String)> {
@@ -401,17 +513,39 @@ fn merge(table: &mut toml::Table, defaults: &toml::Table, key: &str, value: toml
     }
 }
 
-/// Types an environment value like the setting it overrides.
+/// The default value of the setting at `path` (`redis.url`).
+fn defaults_value<'a>(defaults: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_once('.').unwrap_or((path, ""));
+    let value = defaults.get(first)?;
+    match rest {
+        "" => Some(value),
+        rest => value.as_table()?.get(rest),
+    }
+}
+
+/// What a setting with this default accepts, for error messages.
+fn expected(default: Option<&toml::Value>) -> &'static str {
+    match default {
+        Some(toml::Value::Integer(_)) => "a whole number",
+        Some(toml::Value::Boolean(_)) => "true or false",
+        Some(toml::Value::Array(_)) => "a list (comma-separated in the environment)",
+        Some(toml::Value::String(s)) if humantime::parse_duration(s).is_ok() => {
+            "a duration such as 500ms, 10s or 2m"
+        }
+        Some(toml::Value::String(s)) if s.parse::<SocketAddr>().is_ok() => {
+            "an IP address and port such as 0.0.0.0:8080"
+        }
+        _ => "a value as in the configuration table of README.md",
+    }
+}
+
+/// Types an environment value like the setting at `setting` that it overrides.
 fn typed_env_value(
-    name: &str,
+    setting: &str,
     current: Option<&toml::Value>,
     raw: &str,
 ) -> Result<toml::Value, ConfigError> {
-    let setting = name.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
-    let bad = |what: &str| ConfigError::Invalid {
-        setting: setting.clone(),
-        reason: format!("must be {what}"),
-    };
+    let bad = |what: &str| invalid(setting, format!("must be {what}"));
     Ok(match current {
         Some(toml::Value::Integer(_)) => {
             toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
@@ -503,6 +637,197 @@ mod tests {
             let e = e.unwrap_err().to_string();
             assert!(e.contains("SWITCHBOARD_WORKER_THREADS"), "{threads}: {e}");
         }
+    }
+
+    /// Every setting's key path in the table of defaults (`redis.url`).
+    fn every_setting() -> Vec<String> {
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let mut paths = Vec::new();
+        for (key, value) in &defaults {
+            match value.as_table() {
+                Some(section) => paths.extend(section.keys().map(|k| format!("{key}.{k}"))),
+                None => paths.push(key.clone()),
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn every_setting_names_itself_and_what_it_accepts_when_its_value_is_bad() {
+        /// A setting, variables that make it bad, and what its message must say is accepted.
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            ("env", &[("SWITCHBOARD_ENV", "staging")], "`production`"),
+            (
+                "listen",
+                &[("SWITCHBOARD_LISTEN", "localhost")],
+                "0.0.0.0:8080",
+            ),
+            ("node_id", &[("SWITCHBOARD_NODE_ID", "bad id")], ""),
+            (
+                "jwt_secret",
+                &[
+                    ("SWITCHBOARD_ENV", "production"),
+                    ("SWITCHBOARD_JWT_SECRET", "short"),
+                ],
+                "32 bytes",
+            ),
+            (
+                "max_message_bytes",
+                &[("SWITCHBOARD_MAX_MESSAGE_BYTES", "100")],
+                "1024 and",
+            ),
+            (
+                "outbox_frames",
+                &[("SWITCHBOARD_OUTBOX_FRAMES", "0")],
+                "between 1 and",
+            ),
+            (
+                "max_rooms_per_connection",
+                &[("SWITCHBOARD_MAX_ROOMS_PER_CONNECTION", "0")],
+                "between 1 and",
+            ),
+            (
+                "max_members_per_room",
+                &[("SWITCHBOARD_MAX_MEMBERS_PER_ROOM", "0")],
+                "between 1 and",
+            ),
+            (
+                "auth_timeout",
+                &[("SWITCHBOARD_AUTH_TIMEOUT", "0s")],
+                "at least 100ms",
+            ),
+            (
+                "ping_interval",
+                &[("SWITCHBOARD_PING_INTERVAL", "0s")],
+                "at least 100ms",
+            ),
+            (
+                "idle_timeout",
+                &[("SWITCHBOARD_IDLE_TIMEOUT", "1s")],
+                "ping_interval",
+            ),
+            (
+                "shutdown_timeout",
+                &[("SWITCHBOARD_SHUTDOWN_TIMEOUT", "soon")],
+                "a duration",
+            ),
+            (
+                "subscription_linger",
+                &[("SWITCHBOARD_SUBSCRIPTION_LINGER", "10")],
+                "a duration",
+            ),
+            (
+                "lease_ttl",
+                &[("SWITCHBOARD_LEASE_TTL", "500ms")],
+                "at least 1s",
+            ),
+            (
+                "cors_origins",
+                &[("SWITCHBOARD_CORS_ORIGINS", "ftp://x")],
+                "https://",
+            ),
+            (
+                "worker_threads",
+                &[("SWITCHBOARD_WORKER_THREADS", "2000")],
+                "between 0 and",
+            ),
+            ("log_format", &[("SWITCHBOARD_LOG_FORMAT", "xml")], "`json`"),
+            (
+                "log_level",
+                &[("SWITCHBOARD_LOG_LEVEL", "info,switchboard=loud")],
+                "filter",
+            ),
+            (
+                "redis.url",
+                &[("SWITCHBOARD_REDIS_URL", "http://h:1")],
+                "unsupported scheme",
+            ),
+            (
+                "redis.prefix",
+                &[("SWITCHBOARD_REDIS_PREFIX", "{p}")],
+                "without braces",
+            ),
+        ];
+        let covered: Vec<&str> = cases.iter().map(|(path, _, _)| *path).collect();
+        for path in every_setting() {
+            assert!(
+                covered.contains(&path.as_str()),
+                "no bad-value case for {path}"
+            );
+        }
+        for (path, vars, accepted) in cases {
+            let message = Config::load(None, &env(vars)).unwrap_err().to_string();
+            let label = setting_label(path);
+            assert!(message.starts_with(&label), "{path}: {message}");
+            assert!(message.contains(accepted), "{path}: {message}");
+        }
+    }
+
+    #[test]
+    fn sections_follow_one_naming_rule_in_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("sb-sections-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[redis]\nurl = \"redis://a:1\"\n").unwrap();
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.redis.url.unwrap().expose(), "redis://a:1");
+        assert_eq!(
+            c.redis.prefix, "sb",
+            "the section's other settings keep their defaults"
+        );
+        std::fs::write(&path, "redis_url = \"redis://b:2\"\nredis_prefix = \"x\"\n").unwrap();
+        let c = Config::load(Some(&path), &env(&[("SWITCHBOARD_REDIS_PREFIX", "y")])).unwrap();
+        assert_eq!(
+            (c.redis.url.unwrap().expose(), c.redis.prefix.as_str()),
+            ("redis://b:2", "y")
+        );
+        let c = Config::load(Some(&path), &env(&[("SWITCHBOARD_REDIS_URL", "")])).unwrap();
+        assert!(
+            c.redis.url.is_none(),
+            "an empty variable unsets an optional setting"
+        );
+        for (text, named) in [
+            ("[redis]\nnope = 1\n", "redis.nope (SWITCHBOARD_REDIS_NOPE)"),
+            ("redis_nope = 1\n", "redis_nope"),
+            ("[nosuch]\nurl = 1\n", "nosuch"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(Some(&path), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+        for var in [
+            "SWITCHBOARD_REDIS_NOPE",
+            "SWITCHBOARD_REDIS",
+            "SWITCHBOARD_NOSUCH_URL",
+        ] {
+            let e = Config::load(None, &env(&[(var, "1")]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var), "{var}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn predecessor_variables_are_recognised_but_not_applied() {
+        let vars = env(&[
+            ("PORT", "9000"),
+            ("JWT_SECRET_KEY", "k"),
+            ("UNRELATED", "x"),
+        ]);
+        let found: Vec<_> = predecessor_variables(&vars).collect();
+        assert_eq!(
+            found,
+            [
+                ("PORT", "SWITCHBOARD_LISTEN"),
+                ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET")
+            ]
+        );
+        let c = Config::load(None, &vars).unwrap();
+        assert_eq!(c.listen.port(), 8080);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchboard::auth::{self, Tokens};
-use switchboard::config::{Config, Environment};
+use switchboard::config::{self, Config, Environment};
 use switchboard::protocol::{RoomId, UserId};
 
 #[derive(Parser)]
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, &env),
         Command::Token {
             command:
                 TokenCommand::Mint {
@@ -123,8 +123,26 @@ fn mint(
     Ok(())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// How to run this binary again, as it was started: `cargo run --release --` under cargo,
+/// the program's path otherwise.
+fn this_command(env: &HashMap<String, String>) -> String {
+    if env.contains_key("CARGO") {
+        return "cargo run --release --".into();
+    }
+    std::env::args()
+        .next()
+        .unwrap_or_else(|| "switchboard".into())
+}
+
+fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
     switchboard::telemetry::init(&config);
+    for (variable, replacement) in config::predecessor_variables(env) {
+        tracing::warn!(
+            variable,
+            replacement,
+            "{variable} is a predecessor's setting and is not applied; use {replacement}"
+        );
+    }
     // Every connection is a file descriptor: lift the soft limit to the hard one.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
@@ -145,9 +163,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         tracing::info!(%addr, mode, env = ?config.env, "switchboard listening");
         if config.env == Environment::Development {
+            let command = this_command(env);
             eprintln!("switchboard listening on http://{addr} ({mode}, development mode)");
             eprintln!("  WebSocket: ws://{addr}/ws/{{room}}   health: http://{addr}/health");
-            eprintln!("  get a token: cargo run --release -- token mint --user alice --name Alice");
+            eprintln!("  get a token: {command} token mint --user alice --name Alice");
+            eprintln!("  (token mint reads the same settings as this node: its SWITCHBOARD_* variables and --config)");
         }
         let deadline = config.shutdown_timeout + Duration::from_secs(2);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();

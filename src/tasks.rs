@@ -48,6 +48,13 @@ impl Tasks {
         self.running.extend(other.running);
     }
 
+    /// Stops every task.
+    pub fn abort(self) {
+        for task in self.running {
+            task.handle.abort();
+        }
+    }
+
     /// The tasks' names and abort handles (for the supervisor's test hook).
     pub fn aborts(&self) -> Vec<(&'static str, AbortHandle)> {
         self.running

@@ -5,14 +5,16 @@
 mod health;
 mod rooms;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::{header, request::Parts};
 use axum::routing::{get, post};
 
-use crate::auth::Identity;
+use crate::auth::{Identity, bearer_token};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Startup};
 
 /// The identity behind an `Authorization: Bearer` header.
 pub struct Bearer(pub Identity);
@@ -28,11 +30,11 @@ impl FromRequestParts<AppState> for Bearer {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
         let identity = state
             .tokens
-            .verify(token.trim())
+            .verify(token)
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         Ok(Self(identity))
     }
@@ -43,6 +45,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(health::root))
         .route("/health", get(health::health))
+        .route("/health/", get(health::health))
         .route("/healthz", get(health::liveness))
         .route("/readyz", get(health::readiness))
         .route("/metrics", get(metrics))
@@ -50,6 +53,22 @@ pub fn routes() -> Router<AppState> {
         .route("/api/rooms/{room}", get(rooms::show))
         .route("/api/rooms/{room}/info", post(rooms::show))
         .route("/api/users/{user_id}/presence", get(rooms::presence))
+}
+
+/// What a node answers while it is still connecting to its dependencies: liveness, readiness
+/// and health report that it is starting; every other route is 503 `starting`.
+pub fn starting_routes() -> Router<Arc<Startup>> {
+    Router::new()
+        .route("/healthz", get(health::liveness))
+        .route("/readyz", get(health::readiness_starting))
+        .route("/health", get(health::health_starting))
+        .route("/health/", get(health::health_starting))
+        .fallback(|State(startup): State<Arc<Startup>>| async move {
+            ApiError::unavailable(
+                "starting",
+                format!("this node is starting: {}", startup.waiting()),
+            )
+        })
 }
 
 async fn metrics(State(state): State<AppState>) -> String {

@@ -136,6 +136,7 @@ named_enum! {
         InvalidField = "invalid_field",
         BinaryNotSupported = "binary_not_supported",
         Unauthorized = "unauthorized",
+        TokenExpired = "token_expired",
         Forbidden = "forbidden",
         AlreadyAuthenticated = "already_authenticated",
         NotInRoom = "not_in_room",

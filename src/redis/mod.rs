@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::EventInterface;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::prelude::{Builder, ConnectionConfig, PerformanceConfig, ReconnectPolicy};
 
 pub use keys::Keys;
@@ -46,6 +46,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const SUBSCRIBER_BUFFER: usize = 4096;
 /// Connection events fred buffers for a client that receives no messages.
 const EVENT_BUFFER: usize = 32;
+
+/// The connected clients of one node: a publisher and a subscriber for the bus, a command
+/// client for presence.
+pub struct Clients {
+    pub publisher: Client,
+    pub subscriber: SubscriberClient,
+    pub commands: Client,
+}
+
+impl Clients {
+    /// Connects all three, or none: a failure closes those already connected.
+    pub async fn connect(target: &Target) -> anyhow::Result<Self> {
+        let publisher = client(target).await?;
+        let subscriber = match self::subscriber(target).await {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                let _ = publisher.quit().await;
+                return Err(e);
+            }
+        };
+        match client(target).await {
+            Ok(commands) => Ok(Self {
+                publisher,
+                subscriber,
+                commands,
+            }),
+            Err(e) => {
+                let _ = tokio::join!(publisher.quit(), subscriber.quit());
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes every connection (and stops their reconnecting).
+    pub async fn quit(&self) {
+        let _ = tokio::join!(
+            self.publisher.quit(),
+            self.subscriber.quit(),
+            self.commands.quit()
+        );
+    }
+}
 
 /// A connected command client (one connection per shard).
 pub async fn client(target: &Target) -> anyhow::Result<Client> {

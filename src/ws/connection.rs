@@ -29,7 +29,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// What the upgrade handler learned before the upgrade.
 pub struct Start {
     pub room: Option<RoomId>,
-    pub identity: Option<Identity>,
+    /// The verdict on a token given with the upgrade, if one was.
+    pub pre_auth: Option<Result<Identity, ErrorFrame>>,
     pub client_id: Option<ClientId>,
 }
 
@@ -88,10 +89,10 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
     // Rare, large futures are boxed so that an idle connection's task stays small.
     let Start {
         room,
-        identity,
+        pre_auth,
         client_id,
     } = start;
-    let code = match Box::pin(conn.authenticate(identity, client_id)).await {
+    let code = match Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref())).await {
         Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
         Err(code) => code,
     };
@@ -148,14 +149,22 @@ impl Conn {
         .await;
     }
 
-    /// Runs the `auth_required` → `auth_token` exchange unless the query carried a token.
+    /// Runs the `auth_required` → `auth_token` exchange unless the upgrade carried a token. A
+    /// refused token, or one that does not grant the URL's `room`, gets its error frame and
+    /// 1008.
     async fn authenticate(
         &mut self,
-        identity: Option<Identity>,
+        pre_auth: Option<Result<Identity, ErrorFrame>>,
         client_id: Option<ClientId>,
+        room: Option<&RoomId>,
     ) -> Result<(Identity, Option<ClientId>), CloseCode> {
-        if let Some(identity) = identity {
-            return Ok((identity, client_id));
+        match pre_auth {
+            Some(Ok(identity)) => return Ok((identity, client_id)),
+            Some(Err(refused)) => {
+                self.send_error(refused).await;
+                return Err(CloseCode::PolicyViolation);
+            }
+            None => {}
         }
         if !self.send(&ServerMessage::AuthRequired).await {
             return Err(CloseCode::Normal);
@@ -185,13 +194,10 @@ impl Conn {
                 Ok(ClientMessage::AuthToken {
                     token,
                     client_id: id,
-                }) => match self.state.tokens.verify(&token) {
+                }) => match super::admit(&self.state.tokens, &token, room) {
                     Ok(identity) => return Ok((identity, id.or(client_id))),
-                    Err(e) => {
-                        let reason = super::auth_reason(&e);
-                        metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
-                        self.send_error(ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))
-                            .await;
+                    Err(refused) => {
+                        self.send_error(refused).await;
                         return Err(CloseCode::PolicyViolation);
                     }
                 },

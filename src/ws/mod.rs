@@ -1,6 +1,9 @@
-//! The WebSocket endpoints. Everything that can be refused before the upgrade is refused here,
-//! with an HTTP JSON error: the room name, the query string, a token given in the query, and
-//! upgrades while the node drains. [`connection`] runs the upgraded socket; [`routes`] are
+//! The WebSocket endpoints. What can be refused before the upgrade is refused here with an HTTP
+//! JSON error: the room name, the query string, and upgrades while the node drains. A refused
+//! token (in `?token=` or an `Authorization: Bearer` header) is different: a browser cannot read
+//! the status of a failed upgrade, so the upgrade is accepted and the connection answers with
+//! an `error` frame (`unauthorized`, `token_expired`, `forbidden`) and closes with 1008. A plain
+//! HTTP request with such a token gets 401/403 JSON. [`connection`] runs the upgraded socket; [`routes`] are
 //! merged into the node's router by [`crate::app`].
 
 mod connection;
@@ -10,14 +13,15 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{Identity, Tokens, bearer_token};
 use crate::error::ApiError;
 use crate::metrics as m;
-use crate::protocol::{ClientId, RoomId};
+use crate::protocol::{ClientId, ErrorCode, ErrorFrame, RoomId};
 use crate::state::AppState;
 
 /// The upgrade's query string. Unknown parameters are ignored (cache busters); duplicates of
@@ -44,20 +48,22 @@ pub async fn room_endpoint(
     State(state): State<AppState>,
     room: Result<Path<String>, PathRejection>,
     query: WsQueryResult,
+    headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
     let invalid = |detail: String| reject(ApiError::bad_request("invalid_room", detail));
     let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
     let room = RoomId::parse(&room).map_err(|e| invalid(e.to_string()))?;
-    accept(state, Some(room), query, upgrade)
+    accept(state, Some(room), query, &headers, upgrade)
 }
 
 pub async fn root_endpoint(
     State(state): State<AppState>,
     query: WsQueryResult,
+    headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    accept(state, None, query, upgrade)
+    accept(state, None, query, &headers, upgrade)
 }
 
 fn reject(e: ApiError) -> ApiError {
@@ -69,6 +75,7 @@ fn accept(
     state: AppState,
     room: Option<RoomId>,
     query: WsQueryResult,
+    headers: &HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
     if state.is_draining() {
@@ -79,11 +86,20 @@ fn accept(
     }
     let Query(query) =
         query.map_err(|e| reject(ApiError::bad_request("invalid_query", e.body_text())))?;
-    let upgrade =
-        upgrade.map_err(|e| reject(ApiError::bad_request("not_websocket", e.body_text())))?;
-    let pre_auth = match &query.token {
-        Some(token) => Some(verify_query_token(&state, token, room.as_ref())?),
-        None => None,
+    let token = query.token.as_deref().or_else(|| {
+        let header = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        bearer_token(header)
+    });
+    let pre_auth = token.map(|token| admit(&state.tokens, token, room.as_ref()));
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        // A plain HTTP request: a refused token is answered in HTTP.
+        Err(e) => {
+            return Err(reject(match pre_auth {
+                Some(Err(refused)) => http_refusal(&refused),
+                _ => ApiError::bad_request("not_websocket", e.body_text()),
+            }));
+        }
     };
     let client_id = query
         .client_id
@@ -99,33 +115,33 @@ fn accept(
         .write_buffer_size(64 * 1024);
     let start = connection::Start {
         room,
-        identity: pre_auth,
+        pre_auth,
         client_id,
     };
     Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start)))
 }
 
-fn verify_query_token(
-    state: &AppState,
-    token: &str,
-    room: Option<&RoomId>,
-) -> Result<Identity, ApiError> {
-    let identity = state.tokens.verify(token).map_err(|e| {
-        metrics::counter!(m::AUTH_FAILURES, "reason" => auth_reason(&e)).increment(1);
-        reject(ApiError::unauthorized(e.to_string()))
+/// Verifies `token` and that it may enter `room` (the URL's, if any). A refusal is the error
+/// frame the client gets before its connection is closed with 1008: `unauthorized`,
+/// `token_expired` or `forbidden`.
+pub fn admit(tokens: &Tokens, token: &str, room: Option<&RoomId>) -> Result<Identity, ErrorFrame> {
+    let identity = tokens.verify(token).map_err(|e| {
+        metrics::counter!(m::AUTH_FAILURES, "reason" => e.reason()).increment(1);
+        ErrorFrame::new(e.code(), e.to_string())
     })?;
     if let Some(room) = room.filter(|r| !identity.rooms.allows(r)) {
-        return Err(reject(ApiError::forbidden(format!(
-            "token does not grant room {room}"
-        ))));
+        metrics::counter!(m::AUTH_FAILURES, "reason" => "forbidden").increment(1);
+        let message = format!("token does not grant room {room}");
+        return Err(ErrorFrame::new(ErrorCode::Forbidden, message).room(room));
     }
     Ok(identity)
 }
 
-pub fn auth_reason(e: &AuthError) -> &'static str {
-    match e {
-        AuthError::Expired => "expired",
-        AuthError::TooLarge => "too_large",
-        AuthError::Invalid(_) => "invalid",
-    }
+/// The HTTP answer to a refused token on a request that is not a WebSocket upgrade.
+fn http_refusal(refused: &ErrorFrame) -> ApiError {
+    let status = match refused.code {
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    ApiError::new(status, refused.code.as_str(), refused.message.clone())
 }

@@ -50,6 +50,15 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The error code a forged token of kind `what` is refused with.
+fn code_for(what: &str) -> &'static str {
+    if what == "expired" {
+        "token_expired"
+    } else {
+        "unauthorized"
+    }
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -99,18 +108,81 @@ async fn invalid_client_ids_are_replaced_by_a_generated_one() {
     assert_ne!(id, "bad id with spaces!");
 }
 
+/// A WebSocket client of `url` sending `headers` with the upgrade.
+async fn connect_with(url: &str, headers: &[(&'static str, &str)]) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    connect_request(request).await.expect("upgrade accepted")
+}
+
 #[tokio::test]
-async fn bad_tokens_in_the_query_get_401_json() {
+async fn bad_tokens_in_the_query_get_an_error_frame_then_1008() {
     let node = spawn_node(test_config());
     for (what, bad) in forged_tokens() {
-        let refused = connect(&node.ws(&format!("/ws/lobby?token={bad}")))
+        // A browser cannot read a refused upgrade's status: the refusal comes as a frame.
+        let mut c = connect(&node.ws(&format!("/ws/lobby?token={bad}")))
             .await
-            .err();
-        let refused = refused.unwrap_or_else(|| panic!("{what}: upgrade accepted"));
-        assert_eq!(refused.status, 401, "{what}");
-        assert_eq!(refused.body["code"], "unauthorized", "{what}");
-        assert!(refused.body["detail"].is_string(), "{what}");
+            .unwrap_or_else(|r| panic!("{what}: upgrade refused with {}", r.status));
+        let error = c.expect_error(code_for(what)).await;
+        assert!(error["message"].is_string(), "{what}");
+        assert_eq!(c.expect_close().await, 1008, "{what}");
     }
+    // A plain HTTP request with a bad token still gets 401 JSON.
+    let response = reqwest::get(node.http("/ws/lobby?token=not-a-jwt"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_named_as_such_on_every_path() {
+    let node = spawn_node(test_config());
+    let expired = token_with("alice", |c| {
+        c.iat -= 3600;
+        c.exp = c.iat + 60;
+    });
+    let mut c = connect(&node.ws(&format!("/ws/lobby?token={expired}")))
+        .await
+        .unwrap();
+    c.expect_error("token_expired").await;
+    assert_eq!(c.expect_close().await, 1008);
+
+    let mut c = connect(&node.ws("/ws/lobby")).await.unwrap();
+    c.recv_type("auth_required").await;
+    c.send(json!({"type":"auth_token","token":expired})).await;
+    c.expect_error("token_expired").await;
+    assert_eq!(c.expect_close().await, 1008);
+
+    let response = reqwest::get(node.http(&format!("/ws/lobby?token={expired}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "token_expired");
+}
+
+#[tokio::test]
+async fn a_bearer_header_authenticates_an_upgrade_in_any_case() {
+    let node = spawn_node(test_config());
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let header = format!("{scheme}   {}  ", token("alice"));
+        let mut c = connect_with(
+            &node.ws("/ws/lobby?client_id=a1"),
+            &[("authorization", &header)],
+        )
+        .await;
+        c.recv_type("auth_success").await;
+        c.recv_type("users_in_room").await;
+        c.close().await;
+    }
+    let mut c = connect_with(&node.ws("/ws/lobby"), &[("authorization", "bearer junk")]).await;
+    c.expect_error("unauthorized").await;
+    assert_eq!(c.expect_close().await, 1008);
 }
 
 #[tokio::test]
@@ -120,7 +192,7 @@ async fn bad_tokens_in_the_first_message_get_an_error_then_1008() {
         let mut c = connect(&node.ws("/ws/lobby")).await.unwrap();
         c.recv_type("auth_required").await;
         c.send(json!({"type":"auth_token","token":bad})).await;
-        c.expect_error("unauthorized").await;
+        c.expect_error(code_for(what)).await;
         assert_eq!(c.expect_close().await, 1008, "{what}");
     }
 }
@@ -142,21 +214,24 @@ async fn room_grants_are_enforced() {
         c.rooms = Some(vec!["team-*".into(), "lobby".into()])
     });
 
-    let refused = connect(&node.ws(&format!("/ws/secret?token={limited}")))
+    // Refused in the auth step, the same on both ways in: no auth_success, no users_in_room.
+    let mut c = connect(&node.ws(&format!("/ws/secret?token={limited}")))
         .await
-        .err()
         .unwrap();
-    assert_eq!(
-        (refused.status, refused.body["code"].as_str()),
-        (403, Some("forbidden"))
-    );
+    let error = c.expect_error("forbidden").await;
+    assert_eq!(error["room"], "secret");
+    assert_eq!(c.expect_close().await, 1008);
 
     let mut c = connect(&node.ws("/ws/secret")).await.unwrap();
     c.recv_type("auth_required").await;
     c.send(json!({"type":"auth_token","token":limited})).await;
-    c.recv_type("auth_success").await;
     c.expect_error("forbidden").await;
     assert_eq!(c.expect_close().await, 1008);
+
+    let response = reqwest::get(node.http(&format!("/ws/secret?token={limited}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
 
     let mut c = connect(&node.ws(&format!("/ws/team-blue?token={limited}")))
         .await

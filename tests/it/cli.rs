@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 use switchboard::auth::Tokens;
 use switchboard::config::DEV_JWT_SECRET;
 
+use crate::support::NodeProcess;
+use crate::support::WAIT;
+
 fn switchboard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     command.args(args);
@@ -127,4 +130,53 @@ fn bad_config_names_the_setting() {
     let out = switchboard(&["--config", "/nonexistent/switchboard.toml", "serve"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/switchboard.toml"));
+}
+
+#[test]
+fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
+    let mut node = NodeProcess::start(&[
+        ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+        ("PORT", "8000"),
+        ("JWT_SECRET_KEY", "hunter2-predecessor-secret"),
+        ("TURNSERVER_SECRET", "turn-predecessor-secret"),
+    ]);
+    node.address();
+    let log = node.log.join("\n");
+    for (variable, replacement) in [
+        ("PORT", "SWITCHBOARD_LISTEN"),
+        ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
+        ("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET"),
+    ] {
+        let warned: Vec<_> = node
+            .log
+            .iter()
+            .filter(|l| l.contains(&format!("{variable} is a predecessor's setting")))
+            .collect();
+        assert_eq!(warned.len(), 1, "{variable}: {log}");
+        assert!(warned[0].contains(replacement), "{}", warned[0]);
+    }
+    assert!(
+        !log.contains("hunter2") && !log.contains("turn-predecessor"),
+        "{log}"
+    );
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn the_banner_shows_the_command_that_started_the_node() {
+    let mut node = NodeProcess::start(&[("SWITCHBOARD_LISTEN", "127.0.0.1:0")]);
+    node.address();
+    let line = node.wait_for("get a token:", WAIT);
+    let binary = env!("CARGO_BIN_EXE_switchboard");
+    assert!(
+        line.contains(&format!("{binary} token mint --user alice")),
+        "{line}"
+    );
+    node.wait_for("reads the same settings", WAIT);
+    drop(node);
+
+    let mut node = NodeProcess::start(&[("SWITCHBOARD_LISTEN", "127.0.0.1:0"), ("CARGO", "cargo")]);
+    node.address();
+    let line = node.wait_for("get a token:", WAIT);
+    assert!(line.contains("cargo run --release -- token mint"), "{line}");
 }

@@ -124,7 +124,11 @@ pub struct RedisProcess {
 
 impl RedisProcess {
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// A redis-server on `port`.
+    pub fn start_on(port: u16) -> Self {
         let dir =
             std::env::temp_dir().join(format!("sb-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -208,7 +212,7 @@ impl Drop for RedisProcess {
 }
 
 /// A loopback port in 13000-19999 that nothing listens on.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..200 {
         let port = 13000 + (uuid::Uuid::new_v4().as_u128() % 7000) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {

@@ -26,17 +26,60 @@ async fn health_endpoints() {
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
 
     let (_a, _) = Client::join(&node, "r", "alice", "a1").await;
+    for path in ["/health", "/health/"] {
+        let (status, health) = get(&node.http(path), None).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(health["status"], "healthy");
+        assert_eq!(health["node_id"], node.node_id().to_string());
+        assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            (health["connections"].as_u64(), health["rooms"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(
+            health["services"],
+            json!({
+                "bus": {"status": "ok", "backend": "memory"},
+                "presence": {"status": "ok", "backend": "memory"},
+                "tasks": {"status": "ok"},
+            })
+        );
+        assert_eq!(health["errors"], json!([]));
+        assert!(health.get("redis").is_none(), "no Redis configured");
+        assert!(health["uptime_seconds"].is_u64());
+    }
+    node.state.start_draining();
     let (status, health) = get(&node.http("/health"), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(health["status"], "ok");
-    assert_eq!(health["node_id"], node.node_id().to_string());
-    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        (health["connections"].as_u64(), health["rooms"].as_u64()),
-        (Some(1), Some(1))
-    );
-    assert_eq!(health["checks"], json!({"memory":"ok","presence":"ok"}));
-    assert!(health["uptime_seconds"].is_u64());
+    assert_eq!((status, health["status"].as_str()), (200, Some("degraded")));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_read_in_any_case_with_any_spacing() {
+    let node = spawn_node(test_config());
+    let token = token("alice");
+    for header in [
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER   {token}  "),
+        format!("  bEaReR\t{token}"),
+    ] {
+        let response = reqwest::Client::new()
+            .get(node.http("/api/rooms"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{header:?}");
+    }
+    for header in [format!("Basic {token}"), "Bearer".into(), token.clone()] {
+        let response = reqwest::Client::new()
+            .get(node.http("/api/rooms"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{header:?}");
+    }
 }
 
 #[tokio::test]

@@ -7,3 +7,4 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod node;
+mod readme;

@@ -197,7 +197,13 @@ pub struct Refused {
 }
 
 pub async fn connect(url: &str) -> Result<Client, Refused> {
-    let request = url.into_client_request().unwrap();
+    connect_request(url.into_client_request().unwrap()).await
+}
+
+pub async fn connect_request(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<Client, Refused> {
+    let url = request.uri().to_string();
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(Client {
             ws,
@@ -344,5 +350,101 @@ impl Client {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// A `switchboard serve` process of the built binary, with its stderr lines arriving on a
+/// channel. Killed when dropped.
+pub struct NodeProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl NodeProcess {
+    /// Starts `switchboard serve` with only `env` among the `SWITCHBOARD_*` variables (and
+    /// without `CARGO` unless `env` sets it).
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command.arg("serve");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SWITCHBOARD_") || key == "CARGO" || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env.iter().copied());
+        command.stderr(std::process::Stdio::piped());
+        command.stdout(std::process::Stdio::null());
+        let mut child = command.spawn().expect("start switchboard");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `text`; returns it.
+    pub fn wait_for(&mut self, text: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {text:?} within {limit:?}; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The address of the development banner's `listening on http://ADDR` line.
+    pub fn address(&mut self) -> SocketAddr {
+        let line = self.wait_for("listening on http://", WAIT);
+        let rest = line.split("http://").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = std::time::Instant::now() + WAIT * 3;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

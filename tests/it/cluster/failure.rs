@@ -303,3 +303,67 @@ async fn a_redis_restart_keeps_local_delivery_and_recovers_without_reconnecting(
     a.expect_quiet().await;
     b.expect_quiet().await;
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_cluster_node_waits_for_redis_and_serves_once_it_is_up() {
+    let port = super::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut node = NodeProcess::start(&[
+        ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+        ("SWITCHBOARD_REDIS_URL", &url),
+        ("SWITCHBOARD_REDIS_PREFIX", "wait-for-redis"),
+    ]);
+    let addr = node.address();
+    node.wait_for("not reachable; retrying", WAIT);
+    let http = |path: &str| format!("http://{addr}{path}");
+    let get = |path: String| async move {
+        let response = reqwest::get(path).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(get(http("/healthz")).await.0, 200);
+    let (status, ready) = get(http("/readyz")).await;
+    assert_eq!((status, ready["code"].as_str()), (503, Some("starting")));
+    let detail = ready["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("Redis at {url}")), "{detail}");
+    for path in ["/health", "/health/"] {
+        let (status, health) = get(http(path)).await;
+        assert_eq!(status, 503, "{path}");
+        assert_eq!(health["status"], "unhealthy");
+        assert_eq!(health["redis"]["status"], "connecting");
+        assert_eq!(health["services"]["redis"]["status"], "connecting");
+        assert!(!health["errors"].as_array().unwrap().is_empty());
+    }
+    let (status, _) = get(http("/api/rooms")).await;
+    assert_eq!(status, 503);
+    // One log line per failed attempt, further apart each time.
+    node.wait_for("not reachable; retrying", WAIT);
+
+    let _redis = super::RedisProcess::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(http("/readyz")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready after Redis came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let retries = node
+        .log
+        .iter()
+        .filter(|l| l.contains("not reachable; retrying"))
+        .count();
+    assert!(retries >= 2, "{retries}");
+    let (status, health) = get(http("/health")).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    assert_eq!(health["redis"], json!({"status": "ok"}));
+    let url = format!("ws://{addr}/ws/room?token={}", token("alice"));
+    let mut client = connect(&url).await.expect("upgrade accepted");
+    client.recv_type("auth_success").await;
+    client.recv_type("users_in_room").await;
+    drop(client);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap(),
+        Some(0)
+    );
+}
