@@ -7,10 +7,12 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use switchboard::bus::Route;
 use switchboard::bus::redis::codec::{BatchWriter, decode};
+use switchboard::protocol::Frame;
 use switchboard::protocol::Member;
 use switchboard::protocol::RoomGrant;
 use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId, UserId, inbound};
 use switchboard::signaling::{Action, Session};
+use switchboard::ws::socket_text;
 
 /// A ~3 KB SDP offer and a ~250 B ICE candidate, as browsers send them.
 fn frames() -> [(&'static str, String); 2] {
@@ -94,5 +96,27 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_handle, codec);
+/// The socket edge: a relayed frame (shared by the core) handed to axum's text type for the
+/// write, per recipient.
+fn socket_edge(c: &mut Criterion) {
+    let session = session();
+    let mut group = c.benchmark_group("socket_edge");
+    for (name, text) in frames() {
+        let frame = match session.handle(inbound::parse(&text).unwrap()).unwrap() {
+            Action::SendRoom { frame, .. } => Frame::from(frame),
+            other => panic!("unexpected {other:?}"),
+        };
+        group.throughput(Throughput::Bytes(frame.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || frame.clone(),
+                |frame| socket_text(black_box(frame)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse_and_handle, codec, socket_edge);
 criterion_main!(benches);

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -70,23 +71,29 @@ pub async fn run(
     };
     let redacted = crate::redis::url::redact(url.expose());
     let startup = Arc::new(Startup::new(node.clone(), format!("Redis at {redacted}")));
-    let ready = {
-        let startup = Arc::clone(&startup);
-        async move {
-            let backends = connect_until_up(&config, &node, &startup).await;
-            build(config, node, backends)
-        }
+    let cors = cors(&config.cors_origins);
+    let phases = Arc::new(Phases {
+        starting: Some(crate::http::starting_routes().with_state(Arc::clone(&startup))),
+        ready: OnceLock::new(),
+    });
+    let ready = async move {
+        let backends = connect_until_up(&config, &node, &startup).await;
+        let mut state = build(config, node, backends);
+        state.started = startup.started;
+        state
     };
-    serve_phases(listener, startup, Arc::default(), ready, shutdown).await
+    serve_phases(listener, phases, cors, ready, shutdown).await
 }
 
 /// The first delay between attempts to reach the backends, doubled after each failure.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest delay between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long connections may stay open after the drain before the node stops regardless.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Connects the configured backends, retrying with backoff until they are up. Each failed
-/// attempt is logged once and recorded for readiness.
+/// attempt is logged once and recorded (its root cause) for readiness.
 async fn connect_until_up(config: &Config, node: &NodeId, startup: &Startup) -> Backends {
     let mut delay = RETRY_FIRST;
     let mut attempt = 1u32;
@@ -96,7 +103,7 @@ async fn connect_until_up(config: &Config, node: &NodeId, startup: &Startup) -> 
             Err(e) => {
                 let error = format!("{e:#}");
                 tracing::warn!(attempt, retry_in = ?delay, %error, "cluster backends not reachable; retrying");
-                startup.failed(error);
+                startup.failed(e.root_cause().to_string());
             }
         }
         tokio::time::sleep(delay).await;
@@ -116,17 +123,25 @@ pub async fn serve(
     serve_state(build(config, node, backends), listener, shutdown).await
 }
 
-/// The node's router: the REST routes and the WebSocket endpoints, with CORS, the body limit
-/// and JSON errors for unknown routes and methods.
+/// The node's router: the REST routes and the WebSocket endpoints, with the body limit and
+/// JSON errors for unknown routes and methods and for oversized bodies.
 pub fn router(state: AppState) -> Router {
-    let cors = cors(&state.config.cors_origins);
     crate::http::routes()
         .merge(crate::ws::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(cors)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Answers the body limit's plain-text 413 as JSON, like every other error.
+async fn json_errors(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    let detail = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", detail).into_response()
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -148,58 +163,80 @@ pub async fn serve_state(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let startup = Arc::new(Startup::new(state.hub.node.clone(), "nothing".into()));
-    let serving = Arc::new(OnceLock::from((state.clone(), router(state.clone()))));
-    serve_phases(
-        listener,
-        startup,
-        serving,
-        std::future::ready(state),
-        shutdown,
-    )
-    .await
+    let cors = cors(&state.config.cors_origins);
+    let phases = Arc::new(Phases {
+        starting: None,
+        ready: OnceLock::from((state.clone(), router(state.clone()))),
+    });
+    serve_phases(listener, phases, cors, std::future::ready(state), shutdown).await
 }
 
-/// Serves `listener` in two phases: until `serving` is set (by `ready`, unless it already is),
-/// the starting routes (liveness, not-ready naming what `startup` waits for); then the node's
-/// router, until `shutdown` or the end of an essential task, and a drain.
+/// What the listener serves: the starting routes until the node is ready, then its router.
+struct Phases {
+    starting: Option<Router>,
+    ready: OnceLock<(AppState, Router)>,
+}
+
+impl Phases {
+    fn current(&self) -> Router {
+        match (self.ready.get(), &self.starting) {
+            (Some((_, router)), _) => router.clone(),
+            (None, Some(starting)) => starting.clone(),
+            (None, None) => Router::new()
+                .fallback(|| async { ApiError::unavailable("starting", "this node is starting") }),
+        }
+    }
+}
+
+/// Serves `listener`: the phases' current router, with CORS and request spans, until the
+/// node is ready (`ready`, unless it already is), then until `shutdown` or the end of an
+/// essential task, and a drain. The node stops at most [`CLOSE_GRACE`] after the drain.
 async fn serve_phases(
     listener: TcpListener,
-    startup: Arc<Startup>,
-    serving: Arc<OnceLock<(AppState, Router)>>,
+    phases: Arc<Phases>,
+    cors: CorsLayer,
     ready: impl Future<Output = AppState> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let starting = crate::http::starting_routes().with_state(startup);
-    let phase = Arc::clone(&serving);
+    let current = Arc::clone(&phases);
     let app = Router::new()
         .fallback_service(tower::service_fn(move |request: Request| {
-            let router = match phase.get() {
-                Some((_, router)) => router.clone(),
-                None => starting.clone(),
-            };
-            router.oneshot(request)
+            current.current().oneshot(request)
         }))
+        .layer(cors)
         .layer(
             // Spans carry the path only: query strings may hold tokens.
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         );
-    let lifecycle = lifecycle(Arc::clone(&serving), ready, shutdown);
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = {
+        let phases = Arc::clone(&phases);
+        async move {
+            lifecycle(&phases, ready, shutdown).await;
+            let _ = drained_tx.send(());
+        }
+    };
     // Signals are small frames that must leave at once: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
-    axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(lifecycle)
-    .await?;
-    match serving
+    .with_graceful_shutdown(stop);
+    tokio::select! {
+        served = server.into_future() => served?,
+        () = async { let _ = drained_rx.await; tokio::time::sleep(CLOSE_GRACE).await } => {
+            tracing::warn!(grace = ?CLOSE_GRACE, "connections still open after the drain; stopping");
+        }
+    }
+    match phases
+        .ready
         .get()
         .and_then(|(state, _)| state.supervisor.ended())
     {
@@ -211,7 +248,7 @@ async fn serve_phases(
 /// Waits for the node to be ready and switches the router to it, then waits for `shutdown` or
 /// the end of an essential task, and drains. Resolving stops the listener.
 async fn lifecycle(
-    serving: Arc<OnceLock<(AppState, Router)>>,
+    phases: &Phases,
     ready: impl Future<Output = AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -220,8 +257,9 @@ async fn lifecycle(
         state = ready => state,
         () = &mut shutdown => return,
     };
-    if serving.get().is_none() {
-        let _ = serving.set((state.clone(), router(state.clone())));
+    if phases.ready.get().is_none() {
+        tracing::info!("connected; serving");
+        let _ = phases.ready.set((state.clone(), router(state.clone())));
     }
     tokio::select! {
         () = shutdown => {}

@@ -28,6 +28,23 @@ const MAX_FRAME_LIMIT: usize = 16 * 1024 * 1024;
 /// The most frames an outbox may be configured to hold.
 const MAX_OUTBOX_FRAMES: usize = 1 << 20;
 
+/// The settings that are counts, and the range each accepts.
+const RANGES: &[(&str, usize, usize)] = &[
+    ("max_message_bytes", 1024, MAX_FRAME_LIMIT),
+    ("outbox_frames", 1, MAX_OUTBOX_FRAMES),
+    ("max_rooms_per_connection", 1, 1024),
+    ("max_members_per_room", 1, 100_000),
+    ("worker_threads", 0, MAX_WORKER_THREADS),
+];
+
+/// The range the count setting at `path` accepts.
+fn range(path: &str) -> Option<(usize, usize)> {
+    RANGES
+        .iter()
+        .find(|(setting, _, _)| *setting == path)
+        .map(|(_, min, max)| (*min, *max))
+}
+
 /// A secret string. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -259,7 +276,7 @@ impl Config {
                 if reason.starts_with("unknown field") {
                     return ConfigError::Unknown(setting_label(&setting));
                 }
-                let expected = expected(defaults_value(&defaults, &setting));
+                let expected = expected(&setting, defaults_value(&defaults, &setting));
                 invalid(&setting, format!("{reason} (accepted: {expected})"))
             })?;
         config.validate()?;
@@ -373,111 +390,163 @@ impl Config {
     }
 }
 
-/// Variables the predecessors read, and the Switchboard setting that replaces each.
-/// Switchboard does not apply them; a node started with one set logs a warning naming the
-/// replacement (`docs/migrating.md` has the whole mapping).
-pub const PREDECESSOR_VARIABLES: &[(&str, &str)] = &[
-    ("HOST", "SWITCHBOARD_LISTEN"),
-    ("PORT", "SWITCHBOARD_LISTEN"),
-    ("WEBRTC_SIGNALING_PORT", "SWITCHBOARD_LISTEN"),
-    ("DEBUG", "SWITCHBOARD_LOG_LEVEL"),
-    ("LOG_LEVEL", "SWITCHBOARD_LOG_LEVEL"),
-    ("ENVIRONMENT", "SWITCHBOARD_ENV"),
-    ("NODE_ENV", "SWITCHBOARD_ENV"),
-    (
+/// A variable a predecessor read, and what replaces it in Switchboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Predecessor {
+    pub variable: &'static str,
+    pub replacement: &'static str,
+    /// The replacement comes with a feature that does not exist yet: setting it today stops
+    /// the node as an unknown setting.
+    pub planned: bool,
+}
+
+impl Predecessor {
+    const fn new(variable: &'static str, replacement: &'static str, planned: bool) -> Self {
+        Self {
+            variable,
+            replacement,
+            planned,
+        }
+    }
+
+    /// The one warning a node gives when this variable is set.
+    pub fn warning(&self) -> String {
+        let Self {
+            variable,
+            replacement,
+            ..
+        } = self;
+        if self.planned {
+            format!(
+                "{variable} is a predecessor's setting and is not applied; {replacement} will replace it (planned, not available yet: do not set it now)"
+            )
+        } else {
+            format!("{variable} is a predecessor's setting and is not applied; use {replacement}")
+        }
+    }
+}
+
+/// Variables the predecessors read, and what replaces each. Switchboard does not apply them;
+/// a node started with one set warns once, naming the replacement (`docs/migrating.md` has the
+/// whole mapping).
+pub const PREDECESSOR_VARIABLES: &[Predecessor] = &[
+    Predecessor::new("HOST", "SWITCHBOARD_LISTEN", false),
+    Predecessor::new("PORT", "SWITCHBOARD_LISTEN", false),
+    Predecessor::new("WEBRTC_SIGNALING_PORT", "SWITCHBOARD_LISTEN", false),
+    Predecessor::new("DEBUG", "SWITCHBOARD_LOG_LEVEL", false),
+    Predecessor::new("LOG_LEVEL", "SWITCHBOARD_LOG_LEVEL", false),
+    Predecessor::new("ENVIRONMENT", "SWITCHBOARD_ENV", false),
+    Predecessor::new("NODE_ENV", "SWITCHBOARD_ENV", false),
+    Predecessor::new(
         "REQUIRE_HTTPS",
         "a TLS-terminating proxy in front of the nodes",
+        false,
     ),
-    ("SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
-    ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
-    ("JWT_SECRET", "SWITCHBOARD_JWT_SECRET"),
-    ("TOKEN_EXPIRATION_HOURS", "SWITCHBOARD_CALLS_TOKEN_TTL"),
-    (
+    Predecessor::new("SECRET_KEY", "SWITCHBOARD_JWT_SECRET", false),
+    Predecessor::new("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET", false),
+    Predecessor::new("JWT_SECRET", "SWITCHBOARD_JWT_SECRET", false),
+    Predecessor::new(
+        "TOKEN_EXPIRATION_HOURS",
+        "SWITCHBOARD_CALLS_TOKEN_TTL",
+        true,
+    ),
+    Predecessor::new(
         "SESSION_TIMEOUT_MINUTES",
         "SWITCHBOARD_CALLS_SESSION_TIMEOUT",
+        true,
     ),
-    (
+    Predecessor::new(
         "PASSWORD_PEPPER",
         "nothing (passwords are hashed with argon2id)",
+        true,
     ),
-    ("LICENSE_KEY", "nothing"),
-    ("CORS_ORIGINS", "SWITCHBOARD_CORS_ORIGINS"),
-    ("ALLOWED_ORIGINS", "SWITCHBOARD_CORS_ORIGINS"),
-    (
+    Predecessor::new("LICENSE_KEY", "nothing", false),
+    Predecessor::new("CORS_ORIGINS", "SWITCHBOARD_CORS_ORIGINS", false),
+    Predecessor::new("ALLOWED_ORIGINS", "SWITCHBOARD_CORS_ORIGINS", false),
+    Predecessor::new(
         "CORS_ALLOW_CREDENTIALS",
         "nothing (bearer tokens need no cookies)",
+        false,
     ),
-    (
+    Predecessor::new(
         "RATE_LIMIT_PER_MINUTE",
         "SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST",
+        true,
     ),
-    (
+    Predecessor::new(
         "MAX_CONNECTIONS_PER_ROOM",
         "SWITCHBOARD_MAX_MEMBERS_PER_ROOM",
+        false,
     ),
-    ("WEBSOCKET_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT"),
-    ("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET"),
-    ("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS"),
-    ("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS"),
-    ("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL"),
-    ("TURN_SECRET", "SWITCHBOARD_TURN_SECRET"),
-    ("TURN_HOST", "SWITCHBOARD_TURN_URIS"),
-    ("TURN_PORT", "SWITCHBOARD_TURN_URIS"),
-    ("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS"),
-    ("TURN_TTL", "SWITCHBOARD_TURN_TTL"),
-    ("STUN_SERVERS", "SWITCHBOARD_STUN_URIS"),
-    ("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS"),
-    (
+    Predecessor::new("WEBSOCKET_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT", false),
+    Predecessor::new("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET", true),
+    Predecessor::new("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL", true),
+    Predecessor::new("TURN_SECRET", "SWITCHBOARD_TURN_SECRET", true),
+    Predecessor::new("TURN_HOST", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new("TURN_PORT", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new("TURN_TTL", "SWITCHBOARD_TURN_TTL", true),
+    Predecessor::new("STUN_SERVERS", "SWITCHBOARD_STUN_URIS", true),
+    Predecessor::new("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new(
         "TURN_USERNAME",
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
+        true,
     ),
-    (
+    Predecessor::new(
         "TURN_PASSWORD",
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
+        true,
     ),
-    ("DATABASE_URL", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_HOST", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_PORT", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_NAME", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_USER", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_SSL", "SWITCHBOARD_DATABASE_URL"),
-    ("DB_POOL_MIN_SIZE", "the store's pool size setting"),
-    ("DB_POOL_MAX_SIZE", "the store's pool size setting"),
-    ("REDIS_URL", "SWITCHBOARD_REDIS_URL"),
-    ("ENCRYPTION_KEY", "SWITCHBOARD_DATA_KEY"),
-    ("OLD_ENCRYPTION_KEY", "`switchboard data rotate-key`"),
-    ("DATA_RETENTION_DAYS", "SWITCHBOARD_RETENTION_DAYS"),
-    (
+    Predecessor::new("DATABASE_URL", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_HOST", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_PORT", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_NAME", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_USER", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_SSL", "SWITCHBOARD_DATABASE_URL", true),
+    Predecessor::new("DB_POOL_MIN_SIZE", "the store's pool size setting", true),
+    Predecessor::new("DB_POOL_MAX_SIZE", "the store's pool size setting", true),
+    Predecessor::new("REDIS_URL", "SWITCHBOARD_REDIS_URL", false),
+    Predecessor::new("ENCRYPTION_KEY", "SWITCHBOARD_DATA_KEY", true),
+    Predecessor::new("OLD_ENCRYPTION_KEY", "`switchboard data rotate-key`", true),
+    Predecessor::new("DATA_RETENTION_DAYS", "SWITCHBOARD_RETENTION_DAYS", true),
+    Predecessor::new(
         "DATA_RETENTION_CHECK_HOURS",
         "nothing (retention runs on its own schedule)",
+        false,
     ),
-    (
+    Predecessor::new(
         "FILE_CLEANUP_ENABLED",
         "nothing (Switchboard stores no files)",
+        false,
     ),
-    (
+    Predecessor::new(
         "FILE_CLEANUP_INTERVAL_HOURS",
         "nothing (Switchboard stores no files)",
+        false,
     ),
-    (
+    Predecessor::new(
         "HEALTH_CHECK_ENABLED",
         "GET /health and /readyz, checked on request",
+        false,
     ),
-    (
+    Predecessor::new(
         "HEALTH_CHECK_INTERVAL_MINUTES",
         "GET /health and /readyz, checked on request",
+        false,
     ),
 ];
 
-/// The predecessors' variables set in `env`, each with its replacement, in table order.
+/// The predecessors' variables set in `env`, in table order.
 pub fn predecessor_variables(
     env: &HashMap<String, String>,
-) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+) -> impl Iterator<Item = &'static Predecessor> + '_ {
     PREDECESSOR_VARIABLES
         .iter()
-        .copied()
-        .filter(|(name, _)| env.contains_key(*name))
+        .filter(|p| env.contains_key(p.variable))
 }
 
 /// Where a setting's flat name (`redis_url`, or `listen`) lives: its section, if any, and its
@@ -523,9 +592,12 @@ fn defaults_value<'a>(defaults: &'a toml::Table, path: &str) -> Option<&'a toml:
     }
 }
 
-/// What a setting with this default accepts, for error messages.
-fn expected(default: Option<&toml::Value>) -> &'static str {
-    match default {
+/// What the setting at `path`, with this default, accepts, for error messages.
+fn expected(path: &str, default: Option<&toml::Value>) -> String {
+    if let Some((min, max)) = range(path) {
+        return format!("a whole number between {min} and {max}");
+    }
+    let what = match default {
         Some(toml::Value::Integer(_)) => "a whole number",
         Some(toml::Value::Boolean(_)) => "true or false",
         Some(toml::Value::Array(_)) => "a list (comma-separated in the environment)",
@@ -536,7 +608,8 @@ fn expected(default: Option<&toml::Value>) -> &'static str {
             "an IP address and port such as 0.0.0.0:8080"
         }
         _ => "a value as in the configuration table of README.md",
-    }
+    };
+    what.to_owned()
 }
 
 /// Types an environment value like the setting at `setting` that it overrides.
@@ -545,13 +618,13 @@ fn typed_env_value(
     current: Option<&toml::Value>,
     raw: &str,
 ) -> Result<toml::Value, ConfigError> {
-    let bad = |what: &str| invalid(setting, format!("must be {what}"));
+    let bad = || invalid(setting, format!("must be {}", expected(setting, current)));
     Ok(match current {
         Some(toml::Value::Integer(_)) => {
-            toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+            toml::Value::Integer(raw.trim().parse().map_err(|_| bad())?)
         }
         Some(toml::Value::Boolean(_)) => {
-            toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
+            toml::Value::Boolean(raw.trim().parse().map_err(|_| bad())?)
         }
         Some(toml::Value::Array(_)) => toml::Value::Array(
             raw.split(',')
@@ -765,6 +838,30 @@ mod tests {
     }
 
     #[test]
+    fn counts_name_their_range_for_wrong_types_and_out_of_range_values() {
+        for (setting, min, max) in RANGES {
+            let var = env_name(setting);
+            let above = (max + 1).to_string();
+            for value in [
+                "ten",
+                "-1",
+                "1.5",
+                "99999999999999999999999",
+                above.as_str(),
+            ] {
+                let e = Config::load(None, &env(&[(&var, value)]))
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.starts_with(&setting_label(setting)), "{var}={value}: {e}");
+                assert!(
+                    e.contains(&format!("between {min} and {max}")),
+                    "{var}={value}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn sections_follow_one_naming_rule_in_the_file_and_the_environment() {
         let dir = std::env::temp_dir().join(format!("sb-sections-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -818,14 +915,28 @@ mod tests {
             ("JWT_SECRET_KEY", "k"),
             ("UNRELATED", "x"),
         ]);
-        let found: Vec<_> = predecessor_variables(&vars).collect();
+        let found: Vec<_> = predecessor_variables(&vars)
+            .map(|p| (p.variable, p.replacement, p.planned))
+            .collect();
         assert_eq!(
             found,
             [
-                ("PORT", "SWITCHBOARD_LISTEN"),
-                ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET")
+                ("PORT", "SWITCHBOARD_LISTEN", false),
+                ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET", false)
             ]
         );
+        // Every replacement that is a variable today is a setting the loader knows.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for p in PREDECESSOR_VARIABLES.iter().filter(|p| !p.planned) {
+            if let Some(var) = p.replacement.strip_prefix(ENV_PREFIX) {
+                let flat = var.to_ascii_lowercase();
+                assert!(
+                    locate(&defaults, &flat).is_some(),
+                    "{} -> {var}",
+                    p.variable
+                );
+            }
+        }
         let c = Config::load(None, &vars).unwrap();
         assert_eq!(c.listen.port(), 8080);
     }

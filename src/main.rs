@@ -60,14 +60,23 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
+    let command = cli.command.unwrap_or(Command::Serve);
     let config = match Config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("switchboard: {e}");
+            for predecessor in config::predecessor_variables(&env) {
+                eprintln!("switchboard: note: {}", predecessor.warning());
+            }
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    if !matches!(command, Command::Serve) {
+        for predecessor in config::predecessor_variables(&env) {
+            eprintln!("switchboard: warning: {}", predecessor.warning());
+        }
+    }
+    let result = match command {
         Command::Serve => serve(config, &env),
         Command::Token {
             command:
@@ -127,7 +136,12 @@ fn mint(
 /// the program's path otherwise.
 fn this_command(env: &HashMap<String, String>) -> String {
     if env.contains_key("CARGO") {
-        return "cargo run --release --".into();
+        let profile = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        };
+        return format!("cargo run{profile} --");
     }
     std::env::args()
         .next()
@@ -136,12 +150,8 @@ fn this_command(env: &HashMap<String, String>) -> String {
 
 fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
     switchboard::telemetry::init(&config);
-    for (variable, replacement) in config::predecessor_variables(env) {
-        tracing::warn!(
-            variable,
-            replacement,
-            "{variable} is a predecessor's setting and is not applied; use {replacement}"
-        );
+    for predecessor in config::predecessor_variables(env) {
+        tracing::warn!(variable = predecessor.variable, "{}", predecessor.warning());
     }
     // Every connection is a file descriptor: lift the soft limit to the hard one.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -169,21 +179,8 @@ fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
             eprintln!("  get a token: {command} token mint --user alice --name Alice");
             eprintln!("  (token mint reads the same settings as this node: its SWITCHBOARD_* variables and --config)");
         }
-        let deadline = config.shutdown_timeout + Duration::from_secs(2);
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
-        let shutdown = async move {
-            shutdown_signal().await;
-            let _ = stopping_tx.send(());
-        };
-        let server = switchboard::app::run(config, listener, shutdown);
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => result,
-            () = async { let _ = stopping_rx.await; tokio::time::sleep(deadline).await } => {
-                tracing::warn!("shutdown deadline passed; exiting");
-                Ok(())
-            }
-        }
+        // The drain is bounded by `shutdown_timeout`, and the node stops shortly after it.
+        switchboard::app::run(config, listener, shutdown_signal()).await
     })
 }
 

@@ -59,13 +59,6 @@ impl MessageKind {
             Self::User(kind) => RoomSignalKind::ALL.len() + kind as usize,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Room(kind) => kind.as_str(),
-            Self::User(kind) => kind.as_str(),
-        }
-    }
 }
 
 /// Installs the process-wide Prometheus recorder once; later calls return the same handle.
@@ -93,9 +86,5 @@ mod tests {
             .collect();
         let indexes: Vec<usize> = kinds.iter().map(|k| k.index()).collect();
         assert_eq!(indexes, (0..kinds.len()).collect::<Vec<_>>());
-        assert_eq!(
-            MessageKind::User(UserSignalKind::Answer).as_str(),
-            "webrtc_answer"
-        );
     }
 }

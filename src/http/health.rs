@@ -54,23 +54,22 @@ async fn report(state: &AppState) -> Report {
         errors: Vec::new(),
     };
     let backend = hub.bus.kind();
-    let redis_ok = bus.is_ok() && presence.is_ok();
-    report.add("bus", Some(backend), bus.map_err(|e| e.to_string()));
-    report.add(
-        "presence",
-        Some(backend),
-        presence.map_err(|e| e.to_string()),
-    );
+    let bus = bus.map_err(|e| e.to_string());
+    let presence = presence.map_err(|e| e.to_string());
+    // Redis is the dependency behind both: down when either cannot reach it.
+    let redis = match (&bus, &presence) {
+        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        _ => Ok(()),
+    };
+    report.add("bus", Some(backend), bus);
+    report.add("presence", Some(backend), presence);
     let tasks = match state.supervisor.ended() {
         Some(ended) => Err(ended.to_string()),
         None => Ok(()),
     };
     report.add("tasks", None, tasks);
     if state.config.redis.url.is_some() {
-        let status = if redis_ok { "ok" } else { "down" };
-        report
-            .services
-            .insert("redis".into(), json!({ "status": status }));
+        report.add("redis", None, redis);
     }
     report
 }

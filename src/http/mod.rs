@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
-use axum::http::{header, request::Parts};
+use axum::http::{StatusCode, header, request::Parts};
 use axum::routing::{get, post};
 
 use crate::auth::{Identity, bearer_token};
@@ -32,10 +32,9 @@ impl FromRequestParts<AppState> for Bearer {
             .ok()
             .and_then(bearer_token)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-        let identity = state
-            .tokens
-            .verify(token)
-            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        let identity = state.tokens.verify(token).map_err(|e| {
+            ApiError::new(StatusCode::UNAUTHORIZED, e.code().as_str(), e.to_string())
+        })?;
         Ok(Self(identity))
     }
 }
@@ -63,11 +62,8 @@ pub fn starting_routes() -> Router<Arc<Startup>> {
         .route("/readyz", get(health::readiness_starting))
         .route("/health", get(health::health_starting))
         .route("/health/", get(health::health_starting))
-        .fallback(|State(startup): State<Arc<Startup>>| async move {
-            ApiError::unavailable(
-                "starting",
-                format!("this node is starting: {}", startup.waiting()),
-            )
+        .fallback(|| async {
+            ApiError::unavailable("starting", "this node is starting; try another node")
         })
 }
 

@@ -79,16 +79,15 @@ fn seeds_to_nodes(url: &str) -> String {
     out
 }
 
-/// The URL with any `user:password@` removed.
+/// The URL with any `user:password@` and query removed. The credentials end at the last `@`,
+/// so a password holding `/`, `?`, `#` or `@` is never shown in part.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparsable>".into();
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let tail = tail.split_once('?').map_or(tail, |(path, _)| path);
-    format!("{scheme}://{hosts}{tail}")
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    let rest = rest.split_once(['?', '#']).map_or(rest, |(kept, _)| kept);
+    format!("{scheme}://{rest}")
 }
 
 #[cfg(test)]
@@ -117,6 +116,21 @@ mod tests {
         );
         let t = parse("redis-cluster://h1:7000?node=h2:7001").unwrap();
         assert!(t.clustered);
+    }
+
+    #[test]
+    fn redaction_hides_passwords_with_any_characters() {
+        for (url, shown) in [
+            ("redis://u:p/ss?x#y@h:1/2", "redis://h:1/2"),
+            ("rediss://:s3cr@t@h:6379", "rediss://h:6379"),
+            (
+                "redis-cluster://u:pw@a:1,b:2?node=c:3",
+                "redis-cluster://a:1,b:2",
+            ),
+            ("redis://h:1", "redis://h:1"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
     }
 
     #[test]

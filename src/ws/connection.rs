@@ -362,12 +362,12 @@ impl Conn {
 
     /// Writes `first` and whatever else is queued, with one flush.
     async fn write_batch(&mut self, first: Frame, outbox: &mut mpsc::Receiver<Frame>) -> bool {
-        if self.socket.feed(text(first)).await.is_err() {
+        if self.socket.feed(super::socket_text(first)).await.is_err() {
             return false;
         }
         for _ in 1..WRITE_BATCH {
             let Ok(frame) = outbox.try_recv() else { break };
-            if self.socket.feed(text(frame)).await.is_err() {
+            if self.socket.feed(super::socket_text(frame)).await.is_err() {
                 return false;
             }
         }
@@ -376,7 +376,7 @@ impl Conn {
 
     async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Frame>) {
         while let Ok(frame) = outbox.try_recv() {
-            if self.socket.feed(text(frame)).await.is_err() {
+            if self.socket.feed(super::socket_text(frame)).await.is_err() {
                 return;
             }
         }
@@ -475,12 +475,6 @@ impl Conn {
             Err(e) => self.send_error(e).await,
         }
     }
-}
-
-/// The socket's frame for a core frame: the same buffer (its UTF-8 is checked again, no copy).
-fn text(frame: Frame) -> Message {
-    let text = Utf8Bytes::try_from(frame.into_bytes()).expect("a Frame holds UTF-8");
-    Message::Text(text)
 }
 
 fn binary() -> ErrorFrame {

@@ -10,8 +10,8 @@ mod connection;
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::auth::{Identity, Tokens, bearer_token};
 use crate::error::ApiError;
 use crate::metrics as m;
-use crate::protocol::{ClientId, ErrorCode, ErrorFrame, RoomId};
+use crate::protocol::{ClientId, ErrorCode, ErrorFrame, Frame, RoomId};
 use crate::state::AppState;
 
 /// The upgrade's query string. Unknown parameters are ignored (cache busters); duplicates of
@@ -32,6 +32,13 @@ pub struct WsQuery {
     client_id: Option<String>,
     #[serde(rename = "clientId")]
     client_id_camel: Option<String>,
+}
+
+/// The socket's text frame for a core [`Frame`]: the same buffer, not copied. axum has no
+/// unchecked way to build its text type, so the UTF-8 is checked again (a scan).
+pub fn socket_text(frame: Frame) -> Message {
+    let text = Utf8Bytes::try_from(frame.into_bytes()).expect("a Frame holds UTF-8");
+    Message::Text(text)
 }
 
 /// The WebSocket routes: `/ws/{room}` and `/ws`.

@@ -143,9 +143,12 @@ fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
     node.address();
     let log = node.log.join("\n");
     for (variable, replacement) in [
-        ("PORT", "SWITCHBOARD_LISTEN"),
-        ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
-        ("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET"),
+        ("PORT", "use SWITCHBOARD_LISTEN"),
+        ("JWT_SECRET_KEY", "use SWITCHBOARD_JWT_SECRET"),
+        (
+            "TURNSERVER_SECRET",
+            "SWITCHBOARD_TURN_SECRET will replace it (planned, not available yet: do not set it now)",
+        ),
     ] {
         let warned: Vec<_> = node
             .log
@@ -178,5 +181,45 @@ fn the_banner_shows_the_command_that_started_the_node() {
     let mut node = NodeProcess::start(&[("SWITCHBOARD_LISTEN", "127.0.0.1:0"), ("CARGO", "cargo")]);
     node.address();
     let line = node.wait_for("get a token:", WAIT);
-    assert!(line.contains("cargo run --release -- token mint"), "{line}");
+    let profile = if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    };
+    let command = format!("cargo run{profile} -- token mint");
+    assert!(line.contains(&command), "{line}");
+}
+
+#[test]
+fn predecessor_variables_are_named_when_the_config_fails_and_for_token_mint() {
+    // A migrating operator's usual first failure: production without SWITCHBOARD_JWT_SECRET,
+    // the predecessor's JWT_SECRET_KEY still set.
+    let out = switchboard(
+        &["serve"],
+        &[
+            ("SWITCHBOARD_ENV", "production"),
+            ("JWT_SECRET_KEY", "the-old-secret-value"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains("SWITCHBOARD_JWT_SECRET"), "{message}");
+    assert!(
+        message.contains("JWT_SECRET_KEY is a predecessor's setting and is not applied"),
+        "{message}"
+    );
+    assert!(!message.contains("the-old-secret-value"), "{message}");
+
+    let out = switchboard(
+        &["token", "mint", "--user", "u", "--name", "U"],
+        &[("SECRET_KEY", "old")],
+    );
+    assert!(out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(
+            "SECRET_KEY is a predecessor's setting and is not applied; use SWITCHBOARD_JWT_SECRET"
+        ),
+        "{message}"
+    );
 }

@@ -71,6 +71,15 @@ async fn the_bearer_scheme_is_read_in_any_case_with_any_spacing() {
             .unwrap();
         assert_eq!(response.status(), 200, "{header:?}");
     }
+    let expired = token_with("alice", |c| {
+        c.iat -= 3600;
+        c.exp = c.iat + 60;
+    });
+    let (status, body) = get(&node.http("/api/rooms"), Some(&expired)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("token_expired"))
+    );
     for header in [format!("Basic {token}"), "Bearer".into(), token.clone()] {
         let response = reqwest::Client::new()
             .get(node.http("/api/rooms"))
@@ -119,6 +128,16 @@ async fn rooms_api_needs_a_token_and_membership() {
         .await
         .unwrap();
     assert_eq!(info.status(), 200);
+    let huge = reqwest::Client::new()
+        .post(node.http("/api/rooms/team/info"))
+        .bearer_auth(token("bob"))
+        .body(vec![b'x'; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let body: Value = huge.json().await.expect("a JSON 413");
+    assert_eq!(body["code"], "too_large");
     let (status, body) = get(&node.http("/api/rooms/bad%20room"), Some(&admin)).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_room")));
 }

@@ -253,6 +253,27 @@ async fn a_redis_restart_keeps_local_delivery_and_recovers_without_reconnecting(
     redis.stop();
     for node in &nodes {
         poll(node, "/readyz", "alice", WAIT, |status, _| status == 503).await;
+        for path in ["/health", "/health/"] {
+            let (status, health) = get(node, path, "alice").await;
+            assert_eq!(
+                (status, health["status"].as_str()),
+                (503, Some("unhealthy"))
+            );
+            for service in ["bus", "presence", "redis"] {
+                let entry = &health["services"][service];
+                assert_eq!(entry["status"], "down", "{service}: {health}");
+                assert!(entry["error"].is_string(), "{service}: {health}");
+            }
+            assert_eq!(health["redis"], health["services"]["redis"]);
+            assert_eq!(health["services"]["tasks"]["status"], "ok");
+            let errors = health["errors"].as_array().unwrap();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.as_str().unwrap().starts_with("redis: ")),
+                "{health}"
+            );
+        }
     }
     // Local delivery goes on; the cross-node half of a broadcast says `unavailable`.
     a.send(json!({"type":"signal","data":{"n":1}})).await;
@@ -335,8 +356,20 @@ async fn a_cluster_node_waits_for_redis_and_serves_once_it_is_up() {
         assert_eq!(health["services"]["redis"]["status"], "connecting");
         assert!(!health["errors"].as_array().unwrap().is_empty());
     }
-    let (status, _) = get(http("/api/rooms")).await;
-    assert_eq!(status, 503);
+    let (status, body) = get(http("/api/rooms")).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("starting")));
+    assert!(
+        !body["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
+    // A browser can read the health of a starting node (CORS applies in every phase).
+    let health = reqwest::Client::new()
+        .get(http("/health"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.headers()["access-control-allow-origin"], "*");
     // One log line per failed attempt, further apart each time.
     node.wait_for("not reachable; retrying", WAIT);
 
