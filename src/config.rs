@@ -35,6 +35,8 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("max_rooms_per_connection", 1, 1024),
     ("max_members_per_room", 1, 100_000),
     ("worker_threads", 0, MAX_WORKER_THREADS),
+    ("database.pool_min", 0, 1000),
+    ("database.pool_max", 1, 1000),
 ];
 
 /// The range the count setting at `path` accepts.
@@ -121,6 +123,34 @@ pub struct Config {
     pub log_level: String,
     /// `[redis]`: where cluster state lives.
     pub redis: RedisConfig,
+    /// `[database]`: where durable data lives.
+    pub database: DatabaseConfig,
+}
+
+/// `[database]`: the durable store (`SWITCHBOARD_DATABASE_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (relative to the working directory; created when missing) or
+    /// `postgres://user:password@host:port/db`.
+    pub url: Secret,
+    /// Connections the pool keeps open at least.
+    pub pool_min: usize,
+    /// Connections the pool opens at most.
+    pub pool_max: usize,
+}
+
+/// The database a node uses when none is configured: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/switchboard.db";
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new(DEFAULT_DATABASE_URL),
+            pool_min: 0,
+            pool_max: 10,
+        }
+    }
 }
 
 /// `[redis]`: the cluster's Redis (`SWITCHBOARD_REDIS_*`).
@@ -165,6 +195,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             redis: RedisConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -301,33 +332,28 @@ impl Config {
                 ));
             }
         }
-        let within = |setting: &str, value: usize, min: usize, max: usize| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(invalid(setting, format!("must be between {min} and {max}")))
+        let counts = [
+            ("max_message_bytes", self.max_message_bytes),
+            ("outbox_frames", self.outbox_frames),
+            ("max_rooms_per_connection", self.max_rooms_per_connection),
+            ("max_members_per_room", self.max_members_per_room),
+            ("worker_threads", self.worker_threads),
+            ("database.pool_min", self.database.pool_min),
+            ("database.pool_max", self.database.pool_max),
+        ];
+        for (setting, value) in counts {
+            if let Some((min, max)) =
+                range(setting).filter(|(min, max)| !(min..=max).contains(&&value))
+            {
+                return Err(invalid(setting, format!("must be between {min} and {max}")));
             }
-        };
-        within(
-            "max_message_bytes",
-            self.max_message_bytes,
-            1024,
-            MAX_FRAME_LIMIT,
-        )?;
-        within("outbox_frames", self.outbox_frames, 1, MAX_OUTBOX_FRAMES)?;
-        within(
-            "max_rooms_per_connection",
-            self.max_rooms_per_connection,
-            1,
-            1024,
-        )?;
-        within(
-            "max_members_per_room",
-            self.max_members_per_room,
-            1,
-            100_000,
-        )?;
-        within("worker_threads", self.worker_threads, 0, MAX_WORKER_THREADS)?;
+        }
+        if self.database.pool_min > self.database.pool_max {
+            return Err(invalid(
+                "database.pool_min",
+                "must not be more than database.pool_max",
+            ));
+        }
         let at_least = |setting: &str, value: Duration, min: Duration| {
             if value >= min {
                 Ok(())
@@ -368,6 +394,14 @@ impl Config {
         if let Some(url) = &self.redis.url {
             crate::redis::url::parse(url.expose())
                 .map_err(|e| invalid("redis.url", e.explain()))?;
+        }
+        let database = self.database.url.expose();
+        let scheme = database.split_once(':').map_or("", |(scheme, _)| scheme);
+        if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            return Err(invalid(
+                "database.url",
+                "must be sqlite://PATH or postgres://user:password@host:port/db",
+            ));
         }
         for origin in &self.cors_origins {
             let valid = origin == "*"
@@ -500,15 +534,15 @@ pub const PREDECESSOR_VARIABLES: &[Predecessor] = &[
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
         true,
     ),
-    Predecessor::new("DATABASE_URL", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_HOST", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_PORT", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_NAME", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_USER", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_SSL", "SWITCHBOARD_DATABASE_URL", true),
-    Predecessor::new("DB_POOL_MIN_SIZE", "the store's pool size setting", true),
-    Predecessor::new("DB_POOL_MAX_SIZE", "the store's pool size setting", true),
+    Predecessor::new("DATABASE_URL", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_HOST", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_PORT", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_NAME", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_USER", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_SSL", "SWITCHBOARD_DATABASE_URL", false),
+    Predecessor::new("DB_POOL_MIN_SIZE", "SWITCHBOARD_DATABASE_POOL_MIN", false),
+    Predecessor::new("DB_POOL_MAX_SIZE", "SWITCHBOARD_DATABASE_POOL_MAX", false),
     Predecessor::new("REDIS_URL", "SWITCHBOARD_REDIS_URL", false),
     Predecessor::new("ENCRYPTION_KEY", "SWITCHBOARD_DATA_KEY", true),
     Predecessor::new("OLD_ENCRYPTION_KEY", "`switchboard data rotate-key`", true),
@@ -820,6 +854,24 @@ mod tests {
                 "redis.prefix",
                 &[("SWITCHBOARD_REDIS_PREFIX", "{p}")],
                 "without braces",
+            ),
+            (
+                "database.url",
+                &[("SWITCHBOARD_DATABASE_URL", "mysql://h/db")],
+                "sqlite://PATH",
+            ),
+            (
+                "database.pool_min",
+                &[
+                    ("SWITCHBOARD_DATABASE_POOL_MIN", "20"),
+                    ("SWITCHBOARD_DATABASE_POOL_MAX", "5"),
+                ],
+                "database.pool_max",
+            ),
+            (
+                "database.pool_max",
+                &[("SWITCHBOARD_DATABASE_POOL_MAX", "0")],
+                "between 1 and 1000",
             ),
         ];
         let covered: Vec<&str> = cases.iter().map(|(path, _, _)| *path).collect();

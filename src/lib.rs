@@ -4,7 +4,8 @@
 //! - [`protocol`]: the wire messages, identifiers, frames, error and close codes (no I/O).
 //! - [`signaling`]: the rules, without I/O.
 //! - [`registry`] and [`hub`]: local connections; delivery and membership over the traits below.
-//! - [`bus`] and [`presence`]: the cluster traits, in-process and over Redis ([`redis`]).
+//! - [`bus`] and [`presence`]: the cluster traits, in-process and over Redis ([`redis`]);
+//!   [`store`]: durable data in SQLite or Postgres.
 //! - [`backends`] builds them from the [`config`]; [`tasks`] supervises their background tasks.
 //! - [`ws`] and [`http`]: the network edge, answering errors with [`error`]; [`app`] builds the
 //!   router, starts, supervises and drains a node.
@@ -25,6 +26,7 @@ pub mod redis;
 pub mod registry;
 pub mod signaling;
 pub mod state;
+pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod ws;

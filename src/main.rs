@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::auth::{self, Tokens};
 use switchboard::config::{self, Config, Environment};
 use switchboard::protocol::{RoomId, UserId};
+use switchboard::store::{self, PoolSize, Store};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run a node (the default).
     Serve,
+    /// Create the configured database if it is an SQLite file, apply the migrations it lacks,
+    /// then exit.
+    Migrate,
     /// Token tools.
     Token {
         #[command(subcommand)]
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
     }
     let result = match command {
         Command::Serve => serve(config, &env),
+        Command::Migrate => migrate(&config),
         Command::Token {
             command:
                 TokenCommand::Mint {
@@ -148,6 +154,29 @@ fn this_command(env: &HashMap<String, String>) -> String {
         .unwrap_or_else(|| "switchboard".into())
 }
 
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    let url = config.database.url.expose();
+    let shown = store::redact(url);
+    let size = PoolSize { min: 0, max: 1 };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let applied = runtime.block_on(async {
+        let store = Store::connect(url, size).await?;
+        store.migrate().await?;
+        let applied = store.applied_migrations().await;
+        store.close().await;
+        applied
+    });
+    let applied = applied.with_context(|| format!("database {shown}"))?;
+    let latest = applied.last().copied().unwrap_or(0);
+    println!(
+        "database {shown} ({} migrations applied, latest {latest})",
+        applied.len()
+    );
+    Ok(())
+}
+
 fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
     switchboard::telemetry::init(&config);
     for predecessor in config::predecessor_variables(env) {
@@ -164,6 +193,7 @@ fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
         let listener = switchboard::app::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let mode = if config.redis.url.is_some() {
@@ -180,28 +210,30 @@ fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
             eprintln!("  (token mint reads the same settings as this node: its SWITCHBOARD_* variables and --config)");
         }
         // The drain is bounded by `shutdown_timeout`, and the node stops shortly after it.
-        switchboard::app::run(config, listener, shutdown_signal()).await
+        switchboard::app::run(config, listener, shutdown).await
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Resolves on SIGTERM or ctrl-c. The handlers are installed before it returns, so a signal
+/// that arrives at any time after the call is seen.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    })
 }

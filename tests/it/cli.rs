@@ -223,3 +223,40 @@ fn predecessor_variables_are_named_when_the_config_fails_and_for_token_mint() {
         "{message}"
     );
 }
+
+#[test]
+fn migrate_creates_the_sqlite_database_and_is_idempotent() {
+    let dir = std::env::temp_dir().join(format!("sb-migrate-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/data/switchboard.db", dir.display());
+    for _ in 0..2 {
+        let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let said = String::from_utf8(out.stdout).unwrap();
+        assert!(said.contains("1 migrations applied, latest 1"), "{said}");
+    }
+    assert!(dir.join("data/switchboard.db").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs Postgres: run scripts/test"]
+fn migrate_applies_to_postgres() {
+    let url = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect("run scripts/test");
+    let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("latest 1"));
+}
+
+#[test]
+fn migrate_refuses_unreachable_and_foreign_databases_without_showing_passwords() {
+    for (url, code) in [
+        ("mysql://u:hunter2@127.0.0.1/db", 2),
+        ("postgres://u:hunter2@127.0.0.1:1/db", 1),
+    ] {
+        let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", url)]);
+        assert_eq!(out.status.code(), Some(code), "{url}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    }
+}
