@@ -56,21 +56,23 @@ pub fn node_id(config: &Config) -> NodeId {
 
 /// Connects the backends the config names and serves until `shutdown` resolves, then drains.
 ///
-/// A cluster node serves from the start: while Redis is not reachable yet (it may start after
-/// the nodes) it retries with backoff, answers liveness, and reports not-ready naming Redis;
-/// once connected it serves everything.
+/// A node serves from the start: while its database or Redis is not reachable yet (in compose
+/// or Kubernetes they may start after the nodes) it retries each with backoff, answers
+/// liveness, and reports not-ready naming what it waits for; once connected it serves
+/// everything.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let node = node_id(&config);
-    let Some(url) = &config.redis.url else {
-        let backends = Backends::standalone(&node);
-        return serve(config, listener, node, backends, shutdown).await;
-    };
-    let redacted = crate::redis::url::redact(url.expose());
-    let startup = Arc::new(Startup::new(node.clone(), format!("Redis at {redacted}")));
+    let database = crate::store::redact(config.database.url.expose());
+    let mut dependencies = vec![("database", format!("the database at {database}"))];
+    if let Some(url) = &config.redis.url {
+        let redis = crate::redis::url::redact(url.expose());
+        dependencies.push(("redis", format!("Redis at {redis}")));
+    }
+    let startup = Arc::new(Startup::new(node.clone(), dependencies));
     let cors = cors(&config.cors_origins);
     let phases = Arc::new(Phases {
         starting: Some(crate::http::starting_routes().with_state(Arc::clone(&startup))),
@@ -85,31 +87,48 @@ pub async fn run(
     serve_phases(listener, phases, cors, ready, shutdown).await
 }
 
-/// The first delay between attempts to reach the backends, doubled after each failure.
+/// The first delay between attempts to reach a dependency, doubled after each failure.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest delay between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How long connections may stay open after the drain before the node stops regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Connects the configured backends, retrying with backoff until they are up. Each failed
-/// attempt is logged once and recorded (its root cause) for readiness.
+/// Connects the database, then Redis when configured, each retried with backoff until it is up.
 async fn connect_until_up(config: &Config, node: &NodeId, startup: &Startup) -> Backends {
+    let store = until_up(startup, "database", || crate::backends::open_store(config)).await;
+    let Some(url) = &config.redis.url else {
+        return Backends::standalone(node, store);
+    };
+    let (prefix, ttl) = (&config.redis.prefix, config.lease_ttl);
+    let connect = || crate::backends::connect(url.expose(), prefix, node, ttl, store.clone());
+    until_up(startup, "redis", connect).await
+}
+
+/// Runs `attempt` until it succeeds. Each failure is logged once and recorded (its root cause)
+/// for readiness; the delay doubles from [`RETRY_FIRST`] to [`RETRY_MAX`].
+async fn until_up<T, F: Future<Output = anyhow::Result<T>>>(
+    startup: &Startup,
+    dependency: &'static str,
+    attempt: impl Fn() -> F,
+) -> T {
     let mut delay = RETRY_FIRST;
-    let mut attempt = 1u32;
-    loop {
-        match Backends::from_config(config, node).await {
-            Ok(backends) => return backends,
+    for tries in 1u32.. {
+        match attempt().await {
+            Ok(value) => {
+                startup.connected(dependency);
+                return value;
+            }
             Err(e) => {
                 let error = format!("{e:#}");
-                tracing::warn!(attempt, retry_in = ?delay, %error, "cluster backends not reachable; retrying");
-                startup.failed(e.root_cause().to_string());
+                tracing::warn!(dependency, attempt = tries, retry_in = ?delay, %error, "{dependency} not reachable; retrying");
+                startup.failed(dependency, e.root_cause().to_string());
             }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RETRY_MAX);
-        attempt += 1;
     }
+    unreachable!("the attempts never run out")
 }
 
 /// Serves on `listener` with the given backends until `shutdown` resolves, then drains.
@@ -276,6 +295,7 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         bus,
         inbound,
         presence,
+        store,
         mut tasks,
     } = backends;
     let hub = Arc::new(Hub::new(node, bus, presence, config.subscription_linger));
@@ -285,7 +305,7 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         Arc::clone(&hub).run_reaper(config.lease_ttl / 2),
     );
     let supervisor = Supervisor::new(tasks);
-    AppState::new(config, hub, supervisor, crate::metrics::install())
+    AppState::new(config, hub, store, supervisor, crate::metrics::install())
 }
 
 /// Turns readiness off, tells every client to reconnect elsewhere, closes them with 1012, and

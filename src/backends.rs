@@ -1,6 +1,7 @@
-//! The cluster backends a node runs on — the [`Bus`] with its inbound stream and the
-//! [`Presence`] store — built from the config: in-process for a single node, Redis for a
-//! cluster node. The one place that knows every implementation.
+//! What a node runs on — the [`Bus`] with its inbound stream, the [`Presence`] store and the
+//! durable [`Store`] — built from the config: in-process bus and presence for a single node,
+//! Redis for a cluster node; SQLite or Postgres for durable data. The one place that knows
+//! every implementation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,40 +18,71 @@ use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::protocol::NodeId;
 use crate::redis::{self, Keys};
+use crate::store::{PoolSize, Store};
 use crate::tasks::Tasks;
 
-/// The cluster backends a node runs on, and the essential tasks they started.
+/// The backends a node runs on, and the essential tasks they started.
 pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub presence: Arc<dyn Presence>,
+    pub store: Store,
     pub tasks: Tasks,
 }
 
 impl Backends {
-    /// In-process backends for a standalone node.
-    pub fn standalone(node: &NodeId) -> Self {
-        Self::in_process(&MemoryHub::new(), &MemoryPresence::new(), node)
+    /// In-process bus and presence for a standalone node.
+    pub fn standalone(node: &NodeId, store: Store) -> Self {
+        Self::in_process(&MemoryHub::new(), &MemoryPresence::new(), node, store)
     }
 
-    /// In-process backends shared by several nodes of one process.
-    pub fn in_process(hub: &MemoryHub, presence: &MemoryPresence, node: &NodeId) -> Self {
+    /// In-process bus and presence shared by several nodes of one process.
+    pub fn in_process(
+        hub: &MemoryHub,
+        presence: &MemoryPresence,
+        node: &NodeId,
+        store: Store,
+    ) -> Self {
         let (bus, inbound) = hub.attach(node.clone());
         Self {
             bus: Arc::new(bus),
             inbound,
             presence: Arc::new(presence.clone()),
+            store,
             tasks: Tasks::default(),
         }
     }
 
-    /// Redis when `redis_url` is set, otherwise in-process.
+    /// The store the config names, then Redis when `redis.url` is set (otherwise in-process).
     pub async fn from_config(config: &Config, node: &NodeId) -> anyhow::Result<Self> {
+        let store = open_store(config).await?;
         match &config.redis.url {
-            None => Ok(Self::standalone(node)),
-            Some(url) => connect(url.expose(), &config.redis.prefix, node, config.lease_ttl).await,
+            None => Ok(Self::standalone(node, store)),
+            Some(url) => {
+                let (prefix, ttl) = (&config.redis.prefix, config.lease_ttl);
+                connect(url.expose(), prefix, node, ttl, store).await
+            }
         }
     }
+}
+
+/// Opens the database the config names and applies the migrations it lacks.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let database = &config.database;
+    let size = PoolSize {
+        min: u32::try_from(database.pool_min).unwrap_or(u32::MAX),
+        max: u32::try_from(database.pool_max).unwrap_or(u32::MAX),
+    };
+    let url = database.url.expose();
+    let shown = crate::store::redact(url);
+    let store = Store::connect(url, size)
+        .await
+        .with_context(|| format!("opening the database at {shown}"))?;
+    if let Err(e) = store.migrate().await {
+        store.close().await;
+        return Err(e).with_context(|| format!("migrating the database at {shown}"));
+    }
+    Ok(store)
 }
 
 /// Connects a node's bus and presence to the Redis `url` names, under `prefix`. On failure
@@ -60,6 +92,7 @@ pub async fn connect(
     prefix: &str,
     node: &NodeId,
     lease_ttl: Duration,
+    store: Store,
 ) -> anyhow::Result<Backends> {
     let target = redis::url::parse(url)?;
     let clients = redis::Clients::connect(&target).await?;
@@ -71,6 +104,7 @@ pub async fn connect(
                 bus: Arc::new(bus),
                 inbound,
                 presence: Arc::new(presence),
+                store,
                 tasks,
             })
         }

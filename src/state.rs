@@ -12,6 +12,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::protocol::NodeId;
+use crate::store::Store;
 use crate::tasks::Supervisor;
 
 #[derive(Clone)]
@@ -19,6 +20,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub tokens: Arc<Tokens>,
     pub hub: Arc<Hub>,
+    pub store: Store,
     pub metrics: PrometheusHandle,
     pub supervisor: Arc<Supervisor>,
     pub started: Instant,
@@ -29,6 +31,7 @@ impl AppState {
     pub fn new(
         config: Config,
         hub: Arc<Hub>,
+        store: Store,
         supervisor: Supervisor,
         metrics: PrometheusHandle,
     ) -> Self {
@@ -36,6 +39,7 @@ impl AppState {
             tokens: Arc::new(Tokens::new(config.jwt_secret.expose().as_bytes())),
             config: Arc::new(config),
             hub,
+            store,
             metrics,
             supervisor: Arc::new(supervisor),
             started: Instant::now(),
@@ -53,37 +57,82 @@ impl AppState {
     }
 }
 
-/// A node that is still connecting to its dependencies: what it waits for, and the last error.
+/// A node that is still connecting to its dependencies: each one's state and last error.
 #[derive(Debug)]
 pub struct Startup {
     pub node: NodeId,
     pub started: Instant,
-    /// What the node waits for, e.g. `Redis at redis://redis:6379`.
-    pub dependency: String,
-    last_error: Mutex<Option<String>>,
+    dependencies: Mutex<Vec<Dependency>>,
+}
+
+/// One dependency a starting node connects to.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    /// `database` or `redis`: its entry in the health report.
+    pub name: &'static str,
+    /// What it is, for people: `Redis at redis://redis:6379`.
+    pub label: String,
+    pub connected: bool,
+    pub error: Option<String>,
 }
 
 impl Startup {
-    pub fn new(node: NodeId, dependency: String) -> Self {
+    /// A node that will connect to each of `dependencies` (name, label), in order.
+    pub fn new(node: NodeId, dependencies: Vec<(&'static str, String)>) -> Self {
+        let dependencies = dependencies
+            .into_iter()
+            .map(|(name, label)| Dependency {
+                name,
+                label,
+                connected: false,
+                error: None,
+            })
+            .collect();
         Self {
             node,
             started: Instant::now(),
-            dependency,
-            last_error: Mutex::default(),
+            dependencies: Mutex::new(dependencies),
         }
     }
 
-    /// Records the last failed attempt.
-    pub fn failed(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<Dependency>) -> T) -> T {
+        f(&mut self.dependencies.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// `waiting for Redis at ...` and the last error, if any.
+    /// Records a failed attempt to reach dependency `name`.
+    pub fn failed(&self, name: &str, error: String) {
+        self.with(|deps| {
+            if let Some(dep) = deps.iter_mut().find(|d| d.name == name) {
+                dep.error = Some(error);
+            }
+        });
+    }
+
+    /// Records that dependency `name` is connected.
+    pub fn connected(&self, name: &str) {
+        self.with(|deps| {
+            if let Some(dep) = deps.iter_mut().find(|d| d.name == name) {
+                dep.connected = true;
+                dep.error = None;
+            }
+        });
+    }
+
+    /// Every dependency's state.
+    pub fn dependencies(&self) -> Vec<Dependency> {
+        self.with(|deps| deps.clone())
+    }
+
+    /// `waiting for Redis at ...: <last error>`, for the first dependency not yet connected.
     pub fn waiting(&self) -> String {
-        let error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        match error.as_deref() {
-            Some(error) => format!("waiting for {}: {error}", self.dependency),
-            None => format!("waiting for {}", self.dependency),
-        }
+        self.with(|deps| match deps.iter().find(|d| !d.connected) {
+            Some(Dependency {
+                label,
+                error: Some(error),
+                ..
+            }) => format!("waiting for {label}: {error}"),
+            Some(dep) => format!("waiting for {}", dep.label),
+            None => "starting".to_owned(),
+        })
     }
 }

@@ -35,10 +35,12 @@ fn node(config: Config) -> String {
 }
 
 fn config() -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
-    }
+    };
+    config.database.url = Secret::new("sqlite::memory:");
+    config
 }
 
 /// The tool's floor relay as a child process, stopped on drop.

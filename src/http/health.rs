@@ -4,7 +4,7 @@
 //! serving its clients, taking no new ones) or `unhealthy` (503: a dependency is down, an
 //! essential task ended, or the node is still connecting) — with the node's id, version, uptime
 //! and counts, one entry per service under `services`, one top-level entry per external
-//! dependency (`redis` when configured), and the `errors` as a list.
+//! dependency (`database`, and `redis` when configured), and the `errors` as a list.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +13,11 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::state::{AppState, Startup};
+
+/// The external dependencies, reported at the top level too (`jq .database`).
+const DEPENDENCIES: [&str; 2] = ["database", "redis"];
+/// How long a health check waits for the database.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn root() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -48,7 +53,8 @@ impl Report {
 
 async fn report(state: &AppState) -> Report {
     let hub = &state.hub;
-    let (bus, presence) = tokio::join!(hub.bus.check(), hub.presence.check());
+    let database = tokio::time::timeout(CHECK_TIMEOUT, state.store.check());
+    let (bus, presence, database) = tokio::join!(hub.bus.check(), hub.presence.check(), database);
     let mut report = Report {
         services: Map::new(),
         errors: Vec::new(),
@@ -71,6 +77,11 @@ async fn report(state: &AppState) -> Report {
     if state.config.redis.url.is_some() {
         report.add("redis", None, redis);
     }
+    let database = match database {
+        Ok(checked) => checked.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+    };
+    report.add("database", Some(state.store.engine()), database);
     report
 }
 
@@ -90,8 +101,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "rooms": state.hub.registry.rooms(),
         "errors": errors,
     });
-    if let Some(redis) = services.get("redis") {
-        body["redis"] = redis.clone();
+    for dependency in DEPENDENCIES {
+        if let Some(entry) = services.get(dependency) {
+            body[dependency] = entry.clone();
+        }
     }
     body["services"] = Value::Object(services);
     (code(status), Json(body))
@@ -132,19 +145,31 @@ pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, Api
 pub async fn health_starting(
     State(startup): State<std::sync::Arc<Startup>>,
 ) -> (StatusCode, Json<Value>) {
-    let waiting = startup.waiting();
-    let redis = json!({"status": "connecting", "error": waiting});
-    let body = json!({
+    let mut services = Map::new();
+    let mut errors = Vec::new();
+    for dep in startup.dependencies() {
+        let mut entry = json!({"status": if dep.connected { "ok" } else { "connecting" }});
+        if let Some(error) = &dep.error {
+            entry["error"] = json!(error);
+            errors.push(format!("{}: {error}", dep.name));
+        } else if !dep.connected {
+            errors.push(format!("{}: connecting", dep.name));
+        }
+        services.insert(dep.name.into(), entry);
+    }
+    let mut body = json!({
         "status": "unhealthy",
         "node_id": startup.node,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": startup.started.elapsed().as_secs(),
         "connections": 0,
         "rooms": 0,
-        "errors": [format!("redis: {waiting}")],
-        "redis": redis,
-        "services": {"redis": redis},
+        "errors": errors,
     });
+    for (name, entry) in &services {
+        body[name] = entry.clone();
+    }
+    body["services"] = Value::Object(services);
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 

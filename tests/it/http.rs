@@ -42,6 +42,7 @@ async fn health_endpoints() {
                 "bus": {"status": "ok", "backend": "memory"},
                 "presence": {"status": "ok", "backend": "memory"},
                 "tasks": {"status": "ok"},
+                "database": {"status": "ok", "backend": "sqlite"},
             })
         );
         assert_eq!(health["errors"], json!([]));

@@ -8,3 +8,4 @@ mod http;
 mod lifecycle;
 mod node;
 mod readme;
+mod store;

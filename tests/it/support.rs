@@ -11,10 +11,11 @@ use switchboard::app;
 use switchboard::auth::{self, Tokens};
 use switchboard::backends::Backends;
 use switchboard::bus::memory::MemoryHub;
-use switchboard::config::{Config, DEV_JWT_SECRET};
+use switchboard::config::{Config, DEV_JWT_SECRET, Secret};
 use switchboard::presence::memory::MemoryPresence;
 use switchboard::protocol::{NodeId, UserId};
 use switchboard::state::AppState;
+use switchboard::store::Store;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -36,10 +37,12 @@ pub enum Backing {
 }
 
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
-    }
+    };
+    config.database.url = Secret::new("sqlite::memory:");
+    config
 }
 
 pub struct TestNode {
@@ -72,8 +75,10 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
         runtime.block_on(async move {
             let node = app::node_id(&config);
             let backends = match backing {
-                Backing::Standalone => Backends::standalone(&node),
-                Backing::Shared(hub, presence) => Backends::in_process(&hub, &presence, &node),
+                Backing::Standalone => Backends::standalone(&node, store(&config).await),
+                Backing::Shared(hub, presence) => {
+                    Backends::in_process(&hub, &presence, &node, store(&config).await)
+                }
                 Backing::FromConfig => Backends::from_config(&config, &node).await.unwrap(),
             };
             let listener = app::bind(config.listen).unwrap();
@@ -100,6 +105,11 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
         crash: Some(crash_tx),
         thread: Some(thread),
     }
+}
+
+/// The store `config` names, migrated.
+async fn store(config: &Config) -> Store {
+    switchboard::backends::open_store(config).await.unwrap()
 }
 
 /// `n` nodes sharing one in-process bus and presence.
@@ -374,6 +384,9 @@ impl NodeProcess {
                 command.env_remove(key);
             }
         }
+        // A private database unless the test names one (the default file would land in the
+        // working directory).
+        command.env("SWITCHBOARD_DATABASE_URL", "sqlite::memory:");
         command.envs(env.iter().copied());
         command.stderr(std::process::Stdio::piped());
         command.stdout(std::process::Stdio::null());
