@@ -9,8 +9,10 @@
 //! - [`backends`] builds them from the [`config`]; [`tasks`] supervises their background tasks.
 //! - [`ws`] and [`http`]: the network edge, answering errors with [`error`]; [`app`] builds the
 //!   router, starts, supervises and drains a node.
+//! - [`accounts`]: who may log in (argon2id passwords over the store).
 //! - [`auth`], [`state`], [`metrics`], [`telemetry`]: the supporting cast.
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod backends;

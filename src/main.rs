@@ -1,4 +1,6 @@
-//! The `switchboard` command: `serve` (the default) and `token mint`.
+//! The `switchboard` command: `serve` (the default), `migrate`, `user ...` and `token mint`.
+
+mod cli;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ enum Command {
     /// Create the configured database if it is an SQLite file, apply the migrations it lacks,
     /// then exit.
     Migrate,
+    /// Account tools.
+    User {
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
     /// Token tools.
     Token {
         #[command(subcommand)]
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve => serve(config, &env),
         Command::Migrate => migrate(&config),
+        Command::User { command } => cli::user(&config, command),
         Command::Token {
             command:
                 TokenCommand::Mint {

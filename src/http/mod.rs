@@ -2,6 +2,7 @@
 //! Routes live in [`health`] and [`rooms`]; [`crate::app`] merges them with the WebSocket
 //! endpoints into the node's router.
 
+mod auth;
 mod health;
 mod rooms;
 
@@ -52,6 +53,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/rooms/{room}", get(rooms::show))
         .route("/api/rooms/{room}/info", post(rooms::show))
         .route("/api/users/{user_id}/presence", get(rooms::presence))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/token", post(auth::token))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
 }
 
 /// What a node answers while it is still connecting to its dependencies: liveness, readiness

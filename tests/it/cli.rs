@@ -260,3 +260,48 @@ fn migrate_refuses_unreachable_and_foreign_databases_without_showing_passwords()
         assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn user_commands_manage_accounts_in_the_configured_database() {
+    let dir = std::env::temp_dir().join(format!("sb-users-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/switchboard.db", dir.display());
+    let run = |args: &[&str]| switchboard(args, &[("SWITCHBOARD_DATABASE_URL", &url)]);
+    let out = run(&[
+        "user",
+        "add",
+        "alice:password-1:alice@example.org",
+        "--admin",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (args, error) in [
+        (&["user", "add", "ALICE:password-2"][..], "already exists"),
+        (&["user", "add", "al:password-1"][..], "username must be"),
+        (&["user", "add", "bob:short"][..], "password must be"),
+        (&["user", "add", "bob"][..], "NAME:PASSWORD"),
+        (&["user", "remove", "nobody"][..], "no user nobody"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(error), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        run(&["user", "passwd", "alice:password-9"])
+            .status
+            .success()
+    );
+    assert!(run(&["user", "disable", "Alice"]).status.success());
+    let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("alice"))
+        .expect("alice listed");
+    assert!(
+        row.contains("admin") && row.contains(" no ") && row.contains("alice@example.org"),
+        "{row}"
+    );
+    assert!(!list.contains("argon2"), "no hash shown: {list}");
+    assert!(run(&["user", "remove", "alice"]).status.success());
+    let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
+    assert_eq!(list.lines().count(), 1, "{list}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,5 +1,6 @@
 mod support;
 
+mod accounts;
 mod auth;
 mod cli;
 mod cluster;

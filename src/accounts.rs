@@ -1,0 +1,274 @@
+//! Accounts: who may log in, with which password. Passwords are hashed with argon2id (a fresh
+//! salt each) and checked in constant time; an unknown username costs the same hash as a known
+//! one, so timing does not reveal which names exist. Hashing runs off the async workers.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::store::{NewUser, Store, StoreError, User};
+
+pub const MIN_USERNAME: usize = 3;
+pub const MAX_USERNAME: usize = 64;
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 1024;
+
+/// The roles an account may have.
+pub const ROLES: [&str; 2] = ["user", "admin"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(
+        "username must be {MIN_USERNAME}-{MAX_USERNAME} characters of letters, digits and . _ - @"
+    )]
+    BadUsername,
+    #[error("password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")]
+    BadPassword,
+    #[error("role must be user or admin")]
+    BadRole,
+    /// Unknown user, wrong password or disabled account: one answer for all three.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("no user {0}")]
+    NoSuchUser(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("password hashing failed")]
+    Hashing,
+}
+
+/// Checks a username's length and characters.
+pub fn validate_username(username: &str) -> Result<(), AccountError> {
+    let length = username.chars().count();
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    if (MIN_USERNAME..=MAX_USERNAME).contains(&length) && username.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(AccountError::BadUsername)
+    }
+}
+
+/// Checks a password's length.
+pub fn validate_password(password: &str) -> Result<(), AccountError> {
+    let length = password.chars().count();
+    if (MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
+        Ok(())
+    } else {
+        Err(AccountError::BadPassword)
+    }
+}
+
+/// An argon2id hash (PHC string) of `password` with a fresh salt.
+pub async fn hash_password(password: &str) -> Result<String, AccountError> {
+    let password = password.to_owned();
+    let hashed = tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+    });
+    hashed
+        .await
+        .map_err(|_| AccountError::Hashing)?
+        .map_err(|_| AccountError::Hashing)
+}
+
+/// Whether `password` matches `hash`; `false` for a hash in a format this node cannot read.
+pub async fn verify_password(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_owned(), hash.to_owned());
+    let checked = tokio::task::spawn_blocking(move || {
+        let Ok(parsed) = PasswordHash::new(&hash) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    });
+    checked.await.unwrap_or(false)
+}
+
+/// A hash of nothing anyone knows, checked for unknown usernames so that they cost the same.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Argon2::default()
+            .hash_password(b"switchboard-unknown-user")
+            .map(|hash| hash.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Creates an account after checking its name, password and role.
+pub async fn add_user(
+    store: &Store,
+    username: &str,
+    password: &str,
+    email: Option<&str>,
+    role: &str,
+    now: i64,
+) -> Result<User, AccountError> {
+    validate_username(username)?;
+    validate_password(password)?;
+    if !ROLES.contains(&role) {
+        return Err(AccountError::BadRole);
+    }
+    let password_hash = hash_password(password).await?;
+    let new = NewUser {
+        username,
+        email,
+        password_hash: &password_hash,
+        role,
+    };
+    Ok(store.create_user(&new, now).await?)
+}
+
+/// Replaces a user's password.
+pub async fn set_password(
+    store: &Store,
+    username: &str,
+    password: &str,
+) -> Result<(), AccountError> {
+    validate_password(password)?;
+    let user = find(store, username).await?;
+    let hash = hash_password(password).await?;
+    store.set_password(&user.id, &hash).await?;
+    Ok(())
+}
+
+/// The account called `username` (in any case).
+pub async fn find(store: &Store, username: &str) -> Result<User, AccountError> {
+    store
+        .user_by_name(username)
+        .await?
+        .ok_or_else(|| AccountError::NoSuchUser(username.to_owned()))
+}
+
+/// The active account `username` whose password is `password`. Unknown users, wrong passwords
+/// and disabled accounts all give [`AccountError::InvalidCredentials`], after the same work.
+pub async fn authenticate(
+    store: &Store,
+    username: &str,
+    password: &str,
+    now: i64,
+) -> Result<User, AccountError> {
+    let user = store.user_by_name(username).await?;
+    let hash = user
+        .as_ref()
+        .map_or(dummy_hash(), |u| u.password_hash.as_str());
+    let matches = verify_password(password, hash).await;
+    match user {
+        Some(user) if matches && user.active => {
+            store.record_login(&user.id, now).await?;
+            Ok(User {
+                last_login_at: Some(now),
+                ..user
+            })
+        }
+        _ => Err(AccountError::InvalidCredentials),
+    }
+}
+
+/// A new random secret for a bearer credential (32 bytes, base64url) and the SHA-256 hex the
+/// store keeps in its place.
+pub fn new_secret() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    getrandom(&mut bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = secret_hash(&secret);
+    (secret, hash)
+}
+
+/// The hash under which the store keeps a bearer secret.
+pub fn secret_hash(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fills `bytes` from the OS random number generator.
+fn getrandom(bytes: &mut [u8]) {
+    getrandom::fill(bytes).expect("the OS random number generator is available");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PoolSize;
+
+    async fn store() -> Store {
+        let store = Store::connect("sqlite::memory:", PoolSize { min: 0, max: 1 })
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    #[test]
+    fn usernames_and_passwords_are_checked() {
+        for ok in ["bob", "alice.smith", "ünïcode", "a@b.c"] {
+            assert!(validate_username(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "ab", "has space", "semi;colon", &"x".repeat(65)] {
+            assert!(validate_username(bad).is_err(), "{bad}");
+        }
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("12345678").is_ok());
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_with_argon2id_and_verify() {
+        let hash = hash_password("correct horse").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert_ne!(
+            hash,
+            hash_password("correct horse").await.unwrap(),
+            "fresh salt"
+        );
+        assert!(verify_password("correct horse", &hash).await);
+        assert!(!verify_password("wrong horse", &hash).await);
+        assert!(!verify_password("x", "not a hash").await);
+    }
+
+    #[tokio::test]
+    async fn authentication_refuses_unknown_wrong_and_disabled_alike() {
+        let store = store().await;
+        let user = add_user(&store, "Alice", "password-1", None, "user", 10)
+            .await
+            .unwrap();
+        let ok = authenticate(&store, "alice", "password-1", 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            (ok.id.as_str(), ok.last_login_at),
+            (user.id.as_str(), Some(20))
+        );
+        for (name, password) in [("alice", "password-2"), ("nobody", "password-1")] {
+            let e = authenticate(&store, name, password, 30).await.unwrap_err();
+            assert!(matches!(e, AccountError::InvalidCredentials), "{e}");
+        }
+        store.set_active(&user.id, false).await.unwrap();
+        let e = authenticate(&store, "alice", "password-1", 40)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AccountError::InvalidCredentials), "{e}");
+        let taken = add_user(&store, "ALICE", "password-1", None, "user", 50).await;
+        assert!(matches!(
+            taken,
+            Err(AccountError::Store(StoreError::Duplicate(_)))
+        ));
+        assert!(matches!(
+            add_user(&store, "carol", "password-1", None, "root", 50).await,
+            Err(AccountError::BadRole)
+        ));
+    }
+
+    #[test]
+    fn secrets_are_random_and_stored_as_their_hash() {
+        let (a, a_hash) = new_secret();
+        let (b, _) = new_secret();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(a_hash, secret_hash(&a));
+        assert_eq!(a_hash.len(), 64);
+    }
+}

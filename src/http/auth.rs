@@ -1,0 +1,283 @@
+//! The `/auth` API: log in with a username and password (JSON, or the OAuth2 password grant),
+//! read the account, and rotate refresh tokens. Access tokens are the node's HS256 JWTs; refresh
+//! tokens are random secrets of which the store keeps only the SHA-256, in families: reusing a
+//! rotated token revokes its whole family.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Bearer;
+use crate::accounts::{self, AccountError};
+use crate::auth;
+use crate::error::ApiError;
+use crate::protocol::UserId;
+use crate::state::AppState;
+use crate::store::{RefreshToken, SecurityEvent, User};
+
+/// How long an access token from `/auth/*` lives.
+pub const ACCESS_TTL: Duration = Duration::from_secs(3600);
+/// How long a refresh token lives.
+pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+#[derive(Deserialize)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordGrant {
+    grant_type: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct Refresh {
+    refresh_token: String,
+}
+
+fn now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A refused JSON body, answered as `{detail, code}` with the rejection's status.
+fn bad_body(rejection: JsonRejection) -> ApiError {
+    ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::InvalidCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "invalid username or password",
+            ),
+            AccountError::Store(e) => ApiError::from(e),
+            e => {
+                tracing::warn!(error = %e, "account operation failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "try again")
+            }
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "store query failed");
+        ApiError::unavailable("unavailable", "the database is unavailable; try again")
+    }
+}
+
+/// The account as clients see it (never its hash).
+fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "role": user.role,
+        "active": user.active,
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+    })
+}
+
+/// Records a security event; a failure to record is logged, never fatal.
+async fn record(state: &AppState, kind: &str, user: Option<&User>, username: &str, ip: SocketAddr) {
+    let event = SecurityEvent {
+        id: 0,
+        at: now(),
+        kind: kind.to_owned(),
+        user_id: user.map(|u| u.id.clone()),
+        username: Some(username.chars().take(64).collect()),
+        ip: Some(ip.ip().to_string()),
+        detail: None,
+    };
+    if let Err(e) = state.store.record_event(&event).await {
+        tracing::warn!(error = %e, kind, "security event not recorded");
+    }
+}
+
+/// Mints an access token and a new refresh token (of `family`, or a new one) for `user`.
+async fn issue(state: &AppState, user: &User, family: Option<&str>) -> Result<Value, ApiError> {
+    let token = refresh_token(user, family.map(str::to_owned));
+    let (secret, row) = token;
+    state.store.add_refresh_token(&row).await?;
+    Ok(grant(state, user, &secret))
+}
+
+/// A new refresh token for `user`: its secret, and the row the store keeps.
+fn refresh_token(user: &User, family: Option<String>) -> (String, RefreshToken) {
+    let (secret, hash) = accounts::new_secret();
+    let at = now();
+    let row = RefreshToken {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.id.clone(),
+        family_id: family.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        token_hash: hash,
+        created_at: at,
+        expires_at: at + REFRESH_TTL.as_secs() as i64,
+        revoked: false,
+        replaced_by: None,
+    };
+    (secret, row)
+}
+
+/// The token answer: `{access_token, token_type, expires_in, refresh_token, user}`.
+fn grant(state: &AppState, user: &User, refresh: &str) -> Value {
+    let subject = UserId::parse(&user.id).expect("account ids are valid user ids");
+    let mut claims = auth::claims(&subject, &user.username, ACCESS_TTL);
+    claims.role = (user.role == "admin").then(|| "admin".to_owned());
+    json!({
+        "access_token": state.tokens.mint(&claims),
+        "token_type": "bearer",
+        "expires_in": ACCESS_TTL.as_secs(),
+        "refresh_token": refresh,
+        "user": user_json(user),
+    })
+}
+
+/// Checks a username and password, recording the outcome.
+async fn log_in(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    ip: SocketAddr,
+) -> Result<User, ApiError> {
+    match accounts::authenticate(&state.store, username, password, now()).await {
+        Ok(user) => {
+            record(state, "login_succeeded", Some(&user), username, ip).await;
+            Ok(user)
+        }
+        Err(e) => {
+            if matches!(e, AccountError::InvalidCredentials) {
+                metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => "login").increment(1);
+                record(state, "login_failed", None, username, ip).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `POST /auth/login` `{username, password}`.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    body: Result<Json<Login>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(login) = body.map_err(bad_body)?;
+    let user = log_in(&state, &login.username, &login.password, ip).await?;
+    Ok(Json(issue(&state, &user, None).await?))
+}
+
+/// `POST /auth/token`: the OAuth2 password grant (form body), with OAuth2's error answers.
+pub async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    body: Result<Form<PasswordGrant>, FormRejection>,
+) -> Response {
+    let oauth = |status: StatusCode, error: &str, description: &str| {
+        let body = json!({"error": error, "error_description": description});
+        (status, Json(body)).into_response()
+    };
+    let Ok(Form(grant)) = body else {
+        return oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected a form body",
+        );
+    };
+    if grant.grant_type != "password" {
+        let text = "only grant_type=password is supported";
+        return oauth(StatusCode::BAD_REQUEST, "unsupported_grant_type", text);
+    }
+    match log_in(&state, &grant.username, &grant.password, ip).await {
+        Ok(user) => match issue(&state, &user, None).await {
+            Ok(answer) => Json(answer).into_response(),
+            Err(e) => e.into_response(),
+        },
+        Err(e) if e.code == "invalid_credentials" => oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "invalid username or password",
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /auth/me`: the caller's account, or what its token says when it has none (a token
+/// from `switchboard token mint` or an application).
+pub async fn me(
+    State(state): State<AppState>,
+    Bearer(identity): Bearer,
+) -> Result<Json<Value>, ApiError> {
+    match state.store.user_by_id(identity.user_id.as_str()).await? {
+        Some(user) => Ok(Json(user_json(&user))),
+        None => Ok(Json(json!({
+            "id": identity.user_id,
+            "username": identity.name,
+            "role": if identity.admin { "admin" } else { "user" },
+        }))),
+    }
+}
+
+/// `POST /auth/refresh` `{refresh_token}`: a new access token and a new refresh token; the old
+/// one is spent. Presenting a spent or revoked one revokes its whole family.
+pub async fn refresh(
+    State(state): State<AppState>,
+    body: Result<Json<Refresh>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(refresh) = body.map_err(bad_body)?;
+    let invalid = || ApiError::unauthorized("invalid or expired refresh token");
+    let hash = accounts::secret_hash(&refresh.refresh_token);
+    let old = state
+        .store
+        .refresh_token(&hash)
+        .await?
+        .ok_or_else(invalid)?;
+    if old.revoked {
+        let revoked = state.store.revoke_family(&old.family_id).await?;
+        tracing::warn!(
+            revoked,
+            "a spent refresh token was presented; its family is revoked"
+        );
+        return Err(invalid());
+    }
+    let user = state.store.user_by_id(&old.user_id).await?;
+    let user = user
+        .filter(|u| u.active && old.expires_at > now())
+        .ok_or_else(invalid)?;
+    let (secret, new) = refresh_token(&user, Some(old.family_id.clone()));
+    if !state.store.rotate_refresh_token(&old.id, &new).await? {
+        // Rotated by a concurrent request a moment ago: a reuse all the same.
+        state.store.revoke_family(&old.family_id).await?;
+        return Err(invalid());
+    }
+    Ok(Json(grant(&state, &user, &secret)))
+}
+
+/// `POST /auth/logout` `{refresh_token}`: revokes the refresh token's family.
+pub async fn logout(
+    State(state): State<AppState>,
+    Bearer(_): Bearer,
+    body: Result<Json<Refresh>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(refresh) = body.map_err(bad_body)?;
+    let hash = accounts::secret_hash(&refresh.refresh_token);
+    if let Some(token) = state.store.refresh_token(&hash).await? {
+        state.store.revoke_family(&token.family_id).await?;
+    }
+    Ok(Json(json!({"status": "logged_out"})))
+}
