@@ -169,6 +169,25 @@ pub async fn authenticate(
     }
 }
 
+/// On an empty database, creates the demo accounts `alice` and `bob` with random passwords and
+/// returns them (name, password); on any other, nothing. For development nodes only.
+pub async fn create_demo_users(
+    store: &Store,
+    now: i64,
+) -> Result<Vec<(String, String)>, AccountError> {
+    if !store.users().await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut created = Vec::new();
+    for name in ["alice", "bob"] {
+        let (secret, _) = new_secret();
+        let password: String = secret.chars().take(16).collect();
+        add_user(store, name, &password, None, "user", now).await?;
+        created.push((name.to_owned(), password));
+    }
+    Ok(created)
+}
+
 /// A new random secret for a bearer credential (32 bytes, base64url) and the SHA-256 hex the
 /// store keeps in its place.
 pub fn new_secret() -> (String, String) {

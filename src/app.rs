@@ -19,7 +19,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::protocol::{CloseCode, Frame, NodeId, ServerMessage};
@@ -82,9 +82,29 @@ pub async fn run(
         let backends = connect_until_up(&config, &node, &startup).await;
         let mut state = build(config, node, backends);
         state.started = startup.started;
+        if state.config.env == Environment::Development {
+            demo_users(&state.store).await;
+        }
         state
     };
     serve_phases(listener, phases, cors, ready, shutdown).await
+}
+
+/// Creates the demo accounts on a development node's empty database and shows their passwords
+/// once, on the terminal (never in the log).
+async fn demo_users(store: &crate::store::Store) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let now = now.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    match crate::accounts::create_demo_users(store, now).await {
+        Ok(created) if !created.is_empty() => {
+            eprintln!("demo accounts on this empty development database (shown once):");
+            for (name, password) in created {
+                eprintln!("  {name} / {password}    (POST /auth/login)");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "demo accounts not created"),
+    }
 }
 
 /// The first delay between attempts to reach a dependency, doubled after each failure.

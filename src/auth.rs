@@ -26,6 +26,9 @@ pub struct Claims {
     #[serde(default)]
     pub iat: u64,
     pub exp: u64,
+    /// Not before: a token used earlier is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +96,7 @@ impl Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -107,12 +111,16 @@ impl Tokens {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet (nbf)"),
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not allowed"),
                 ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing claim"),
                 _ => AuthError::Invalid("malformed"),
             })?;
         let claims = data.claims;
+        if claims.iat > unix_now() + LEEWAY_SECS {
+            return Err(AuthError::Invalid("issued in the future (iat)"));
+        }
         let user_id = UserId::parse(&claims.sub).map_err(|_| AuthError::Invalid("bad sub"))?;
         let name = claims
             .name
@@ -132,17 +140,20 @@ impl Tokens {
     }
 }
 
+fn unix_now() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.unwrap_or_default().as_secs()
+}
+
 /// Claims for a new token valid for `ttl` from now.
 pub fn claims(user: &UserId, name: &str, ttl: Duration) -> Claims {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = unix_now();
     Claims {
         sub: user.to_string(),
         name: Some(name.to_owned()),
         iat: now,
         exp: now + ttl.as_secs(),
+        nbf: None,
         jti: Some(uuid::Uuid::new_v4().to_string()),
         rooms: None,
         role: None,
@@ -173,6 +184,26 @@ mod tests {
         for header in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "", "abc"] {
             assert_eq!(bearer_token(header), None, "{header:?}");
         }
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused() {
+        let tokens = Tokens::new(SECRET);
+        let mut early = claims(&user(), "A", Duration::from_secs(600));
+        early.nbf = Some(early.iat + 300);
+        assert_eq!(
+            tokens.verify(&tokens.mint(&early)),
+            Err(AuthError::Invalid("not valid yet (nbf)"))
+        );
+        let mut future = claims(&user(), "A", Duration::from_secs(600));
+        future.iat += 300;
+        assert_eq!(
+            tokens.verify(&tokens.mint(&future)),
+            Err(AuthError::Invalid("issued in the future (iat)"))
+        );
+        let mut started = claims(&user(), "A", Duration::from_secs(600));
+        started.nbf = Some(started.iat - 1);
+        assert!(tokens.verify(&tokens.mint(&started)).is_ok());
     }
 
     #[test]

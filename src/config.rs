@@ -121,6 +121,9 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `open` or `closed`: whether `POST /auth/register` creates accounts; empty = open in
+    /// development, closed in production.
+    pub registration: String,
     /// `[redis]`: where cluster state lives.
     pub redis: RedisConfig,
     /// `[database]`: where durable data lives.
@@ -194,6 +197,7 @@ impl Default for Config {
             worker_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            registration: String::new(),
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
         }
@@ -382,8 +386,20 @@ impl Config {
         self.validate_text()
     }
 
+    /// Whether `POST /auth/register` creates accounts.
+    pub fn registration_open(&self) -> bool {
+        match self.registration.as_str() {
+            "open" => true,
+            "closed" => false,
+            _ => self.env == Environment::Development,
+        }
+    }
+
     /// Checks the settings written as text: names, URLs, origins and filters.
     fn validate_text(&self) -> Result<(), ConfigError> {
+        if !matches!(self.registration.as_str(), "" | "open" | "closed") {
+            return Err(invalid("registration", "must be open or closed"));
+        }
         let prefix = &self.redis.prefix;
         if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}', ' ']) {
             return Err(invalid(
@@ -854,6 +870,11 @@ mod tests {
                 "redis.prefix",
                 &[("SWITCHBOARD_REDIS_PREFIX", "{p}")],
                 "without braces",
+            ),
+            (
+                "registration",
+                &[("SWITCHBOARD_REGISTRATION", "maybe")],
+                "open or closed",
             ),
             (
                 "database.url",

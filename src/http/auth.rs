@@ -43,6 +43,14 @@ pub struct PasswordGrant {
 }
 
 #[derive(Deserialize)]
+pub struct Register {
+    username: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
 pub struct Refresh {
     refresh_token: String,
 }
@@ -59,11 +67,18 @@ fn bad_body(rejection: JsonRejection) -> ApiError {
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
+        let detail = e.to_string();
         match e {
-            AccountError::InvalidCredentials => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "invalid username or password",
+            AccountError::InvalidCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail)
+            }
+            AccountError::BadUsername => ApiError::bad_request("invalid_username", detail),
+            AccountError::BadPassword => ApiError::bad_request("invalid_password", detail),
+            AccountError::BadRole => ApiError::bad_request("invalid_role", detail),
+            AccountError::Store(crate::store::StoreError::Duplicate(_)) => ApiError::new(
+                StatusCode::CONFLICT,
+                "username_taken",
+                "a user with this username already exists",
             ),
             AccountError::Store(e) => ApiError::from(e),
             e => {
@@ -180,6 +195,32 @@ pub async fn login(
     let Json(login) = body.map_err(bad_body)?;
     let user = log_in(&state, &login.username, &login.password, ip).await?;
     Ok(Json(issue(&state, &user, None).await?))
+}
+
+/// `POST /auth/register` `{username, password, email?}`: creates an account (when
+/// `registration` is open) and logs it in: 201 with the login answer.
+pub async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    body: Result<Json<Register>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !state.config.registration_open() {
+        let detail = "registration is closed on this deployment";
+        return Err(ApiError::forbidden(detail).with_code("registration_closed"));
+    }
+    let Json(new) = body.map_err(bad_body)?;
+    let email = new.email.as_deref().filter(|e| !e.is_empty());
+    let user = accounts::add_user(
+        &state.store,
+        &new.username,
+        &new.password,
+        email,
+        "user",
+        now(),
+    )
+    .await?;
+    record(&state, "registered", Some(&user), &user.username, ip).await;
+    Ok((StatusCode::CREATED, Json(issue(&state, &user, None).await?)))
 }
 
 /// `POST /auth/token`: the OAuth2 password grant (form body), with OAuth2's error answers.

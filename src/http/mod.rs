@@ -55,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/users/{user_id}/presence", get(rooms::presence))
         .route("/auth/login", post(auth::login))
         .route("/auth/token", post(auth::token))
+        .route("/auth/register", post(auth::register))
         .route("/auth/me", get(auth::me))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))

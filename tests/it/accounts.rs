@@ -227,3 +227,48 @@ async fn hostile_bodies_get_json_errors_and_the_node_keeps_serving() {
     let (status, _) = login(&node, "alice", "password-1").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn registration_creates_and_logs_in_when_open_and_is_refused_when_closed() {
+    let node = spawn_node(test_config());
+    let new = json!({"username": "carol", "password": "password-1", "email": "c@example.org"});
+    let (status, body) = post(&node, "/auth/register", new.clone()).await;
+    assert_eq!(
+        (status, body["user"]["username"].as_str()),
+        (201, Some("carol"))
+    );
+    assert!(body["access_token"].is_string());
+    let (status, body) = post(
+        &node,
+        "/auth/register",
+        json!({"username": "CAROL", "password": "password-2"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("username_taken"))
+    );
+    for (body, code) in [
+        (
+            json!({"username": "c", "password": "password-1"}),
+            "invalid_username",
+        ),
+        (
+            json!({"username": "dave", "password": "short"}),
+            "invalid_password",
+        ),
+    ] {
+        let (status, answer) = post(&node, "/auth/register", body).await;
+        assert_eq!((status, answer["code"].as_str()), (400, Some(code)));
+    }
+    assert_eq!(login(&node, "carol", "password-1").await.0, 200);
+
+    let mut closed = test_config();
+    closed.registration = "closed".into();
+    let node = spawn_node(closed);
+    let (status, body) = post(&node, "/auth/register", new).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("registration_closed"))
+    );
+}

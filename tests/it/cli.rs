@@ -305,3 +305,57 @@ fn user_commands_manage_accounts_in_the_configured_database() {
     assert_eq!(list.lines().count(), 1, "{list}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_development_node_creates_demo_accounts_once_and_production_never() {
+    let dir = std::env::temp_dir().join(format!("sb-demo-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/switchboard.db", dir.display());
+    let env = [
+        ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+        ("SWITCHBOARD_DATABASE_URL", url.as_str()),
+    ];
+    let mut node = NodeProcess::start(&env);
+    let addr = node.address();
+    node.wait_for("demo accounts on this empty development database", WAIT);
+    let alice = node.wait_for("alice / ", WAIT);
+    let password = alice
+        .split(" / ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(password.len(), 16);
+    node.wait_for("connected; serving", WAIT);
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/auth/login"))
+        .json(&serde_json::json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(node);
+
+    let mut again = NodeProcess::start(&env);
+    again.wait_for("connected; serving", WAIT);
+    assert!(
+        !again.log.iter().any(|l| l.contains("demo accounts")),
+        "{:?}",
+        again.log
+    );
+    drop(again);
+
+    let secret = "a-production-secret-of-forty-bytes-000000";
+    let mut production = NodeProcess::start(&[
+        ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+        ("SWITCHBOARD_ENV", "production"),
+        ("SWITCHBOARD_JWT_SECRET", secret),
+    ]);
+    production.wait_for("connected; serving", WAIT);
+    assert!(
+        !production.log.iter().any(|l| l.contains("demo accounts")),
+        "{:?}",
+        production.log
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
