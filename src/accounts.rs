@@ -74,10 +74,14 @@ pub async fn hash_password(password: &str) -> Result<String, AccountError> {
         .map_err(|_| AccountError::Hashing)
 }
 
-/// Whether `password` matches `hash`; `false` for a hash in a format this node cannot read.
+/// Whether `password` matches `hash`: an argon2 PHC string, or a bcrypt hash imported from a
+/// predecessor (`$2a$`, `$2b$`, `$2y$`); `false` for anything else.
 pub async fn verify_password(password: &str, hash: &str) -> bool {
     let (password, hash) = (password.to_owned(), hash.to_owned());
     let checked = tokio::task::spawn_blocking(move || {
+        if is_bcrypt(&hash) {
+            return bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false);
+        }
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
@@ -86,6 +90,11 @@ pub async fn verify_password(password: &str, hash: &str) -> bool {
             .is_ok()
     });
     checked.await.unwrap_or(false)
+}
+
+/// Whether `hash` is a bcrypt hash (kept from an import until the first login re-hashes it).
+pub fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
 }
 
 /// A hash of nothing anyone knows, checked for unknown usernames so that they cost the same.
@@ -158,15 +167,121 @@ pub async fn authenticate(
         .map_or(dummy_hash(), |u| u.password_hash.as_str());
     let matches = verify_password(password, hash).await;
     match user {
-        Some(user) if matches && user.active => {
+        Some(mut user) if matches && user.active => {
             store.record_login(&user.id, now).await?;
-            Ok(User {
-                last_login_at: Some(now),
-                ..user
-            })
+            if is_bcrypt(&user.password_hash) {
+                // An imported hash: replaced by argon2id now that the password is known.
+                user.password_hash = hash_password(password).await?;
+                store.set_password(&user.id, &user.password_hash).await?;
+            }
+            user.last_login_at = Some(now);
+            Ok(user)
         }
         _ => Err(AccountError::InvalidCredentials),
     }
+}
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub added: usize,
+    /// Rows whose username exists already: left as they are.
+    pub skipped: Vec<String>,
+}
+
+/// Imports the users CSV of a predecessor: a header row naming `username`, a bcrypt
+/// `hashed_password` (or `password_hash`), and optionally `email`, `is_active`/`active` and
+/// `role`/`is_admin`. The hashes are kept and verified at login, where the first success
+/// re-hashes with argon2id. Existing usernames are skipped; a malformed row stops the import
+/// before anything is written, naming its line.
+pub async fn import_users(
+    store: &Store,
+    csv_text: &str,
+    now: i64,
+) -> Result<Imported, ImportError> {
+    let rows = parse_users_csv(csv_text)?;
+    let mut imported = Imported::default();
+    for row in rows {
+        if store.user_by_name(&row.username).await?.is_some() {
+            imported.skipped.push(row.username);
+            continue;
+        }
+        let new = NewUser {
+            username: &row.username,
+            email: row.email.as_deref(),
+            password_hash: &row.hash,
+            role: row.role,
+        };
+        let user = store.create_user(&new, now).await?;
+        if !row.active {
+            store.set_active(&user.id, false).await?;
+        }
+        imported.added += 1;
+    }
+    Ok(imported)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("line {line}: {reason}")]
+    Row { line: u64, reason: String },
+    #[error("the header must name `username` and `hashed_password` (or `password_hash`)")]
+    Header,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Row {
+    username: String,
+    hash: String,
+    email: Option<String>,
+    active: bool,
+    role: &'static str,
+}
+
+fn parse_users_csv(text: &str) -> Result<Vec<Row>, ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|_| ImportError::Header)?.clone();
+    let column = |names: &[&str]| {
+        headers
+            .iter()
+            .position(|h| names.contains(&h.to_ascii_lowercase().as_str()))
+    };
+    let username = column(&["username"]).ok_or(ImportError::Header)?;
+    let hash = column(&["hashed_password", "password_hash"]).ok_or(ImportError::Header)?;
+    let (email, active) = (column(&["email"]), column(&["is_active", "active"]));
+    let (role, admin) = (column(&["role"]), column(&["is_admin"]));
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let line = |r: &csv::StringRecord| r.position().map_or(0, |p| p.line());
+        let record = record.map_err(|e| ImportError::Row {
+            line: e.position().map_or(0, |p| p.line()),
+            reason: "not a CSV row".into(),
+        })?;
+        let field = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("");
+        let bad = |reason: &str| ImportError::Row {
+            line: line(&record),
+            reason: reason.to_owned(),
+        };
+        let name = field(Some(username)).to_owned();
+        validate_username(&name).map_err(|e| bad(&e.to_string()))?;
+        let hashed = field(Some(hash)).to_owned();
+        if !is_bcrypt(&hashed) {
+            return Err(bad("the password hash is not a bcrypt hash"));
+        }
+        let truthy = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes");
+        let is_admin = field(role) == "admin" || truthy(field(admin));
+        rows.push(Row {
+            username: name,
+            hash: hashed,
+            email: Some(field(email).to_owned()).filter(|e| !e.is_empty()),
+            active: active.is_none_or(|_| truthy(field(active))),
+            role: if is_admin { "admin" } else { "user" },
+        });
+    }
+    Ok(rows)
 }
 
 /// On an empty database, creates the demo accounts `alice` and `bob` with random passwords and
@@ -279,6 +394,53 @@ mod tests {
             add_user(&store, "carol", "password-1", None, "root", 50).await,
             Err(AccountError::BadRole)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_predecessors_users_import_and_move_to_argon2id_at_first_login() {
+        let store = store().await;
+        let hash = bcrypt::hash("old-password", 4).unwrap();
+        let csv = format!(
+            "username,hashed_password,email,is_active\n\
+             alice,{hash},alice@example.org,true\n\
+             bob,{hash},,false\n"
+        );
+        let imported = import_users(&store, &csv, 1).await.unwrap();
+        assert_eq!(
+            imported,
+            Imported {
+                added: 2,
+                skipped: vec![]
+            }
+        );
+        let again = import_users(&store, &csv, 2).await.unwrap();
+        assert_eq!(again.skipped, ["alice", "bob"]);
+        assert!(
+            authenticate(&store, "bob", "old-password", 3)
+                .await
+                .is_err(),
+            "inactive"
+        );
+        let alice = authenticate(&store, "alice", "old-password", 3)
+            .await
+            .unwrap();
+        assert!(alice.password_hash.starts_with("$argon2id$"));
+        let stored = store.user_by_name("alice").await.unwrap().unwrap();
+        assert!(stored.password_hash.starts_with("$argon2id$"), "re-hashed");
+        assert!(
+            authenticate(&store, "alice", "old-password", 4)
+                .await
+                .is_ok()
+        );
+
+        for (bad, says) in [
+            ("name,pw\nx,y\n", "header"),
+            ("username,hashed_password\nok-name,plaintext\n", "line 2"),
+            ("username,hashed_password\nno way,$2b$04$x\n", "line 2"),
+        ] {
+            let e = import_users(&store, bad, 5).await.unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

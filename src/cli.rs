@@ -29,6 +29,9 @@ pub enum UserCommand {
     Disable { name: String },
     /// Enable a disabled account.
     Enable { name: String },
+    /// Import a predecessor's users CSV (bcrypt hashes kept; re-hashed with argon2id at each
+    /// user's first login). Existing usernames are skipped.
+    Import { file: std::path::PathBuf },
 }
 
 /// Unix seconds now.
@@ -83,6 +86,17 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => set_active(store, &name, false).await?,
         UserCommand::Enable { name } => set_active(store, &name, true).await?,
+        UserCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let imported = accounts::import_users(store, &text, now())
+                .await
+                .with_context(|| format!("importing {}", file.display()))?;
+            println!("imported {} users", imported.added);
+            for name in imported.skipped {
+                println!("skipped {name}: the username exists");
+            }
+        }
     }
     Ok(())
 }

@@ -300,6 +300,22 @@ fn user_commands_manage_accounts_in_the_configured_database() {
         "{row}"
     );
     assert!(!list.contains("argon2"), "no hash shown: {list}");
+    let csv = dir.join("users.csv");
+    let hash = bcrypt::hash("old-password", 4).unwrap();
+    let rows =
+        format!("username,hashed_password,email\nalice,{hash},\ncarol,{hash},c@example.org\n");
+    std::fs::write(&csv, rows).unwrap();
+    let out = run(&["user", "import", csv.to_str().unwrap()]);
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.contains("imported 1 users") && said.contains("skipped alice"),
+        "{said}"
+    );
+    std::fs::write(&csv, "username,password\nx,y\n").unwrap();
+    let out = run(&["user", "import", csv.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("header"), "{}", stderr(&out));
+    assert!(run(&["user", "remove", "carol"]).status.success());
     assert!(run(&["user", "remove", "alice"]).status.success());
     let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
     assert_eq!(list.lines().count(), 1, "{list}");
