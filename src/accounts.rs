@@ -15,6 +15,20 @@ pub const MAX_USERNAME: usize = 64;
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 1024;
 
+/// The highest bcrypt cost an import accepts: each login with such a hash costs a core for a
+/// second or so, and more would let one row tie up the node.
+const MAX_BCRYPT_COST: u32 = 14;
+
+/// Hashes computed at once: as many as there are cores, so that a flood of logins queues
+/// instead of taking every core (and 19 MiB of memory per hash) from the relay.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// The roles an account may have.
 pub const ROLES: [&str; 2] = ["user", "admin"];
 
@@ -62,6 +76,10 @@ pub fn validate_password(password: &str) -> Result<(), AccountError> {
 
 /// An argon2id hash (PHC string) of `password` with a fresh salt.
 pub async fn hash_password(password: &str) -> Result<String, AccountError> {
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|_| AccountError::Hashing)?;
     let password = password.to_owned();
     let hashed = tokio::task::spawn_blocking(move || {
         Argon2::default()
@@ -77,6 +95,9 @@ pub async fn hash_password(password: &str) -> Result<String, AccountError> {
 /// Whether `password` matches `hash`: an argon2 PHC string, or a bcrypt hash imported from a
 /// predecessor (`$2a$`, `$2b$`, `$2y$`); `false` for anything else.
 pub async fn verify_password(password: &str, hash: &str) -> bool {
+    let Ok(_permit) = hashing_permits().acquire().await else {
+        return false;
+    };
     let (password, hash) = (password.to_owned(), hash.to_owned());
     let checked = tokio::task::spawn_blocking(move || {
         if is_bcrypt(&hash) {
@@ -162,9 +183,11 @@ pub async fn authenticate(
     now: i64,
 ) -> Result<User, AccountError> {
     let user = store.user_by_name(username).await?;
-    let hash = user
-        .as_ref()
-        .map_or(dummy_hash(), |u| u.password_hash.as_str());
+    // The dummy hash is computed once, off the async workers.
+    let dummy = tokio::task::spawn_blocking(dummy_hash)
+        .await
+        .map_err(|_| AccountError::Hashing)?;
+    let hash = user.as_ref().map_or(dummy, |u| u.password_hash.as_str());
     let matches = verify_password(password, hash).await;
     match user {
         Some(mut user) if matches && user.active => {
@@ -270,6 +293,13 @@ fn parse_users_csv(text: &str) -> Result<Vec<Row>, ImportError> {
         let hashed = field(Some(hash)).to_owned();
         if !is_bcrypt(&hashed) {
             return Err(bad("the password hash is not a bcrypt hash"));
+        }
+        let cost: u32 = hashed
+            .get(4..6)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(u32::MAX);
+        if cost > MAX_BCRYPT_COST {
+            return Err(bad("the bcrypt cost is above 14"));
         }
         let truthy = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes");
         let is_admin = field(role) == "admin" || truthy(field(admin));

@@ -56,18 +56,20 @@ pub fn node_id(config: &Config) -> NodeId {
 
 /// Connects the backends the config names and serves until `shutdown` resolves, then drains.
 ///
-/// A node serves from the start: while its database or Redis is not reachable yet (in compose
-/// or Kubernetes they may start after the nodes) it retries each with backoff, answers
-/// liveness, and reports not-ready naming what it waits for; once connected it serves
-/// everything.
+/// A node serves from the start: while Redis is not reachable yet (in compose or Kubernetes it
+/// may start after the nodes) it retries with backoff, answers liveness, and reports not-ready
+/// naming it; once connected it serves everything. The database is never waited for: an SQLite
+/// file opens at once, and a Postgres that is down only makes what needs it (`/auth`) answer
+/// `unavailable` and readiness name it.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let node = node_id(&config);
-    let database = crate::store::redact(config.database.url.expose());
-    let mut dependencies = vec![("database", format!("the database at {database}"))];
+    // Signaling never waits on the database: it is opened without waiting for it.
+    let store = crate::backends::node_store(&config).await?;
+    let mut dependencies = Vec::new();
     if let Some(url) = &config.redis.url {
         let redis = crate::redis::url::redact(url.expose());
         dependencies.push(("redis", format!("Redis at {redis}")));
@@ -79,11 +81,12 @@ pub async fn run(
         ready: OnceLock::new(),
     });
     let ready = async move {
-        let backends = connect_until_up(&config, &node, &startup).await;
+        let backends = connect_until_up(&config, &node, &startup, store).await;
         let mut state = build(config, node, backends);
         state.started = startup.started;
         if state.config.env == Environment::Development {
-            demo_users(&state.store).await;
+            // In the background: the node does not wait for its database.
+            tokio::spawn(demo_users(state.store.clone()));
         }
         state
     };
@@ -92,10 +95,10 @@ pub async fn run(
 
 /// Creates the demo accounts on a development node's empty database and shows their passwords
 /// once, on the terminal (never in the log).
-async fn demo_users(store: &crate::store::Store) {
+async fn demo_users(store: crate::store::Store) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let now = now.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    match crate::accounts::create_demo_users(store, now).await {
+    match crate::accounts::create_demo_users(&store, now).await {
         Ok(created) if !created.is_empty() => {
             eprintln!("demo accounts on this empty development database (shown once):");
             for (name, password) in created {
@@ -114,9 +117,13 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How long connections may stay open after the drain before the node stops regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Connects the database, then Redis when configured, each retried with backoff until it is up.
-async fn connect_until_up(config: &Config, node: &NodeId, startup: &Startup) -> Backends {
-    let store = until_up(startup, "database", || crate::backends::open_store(config)).await;
+/// Connects Redis when configured, retried with backoff until it is up.
+async fn connect_until_up(
+    config: &Config,
+    node: &NodeId,
+    startup: &Startup,
+    store: crate::store::Store,
+) -> Backends {
     let Some(url) = &config.redis.url else {
         return Backends::standalone(node, store);
     };
@@ -307,6 +314,7 @@ async fn lifecycle(
         }
     }
     drain(&state).await;
+    state.store.close().await;
 }
 
 /// Builds the state and starts the node's background tasks.

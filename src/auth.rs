@@ -89,6 +89,7 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    max_lifetime: Option<Duration>,
 }
 
 impl Tokens {
@@ -101,7 +102,15 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            max_lifetime: None,
         }
+    }
+
+    /// Refuses tokens that live longer than `max`: from `iat` (or from now, without one) to
+    /// `exp`.
+    pub fn with_max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = Some(max);
+        self
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
@@ -118,8 +127,14 @@ impl Tokens {
                 _ => AuthError::Invalid("malformed"),
             })?;
         let claims = data.claims;
-        if claims.iat > unix_now() + LEEWAY_SECS {
+        let now = unix_now();
+        if claims.iat > now + LEEWAY_SECS {
             return Err(AuthError::Invalid("issued in the future (iat)"));
+        }
+        let start = if claims.iat > 0 { claims.iat } else { now };
+        let lifetime = Duration::from_secs(claims.exp.saturating_sub(start));
+        if self.max_lifetime.is_some_and(|max| lifetime > max) {
+            return Err(AuthError::Invalid("lives longer than max_token_lifetime"));
         }
         let user_id = UserId::parse(&claims.sub).map_err(|_| AuthError::Invalid("bad sub"))?;
         let name = claims
@@ -204,6 +219,18 @@ mod tests {
         let mut started = claims(&user(), "A", Duration::from_secs(600));
         started.nbf = Some(started.iat - 1);
         assert!(tokens.verify(&tokens.mint(&started)).is_ok());
+    }
+
+    #[test]
+    fn tokens_living_longer_than_the_maximum_are_refused() {
+        let tokens = Tokens::new(SECRET).with_max_lifetime(Duration::from_secs(3600));
+        let long = claims(&user(), "A", Duration::from_secs(7200));
+        assert_eq!(
+            tokens.verify(&tokens.mint(&long)),
+            Err(AuthError::Invalid("lives longer than max_token_lifetime"))
+        );
+        let short = claims(&user(), "A", Duration::from_secs(3600));
+        assert!(tokens.verify(&tokens.mint(&short)).is_ok());
     }
 
     #[test]

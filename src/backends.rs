@@ -66,14 +66,75 @@ impl Backends {
     }
 }
 
-/// Opens the database the config names and applies the migrations it lacks.
+fn pool_size(config: &Config) -> PoolSize {
+    PoolSize {
+        min: u32::try_from(config.database.pool_min).unwrap_or(u32::MAX),
+        max: u32::try_from(config.database.pool_max).unwrap_or(u32::MAX),
+    }
+}
+
+/// The first delay between attempts to migrate a database that is down, doubled after each.
+const MIGRATE_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest delay between those attempts.
+const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The store of a node, which must not wait for it: an SQLite file opens and migrates at once
+/// (a failure there is a configuration error); a Postgres pool connects on first use, and a
+/// background task applies the migrations once the database answers, retrying with backoff.
+/// Until then, whatever needs the database answers `unavailable`; signaling does not need it.
+pub async fn node_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database.url.expose();
+    let shown = crate::store::redact(url);
+    let store = Store::connect_lazy(url, pool_size(config))
+        .await
+        .with_context(|| format!("opening the database at {shown}"))?;
+    if store.engine() == "sqlite" {
+        migrate_sqlite(&store)
+            .await
+            .with_context(|| format!("migrating the database at {shown}"))?;
+        return Ok(store);
+    }
+    let migrating = store.clone();
+    tokio::spawn(async move {
+        let mut delay = MIGRATE_RETRY_FIRST;
+        for attempt in 1u32.. {
+            match migrating.migrate().await {
+                Ok(()) => {
+                    tracing::info!(database = %shown, "database migrated");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(database = %shown, attempt, retry_in = ?delay, %error, "database not migrated yet; retrying");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MIGRATE_RETRY_MAX);
+        }
+    });
+    Ok(store)
+}
+
+/// Migrates an SQLite file that other processes may be migrating at the same moment (nodes
+/// started together on one machine): SQLite's migrations take no lock, so a loser of that race
+/// finds the tables made and tries again, by when the winner has recorded its migration.
+async fn migrate_sqlite(store: &Store) -> Result<(), crate::store::StoreError> {
+    let mut tries = 0;
+    loop {
+        match store.migrate().await {
+            Err(_) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Opens the database the config names and applies the migrations it lacks (for the CLI,
+/// which waits for it).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let database = &config.database;
-    let size = PoolSize {
-        min: u32::try_from(database.pool_min).unwrap_or(u32::MAX),
-        max: u32::try_from(database.pool_max).unwrap_or(u32::MAX),
-    };
-    let url = database.url.expose();
+    let size = pool_size(config);
+    let url = config.database.url.expose();
     let shown = crate::store::redact(url);
     let store = Store::connect(url, size)
         .await

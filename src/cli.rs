@@ -82,7 +82,9 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             accounts::set_password(store, &name, &password)
                 .await
                 .map_err(explain)?;
-            println!("password of {name} changed");
+            let user = accounts::find(store, &name).await.map_err(explain)?;
+            let revoked = store.revoke_user_tokens(&user.id).await?;
+            println!("password of {name} changed; {revoked} refresh tokens revoked");
         }
         UserCommand::Disable { name } => set_active(store, &name, false).await?,
         UserCommand::Enable { name } => set_active(store, &name, true).await?,
@@ -104,6 +106,9 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
 async fn set_active(store: &Store, name: &str, active: bool) -> anyhow::Result<()> {
     let user = accounts::find(store, name).await.map_err(explain)?;
     store.set_active(&user.id, active).await?;
+    if !active {
+        store.revoke_user_tokens(&user.id).await?;
+    }
     let state = if active { "enabled" } else { "disabled" };
     println!("{state} {}", user.username);
     Ok(())

@@ -121,6 +121,9 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The longest an access token may live (from `iat` to `exp`); longer ones are refused.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// `open` or `closed`: whether `POST /auth/register` creates accounts; empty = open in
     /// development, closed in production.
     pub registration: String,
@@ -197,6 +200,7 @@ impl Default for Config {
             worker_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            max_token_lifetime: Duration::from_secs(30 * 86_400),
             registration: String::new(),
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
@@ -377,6 +381,14 @@ impl Config {
             Duration::from_millis(100),
         )?;
         at_least("lease_ttl", self.lease_ttl, Duration::from_secs(1))?;
+        at_least(
+            "max_token_lifetime",
+            self.max_token_lifetime,
+            Duration::from_secs(60),
+        )?;
+        if self.max_token_lifetime > Duration::from_secs(366 * 86_400) {
+            return Err(invalid("max_token_lifetime", "must be at most 366d"));
+        }
         if self.idle_timeout <= self.ping_interval {
             return Err(invalid("idle_timeout", "must be longer than ping_interval"));
         }
@@ -508,7 +520,7 @@ pub const PREDECESSOR_VARIABLES: &[Predecessor] = &[
     Predecessor::new(
         "PASSWORD_PEPPER",
         "nothing (passwords are hashed with argon2id)",
-        true,
+        false,
     ),
     Predecessor::new("LICENSE_KEY", "nothing", false),
     Predecessor::new("CORS_ORIGINS", "SWITCHBOARD_CORS_ORIGINS", false),
@@ -870,6 +882,11 @@ mod tests {
                 "redis.prefix",
                 &[("SWITCHBOARD_REDIS_PREFIX", "{p}")],
                 "without braces",
+            ),
+            (
+                "max_token_lifetime",
+                &[("SWITCHBOARD_MAX_TOKEN_LIFETIME", "10s")],
+                "at least 1m",
             ),
             (
                 "registration",

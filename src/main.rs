@@ -125,9 +125,11 @@ fn mint(
         !name.is_empty() && name.chars().count() <= 128,
         "--name must be 1-128 characters"
     );
+    let max = config.max_token_lifetime;
     anyhow::ensure!(
-        ttl >= Duration::from_secs(1) && ttl <= Duration::from_secs(366 * 86_400),
-        "--ttl must be between 1s and 366d"
+        ttl >= Duration::from_secs(1) && ttl <= max,
+        "--ttl must be between 1s and max_token_lifetime ({})",
+        humantime::format_duration(max)
     );
     for room in &rooms {
         let base = room.strip_suffix('*').unwrap_or(room);

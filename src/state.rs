@@ -36,7 +36,10 @@ impl AppState {
         metrics: PrometheusHandle,
     ) -> Self {
         Self {
-            tokens: Arc::new(Tokens::new(config.jwt_secret.expose().as_bytes())),
+            tokens: Arc::new(
+                Tokens::new(config.jwt_secret.expose().as_bytes())
+                    .with_max_lifetime(config.max_token_lifetime),
+            ),
             config: Arc::new(config),
             hub,
             store,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{ConnectInfo, Form, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -150,15 +150,17 @@ fn refresh_token(user: &User, family: Option<String>) -> (String, RefreshToken) 
     (secret, row)
 }
 
-/// The token answer: `{access_token, token_type, expires_in, refresh_token, user}`.
+/// The token answer: `{access_token, token_type, expires_in, refresh_token, user}`. Access
+/// tokens live [`ACCESS_TTL`], or `max_token_lifetime` when that is shorter.
 fn grant(state: &AppState, user: &User, refresh: &str) -> Value {
     let subject = UserId::parse(&user.id).expect("account ids are valid user ids");
-    let mut claims = auth::claims(&subject, &user.username, ACCESS_TTL);
+    let ttl = ACCESS_TTL.min(state.config.max_token_lifetime);
+    let mut claims = auth::claims(&subject, &user.username, ttl);
     claims.role = (user.role == "admin").then(|| "admin".to_owned());
     json!({
         "access_token": state.tokens.mint(&claims),
         "token_type": "bearer",
-        "expires_in": ACCESS_TTL.as_secs(),
+        "expires_in": ttl.as_secs(),
         "refresh_token": refresh,
         "user": user_json(user),
     })
@@ -186,15 +188,24 @@ async fn log_in(
     }
 }
 
+/// A token answer, which no cache may keep (RFC 6749 §5.1).
+fn no_store(status: StatusCode, body: Value) -> Response {
+    let headers = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+    ];
+    (status, headers, Json(body)).into_response()
+}
+
 /// `POST /auth/login` `{username, password}`.
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
     body: Result<Json<Login>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(login) = body.map_err(bad_body)?;
     let user = log_in(&state, &login.username, &login.password, ip).await?;
-    Ok(Json(issue(&state, &user, None).await?))
+    Ok(no_store(StatusCode::OK, issue(&state, &user, None).await?))
 }
 
 /// `POST /auth/register` `{username, password, email?}`: creates an account (when
@@ -203,7 +214,7 @@ pub async fn register(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
     body: Result<Json<Register>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     if !state.config.registration_open() {
         let detail = "registration is closed on this deployment";
         return Err(ApiError::forbidden(detail).with_code("registration_closed"));
@@ -220,7 +231,10 @@ pub async fn register(
     )
     .await?;
     record(&state, "registered", Some(&user), &user.username, ip).await;
-    Ok((StatusCode::CREATED, Json(issue(&state, &user, None).await?)))
+    Ok(no_store(
+        StatusCode::CREATED,
+        issue(&state, &user, None).await?,
+    ))
 }
 
 /// `POST /auth/token`: the OAuth2 password grant (form body), with OAuth2's error answers.
@@ -244,9 +258,13 @@ pub async fn token(
         let text = "only grant_type=password is supported";
         return oauth(StatusCode::BAD_REQUEST, "unsupported_grant_type", text);
     }
+    if grant.username.is_empty() || grant.password.is_empty() {
+        let text = "username and password are required";
+        return oauth(StatusCode::BAD_REQUEST, "invalid_request", text);
+    }
     match log_in(&state, &grant.username, &grant.password, ip).await {
         Ok(user) => match issue(&state, &user, None).await {
-            Ok(answer) => Json(answer).into_response(),
+            Ok(answer) => no_store(StatusCode::OK, answer),
             Err(e) => e.into_response(),
         },
         Err(e) if e.code == "invalid_credentials" => oauth(
@@ -279,7 +297,7 @@ pub async fn me(
 pub async fn refresh(
     State(state): State<AppState>,
     body: Result<Json<Refresh>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(refresh) = body.map_err(bad_body)?;
     let invalid = || ApiError::unauthorized("invalid or expired refresh token");
     let hash = accounts::secret_hash(&refresh.refresh_token);
@@ -306,18 +324,23 @@ pub async fn refresh(
         state.store.revoke_family(&old.family_id).await?;
         return Err(invalid());
     }
-    Ok(Json(grant(&state, &user, &secret)))
+    Ok(no_store(StatusCode::OK, grant(&state, &user, &secret)))
 }
 
-/// `POST /auth/logout` `{refresh_token}`: revokes the refresh token's family.
+/// `POST /auth/logout` `{refresh_token}`: revokes the caller's refresh token's family.
 pub async fn logout(
     State(state): State<AppState>,
-    Bearer(_): Bearer,
+    Bearer(identity): Bearer,
     body: Result<Json<Refresh>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(refresh) = body.map_err(bad_body)?;
     let hash = accounts::secret_hash(&refresh.refresh_token);
     if let Some(token) = state.store.refresh_token(&hash).await? {
+        if token.user_id != identity.user_id.as_str() {
+            return Err(ApiError::forbidden(
+                "this refresh token belongs to another user",
+            ));
+        }
         state.store.revoke_family(&token.family_id).await?;
     }
     Ok(Json(json!({"status": "logged_out"})))

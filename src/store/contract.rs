@@ -233,6 +233,10 @@ async fn bad_urls_are_refused_without_showing_passwords() {
         redact("postgres://u:p@ss@h:5432/db"),
         "postgres://h:5432/db"
     );
+    assert_eq!(
+        redact("postgres://u@h/db?password=hunter2"),
+        "postgres://h/db"
+    );
 }
 
 #[tokio::test]

@@ -118,6 +118,26 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// Like [`Store::connect`], but a Postgres pool connects on first use instead of now, so
+    /// that a node can start while its database is down (an SQLite file opens at once).
+    pub async fn connect_lazy(url: &str, size: PoolSize) -> Result<Self, StoreError> {
+        match engine(url)? {
+            Engine::Sqlite => Self::connect(url, size).await,
+            Engine::Postgres => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Url(redacted_error(&e)))?;
+                let pool = PgPoolOptions::new()
+                    .min_connections(size.min)
+                    .max_connections(size.max)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(options);
+                Ok(Self {
+                    pool: Pool::Postgres(pool),
+                })
+            }
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn engine(&self) -> &'static str {
         match self.pool {
@@ -432,8 +452,9 @@ async fn sqlite(url: &str, size: PoolSize) -> Result<SqlitePool, StoreError> {
     Ok(pool)
 }
 
-/// A database URL without its password.
+/// A database URL without its credentials and query (which may carry `password=`).
 pub fn redact(url: &str) -> String {
+    let url = url.split_once(['?', '#']).map_or(url, |(kept, _)| kept);
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);

@@ -45,7 +45,17 @@ async fn login(node: &TestNode, username: &str, password: &str) -> (u16, Value) 
 #[tokio::test]
 async fn a_login_gives_tokens_that_open_the_websocket_and_auth_me() {
     let node = node_with_alice().await;
-    let (status, body) = login(&node, "alice", "password-1").await;
+    let response = reqwest::Client::new()
+        .post(node.http("/auth/login"))
+        .json(&json!({"username": "alice", "password": "password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let (status, body) = (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["token_type"].as_str(), body["expires_in"].as_u64()),
@@ -147,6 +157,11 @@ async fn the_oauth2_password_grant_answers_in_oauth2_shapes() {
         (status, bad["error"].as_str()),
         (400, Some("invalid_request"))
     );
+    let (status, bad) = form(&[("grant_type", "password"), ("username", "alice")]).await;
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
 }
 
 #[tokio::test]
@@ -182,6 +197,30 @@ async fn logout_revokes_the_refresh_token() {
     assert_eq!(response.status(), 200);
     let (status, _) = post(&node, "/auth/refresh", json!({"refresh_token": refresh})).await;
     assert_eq!(status, 401);
+
+    // Another user's refresh token cannot be logged out.
+    let (_, alices) = login(&node, "alice", "password-1").await;
+    let (_, bobs) = post(
+        &node,
+        "/auth/register",
+        json!({"username": "bob", "password": "password-1"}),
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(node.http("/auth/logout"))
+        .bearer_auth(bobs["access_token"].as_str().unwrap())
+        .json(&json!({"refresh_token": alices["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let (status, _) = post(
+        &node,
+        "/auth/refresh",
+        json!({"refresh_token": alices["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "alice's session survives");
 }
 
 #[tokio::test]

@@ -342,7 +342,6 @@ async fn a_development_node_creates_demo_accounts_once_and_production_never() {
         .next()
         .unwrap();
     assert_eq!(password.len(), 16);
-    node.wait_for("connected; serving", WAIT);
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/auth/login"))
         .json(&serde_json::json!({"username": "alice", "password": password}))

@@ -95,7 +95,7 @@ async fn health_reports_the_database() {
 
 #[tokio::test]
 #[ignore = "needs Postgres: run scripts/test"]
-async fn a_node_waits_for_its_database_and_serves_once_it_is_up() {
+async fn a_node_signals_before_its_database_is_up_and_migrates_it_once_it_is() {
     let port = free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     let mut node = NodeProcess::start(&[
@@ -103,31 +103,57 @@ async fn a_node_waits_for_its_database_and_serves_once_it_is_up() {
         ("SWITCHBOARD_DATABASE_URL", &url),
     ]);
     let addr = node.address();
-    node.wait_for("database not reachable; retrying", WAIT);
+    node.wait_for("database not migrated yet; retrying", WAIT);
     let http = |path: &str| format!("http://{addr}{path}");
-    assert_eq!(get(http("/healthz")).await.0, 200);
+    // Signaling does not wait for the database.
+    let ws = format!("ws://{addr}/ws/room?token={}", token("alice"));
+    let mut client = connect(&ws).await.expect("upgrade accepted");
+    client.recv_type("auth_success").await;
+    client.recv_type("users_in_room").await;
     let (status, ready) = get(http("/readyz")).await;
-    assert_eq!((status, ready["code"].as_str()), (503, Some("starting")));
-    let detail = ready["detail"].as_str().unwrap();
-    let shown = format!("the database at postgres://127.0.0.1:{port}/postgres");
-    assert!(detail.contains(&shown), "{detail}");
+    assert_eq!(
+        (status, ready["code"].as_str()),
+        (503, Some("dependency_down"))
+    );
+    assert!(
+        ready["detail"].as_str().unwrap().contains("database"),
+        "{ready}"
+    );
     let (status, health) = get(http("/health/")).await;
     assert_eq!(
         (status, health["database"]["status"].as_str()),
-        (503, Some("connecting"))
+        (503, Some("down"))
+    );
+    let register = json!({"username": "dora", "password": "password-1"});
+    let response = reqwest::Client::new()
+        .post(http("/auth/register"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        503,
+        "what needs the database says unavailable"
     );
 
     let _postgres = Postgres::start(port);
+    node.wait_for("database migrated", Duration::from_secs(20));
     until_status(&http("/readyz"), 200).await;
     let (_, health) = get(http("/health")).await;
     assert_eq!(
         health["database"],
         json!({"status": "ok", "backend": "postgres"})
     );
-    let ws = format!("ws://{addr}/ws/room?token={}", token("alice"));
-    let mut client = connect(&ws).await.expect("upgrade accepted");
-    client.recv_type("auth_success").await;
-    client.recv_type("users_in_room").await;
+    let response = reqwest::Client::new()
+        .post(http("/auth/register"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    client.expect_quiet().await;
     drop(client);
     let code = tokio::task::spawn_blocking(move || node.terminate())
         .await
