@@ -8,7 +8,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::store::{NewUser, Store, StoreError, User};
+use crate::store::{NewUser, Store, StoreError, User, username_key};
 
 pub const MIN_USERNAME: usize = 3;
 pub const MAX_USERNAME: usize = 64;
@@ -276,7 +276,7 @@ fn parse_users_csv(text: &str) -> Result<Vec<Row>, ImportError> {
     let hash = column(&["hashed_password", "password_hash"]).ok_or(ImportError::Header)?;
     let (email, active) = (column(&["email"]), column(&["is_active", "active"]));
     let (role, admin) = (column(&["role"]), column(&["is_admin"]));
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for record in reader.records() {
         let line = |r: &csv::StringRecord| r.position().map_or(0, |p| p.line());
         let record = record.map_err(|e| ImportError::Row {
@@ -300,6 +300,12 @@ fn parse_users_csv(text: &str) -> Result<Vec<Row>, ImportError> {
             .unwrap_or(u32::MAX);
         if cost > MAX_BCRYPT_COST {
             return Err(bad("the bcrypt cost is above 14"));
+        }
+        if rows
+            .iter()
+            .any(|r| username_key(&r.username) == username_key(&name))
+        {
+            return Err(bad("the username appears twice in the file (in any case)"));
         }
         let truthy = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes");
         let is_admin = field(role) == "admin" || truthy(field(admin));
@@ -467,6 +473,10 @@ mod tests {
             ("name,pw\nx,y\n", "header"),
             ("username,hashed_password\nok-name,plaintext\n", "line 2"),
             ("username,hashed_password\nno way,$2b$04$x\n", "line 2"),
+            (
+                "username,hashed_password\nsam,$2b$04$x\nSAM,$2b$04$x\n",
+                "line 3: the username appears twice",
+            ),
         ] {
             let e = import_users(&store, bad, 5).await.unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
