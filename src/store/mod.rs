@@ -21,6 +21,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use records::{ApiKey, NewUser, RefreshToken, SecurityEvent, User};
 
+const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
+    (id, user_id, family_id, token_hash, created_at, expires_at, revoked, replaced_by) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 /// How long a connection attempt or a wait for a pooled connection may take.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -254,9 +258,7 @@ impl Store {
     }
 
     pub async fn add_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO refresh_tokens \
-            (id, user_id, family_id, token_hash, created_at, expires_at, revoked, replaced_by) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        const SQL: &str = INSERT_REFRESH_TOKEN;
         let t = token;
         execute!(
             self,
@@ -290,9 +292,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         const REVOKE: &str = "UPDATE refresh_tokens SET revoked = TRUE, replaced_by = $2 \
             WHERE id = $1 AND NOT revoked";
-        const INSERT: &str = "INSERT INTO refresh_tokens \
-            (id, user_id, family_id, token_hash, created_at, expires_at, revoked, replaced_by) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        const INSERT: &str = INSERT_REFRESH_TOKEN;
         let rotated = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let revoked = sqlx::query(REVOKE).bind(old).bind(&new.id).execute(&mut *tx).await?;
