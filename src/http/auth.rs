@@ -110,13 +110,19 @@ fn user_json(user: &User) -> Value {
 }
 
 /// Records a security event; a failure to record is logged, never fatal.
-async fn record(state: &AppState, kind: &str, user: Option<&User>, username: &str, ip: SocketAddr) {
+async fn record(
+    state: &AppState,
+    kind: &str,
+    user_id: Option<&str>,
+    username: Option<&str>,
+    ip: SocketAddr,
+) {
     let event = SecurityEvent {
         id: 0,
         at: now(),
         kind: kind.to_owned(),
-        user_id: user.map(|u| u.id.clone()),
-        username: Some(username.chars().take(64).collect()),
+        user_id: user_id.map(str::to_owned),
+        username: username.map(|name| name.chars().take(64).collect()),
         ip: Some(ip.ip().to_string()),
         detail: None,
     };
@@ -175,13 +181,13 @@ async fn log_in(
 ) -> Result<User, ApiError> {
     match accounts::authenticate(&state.store, username, password, now()).await {
         Ok(user) => {
-            record(state, "login_succeeded", Some(&user), username, ip).await;
+            record(state, "login_succeeded", Some(&user.id), Some(username), ip).await;
             Ok(user)
         }
         Err(e) => {
             if matches!(e, AccountError::InvalidCredentials) {
                 metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => "login").increment(1);
-                record(state, "login_failed", None, username, ip).await;
+                record(state, "login_failed", None, Some(username), ip).await;
             }
             Err(e.into())
         }
@@ -230,7 +236,14 @@ pub async fn register(
         now(),
     )
     .await?;
-    record(&state, "registered", Some(&user), &user.username, ip).await;
+    record(
+        &state,
+        "registered",
+        Some(&user.id),
+        Some(&user.username),
+        ip,
+    )
+    .await;
     Ok(no_store(
         StatusCode::CREATED,
         issue(&state, &user, None).await?,
@@ -296,6 +309,7 @@ pub async fn me(
 /// one is spent. Presenting a spent or revoked one revokes its whole family.
 pub async fn refresh(
     State(state): State<AppState>,
+    ConnectInfo(ip): ConnectInfo<SocketAddr>,
     body: Result<Json<Refresh>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(refresh) = body.map_err(bad_body)?;
@@ -312,6 +326,7 @@ pub async fn refresh(
             revoked,
             "a spent refresh token was presented; its family is revoked"
         );
+        record(&state, "refresh_reused", Some(&old.user_id), None, ip).await;
         return Err(invalid());
     }
     let user = state.store.user_by_id(&old.user_id).await?;
@@ -322,6 +337,7 @@ pub async fn refresh(
     if !state.store.rotate_refresh_token(&old.id, &new).await? {
         // Rotated by a concurrent request a moment ago: a reuse all the same.
         state.store.revoke_family(&old.family_id).await?;
+        record(&state, "refresh_reused", Some(&old.user_id), None, ip).await;
         return Err(invalid());
     }
     Ok(no_store(StatusCode::OK, grant(&state, &user, &secret)))
@@ -330,6 +346,7 @@ pub async fn refresh(
 /// `POST /auth/logout` `{refresh_token}`: revokes the caller's refresh token's family.
 pub async fn logout(
     State(state): State<AppState>,
+    ConnectInfo(ip): ConnectInfo<SocketAddr>,
     Bearer(identity): Bearer,
     body: Result<Json<Refresh>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -342,6 +359,8 @@ pub async fn logout(
             ));
         }
         state.store.revoke_family(&token.family_id).await?;
+        let user = identity.user_id.as_str();
+        record(&state, "logged_out", Some(user), Some(&identity.name), ip).await;
     }
     Ok(Json(json!({"status": "logged_out"})))
 }

@@ -180,6 +180,9 @@ async fn refresh_rotates_and_a_reused_token_revokes_its_family() {
     assert_eq!(status, 401);
     let (status, _) = post(&node, "/auth/refresh", json!({"refresh_token": "made-up"})).await;
     assert_eq!(status, 401);
+    let events = node.state.store.events(20).await.unwrap();
+    let reused = events.iter().filter(|e| e.kind == "refresh_reused").count();
+    assert_eq!(reused, 2, "the spent token, then its revoked successor");
 }
 
 #[tokio::test]
@@ -197,6 +200,8 @@ async fn logout_revokes_the_refresh_token() {
     assert_eq!(response.status(), 200);
     let (status, _) = post(&node, "/auth/refresh", json!({"refresh_token": refresh})).await;
     assert_eq!(status, 401);
+    let events = node.state.store.events(20).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "logged_out"), "{events:?}");
 
     // Another user's refresh token cannot be logged out.
     let (_, alices) = login(&node, "alice", "password-1").await;
