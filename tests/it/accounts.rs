@@ -316,3 +316,63 @@ async fn registration_creates_and_logs_in_when_open_and_is_refused_when_closed()
         (403, Some("registration_closed"))
     );
 }
+
+/// A node whose store is a fresh database on the test Postgres.
+async fn postgres_node() -> TestNode {
+    let admin = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect("run scripts/test");
+    let name = format!("auth_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let mut config = test_config();
+    config.database.url = switchboard::config::Secret::new(format!("{base}/{name}"));
+    let node = spawn_node_on(config, Backing::FromConfig);
+    node.state.store.migrate().await.unwrap();
+    node
+}
+
+#[tokio::test]
+#[ignore = "needs Postgres: run scripts/test"]
+async fn the_auth_api_on_postgres() {
+    let node = postgres_node().await;
+    let store = &node.state.store;
+    assert_eq!(store.engine(), "postgres");
+    accounts::add_user(store, "Alice", "password-1", None, "admin", 1)
+        .await
+        .unwrap();
+    let (status, tokens) = login(&node, "ALICE", "password-1").await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["user"]["role"], "admin");
+    let (status, wrong) = login(&node, "alice", "password-2").await;
+    assert_eq!(
+        (status, wrong["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
+    let (status, taken) = post(
+        &node,
+        "/auth/register",
+        json!({"username": "aLiCe", "password": "password-1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, taken["code"].as_str()),
+        (409, Some("username_taken"))
+    );
+
+    let first = tokens["refresh_token"].clone();
+    let (status, rotated) = post(&node, "/auth/refresh", json!({"refresh_token": first})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, _) = post(&node, "/auth/refresh", json!({"refresh_token": first})).await;
+    assert_eq!(status, 401, "reuse");
+    let second = rotated["refresh_token"].clone();
+    let (status, _) = post(&node, "/auth/refresh", json!({"refresh_token": second})).await;
+    assert_eq!(status, 401, "the family went with the reuse");
+    let events = store.events(10).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "refresh_reused"));
+    assert!(events.iter().any(|e| e.kind == "login_failed"));
+}
