@@ -204,6 +204,22 @@ pub async fn authenticate(
     }
 }
 
+/// Deletes expired refresh tokens now and then every `every`, for as long as the node runs. A
+/// failure (the database is down) is logged and tried again at the next round.
+pub async fn purge_expired_tokens(store: Store, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let now = now.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        match store.purge_expired_tokens(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired refresh tokens deleted"),
+            Err(e) => tracing::warn!(error = %e, "expired refresh tokens not purged"),
+        }
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Imported {

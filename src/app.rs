@@ -114,6 +114,8 @@ async fn demo_users(store: crate::store::Store) {
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest delay between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often a node deletes expired refresh tokens.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How long connections may stay open after the drain before the node stops regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -281,6 +283,10 @@ async fn serve_phases(
             tracing::warn!(grace = ?CLOSE_GRACE, "connections still open after the drain; stopping");
         }
     }
+    if let Some((state, _)) = phases.ready.get() {
+        // Connections still checked out (a request cut short) must not hold the stop up.
+        let _ = tokio::time::timeout(CLOSE_GRACE, state.store.close()).await;
+    }
     match phases
         .ready
         .get()
@@ -314,7 +320,6 @@ async fn lifecycle(
         }
     }
     drain(&state).await;
-    state.store.close().await;
 }
 
 /// Builds the state and starts the node's background tasks.
@@ -332,6 +337,11 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         "presence-reaper",
         Arc::clone(&hub).run_reaper(config.lease_ttl / 2),
     );
+    // Not essential: a node whose purge stopped still serves everything.
+    tokio::spawn(crate::accounts::purge_expired_tokens(
+        store.clone(),
+        PURGE_EVERY,
+    ));
     let supervisor = Supervisor::new(tasks);
     AppState::new(config, hub, store, supervisor, crate::metrics::install())
 }
