@@ -58,19 +58,23 @@ async fn health_endpoints() {
 async fn the_bearer_scheme_is_read_in_any_case_with_any_spacing() {
     let node = spawn_node(test_config());
     let token = token("alice");
-    for header in [
-        format!("Bearer {token}"),
-        format!("bearer {token}"),
-        format!("BEARER   {token}  "),
-        format!("  bEaReR\t{token}"),
-    ] {
+    let headers = [
+        (format!("Bearer {token}"), 200),
+        (format!("bearer {token}"), 200),
+        (format!("BEARER   {token}  "), 200),
+        (format!("  bEaReR\t{token}"), 200),
+        (format!("Basic {token}"), 401),
+        ("Bearer".into(), 401),
+        (token.clone(), 401),
+    ];
+    for (header, status) in headers {
         let response = reqwest::Client::new()
             .get(node.http("/api/rooms"))
             .header("authorization", &header)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "{header:?}");
+        assert_eq!(response.status(), status, "{header:?}");
     }
     let expired = token_with("alice", |c| {
         c.iat -= 3600;
@@ -81,15 +85,6 @@ async fn the_bearer_scheme_is_read_in_any_case_with_any_spacing() {
         (status, body["code"].as_str()),
         (401, Some("token_expired"))
     );
-    for header in [format!("Basic {token}"), "Bearer".into(), token.clone()] {
-        let response = reqwest::Client::new()
-            .get(node.http("/api/rooms"))
-            .header("authorization", &header)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 401, "{header:?}");
-    }
 }
 
 #[tokio::test]
