@@ -8,7 +8,9 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::store::{NewUser, Store, StoreError, User, username_key};
+use crate::auth::ApiKeyId;
+use crate::auth::seal::Sealer;
+use crate::store::{ApiKey, NewUser, SecurityEvent, Store, StoreError, User, username_key};
 
 pub const MIN_USERNAME: usize = 3;
 pub const MAX_USERNAME: usize = 64;
@@ -45,8 +47,18 @@ pub enum AccountError {
     /// Unknown user, wrong password or disabled account: one answer for all three.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// Too many failed logins: the account refuses logins until then (Unix seconds).
+    #[error("too many failed logins; this account is locked for now")]
+    Locked(i64),
+    /// This failed login was one too many: the account is locked until then.
+    #[error("too many failed logins; this account is locked for now")]
+    LockedOut(i64),
     #[error("no user {0}")]
     NoSuchUser(String),
+    #[error("no live API key with id or name {0}")]
+    NoSuchKey(String),
+    #[error("an API key name must be 1-64 characters without control characters")]
+    BadKeyName,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("password hashing failed")]
@@ -174,15 +186,43 @@ pub async fn find(store: &Store, username: &str) -> Result<User, AccountError> {
         .ok_or_else(|| AccountError::NoSuchUser(username.to_owned()))
 }
 
+/// When failed logins lock an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    /// Consecutive failures that lock it; 0 = never.
+    pub threshold: usize,
+    /// For how long, in seconds.
+    pub seconds: i64,
+}
+
+impl Lockout {
+    pub const OFF: Lockout = Lockout {
+        threshold: 0,
+        seconds: 0,
+    };
+}
+
 /// The active account `username` whose password is `password`. Unknown users, wrong passwords
 /// and disabled accounts all give [`AccountError::InvalidCredentials`], after the same work.
+/// The `lockout.threshold`-th consecutive wrong password of an account locks it for
+/// `lockout.seconds` ([`AccountError::LockedOut`]); a locked account refuses every login until
+/// then ([`AccountError::Locked`]).
 pub async fn authenticate(
     store: &Store,
     username: &str,
     password: &str,
     now: i64,
+    lockout: Lockout,
 ) -> Result<User, AccountError> {
     let user = store.user_by_name(username).await?;
+    if lockout.threshold > 0
+        && let Some(until) = user
+            .as_ref()
+            .and_then(|u| u.locked_until)
+            .filter(|until| *until > now)
+    {
+        return Err(AccountError::Locked(until));
+    }
     // The dummy hash is computed once, off the async workers.
     let dummy = tokio::task::spawn_blocking(dummy_hash)
         .await
@@ -200,12 +240,23 @@ pub async fn authenticate(
             user.last_login_at = Some(now);
             Ok(user)
         }
+        Some(user) if !matches && user.active && lockout.threshold > 0 => {
+            let threshold = i64::try_from(lockout.threshold).unwrap_or(i64::MAX);
+            let until = now.saturating_add(lockout.seconds);
+            match store
+                .record_failed_login(&user.id, threshold, until)
+                .await?
+            {
+                Some(until) => Err(AccountError::LockedOut(until)),
+                None => Err(AccountError::InvalidCredentials),
+            }
+        }
         _ => Err(AccountError::InvalidCredentials),
     }
 }
 
-/// Deletes expired refresh tokens now and then every `every`, for as long as the node runs. A
-/// failure (the database is down) is logged and tried again at the next round.
+/// Deletes expired refresh tokens and revocations now and then every `every`, for as long as
+/// the node runs. A failure (the database is down) is logged and tried again at the next round.
 pub async fn purge_expired_tokens(store: Store, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -217,6 +268,56 @@ pub async fn purge_expired_tokens(store: Store, every: std::time::Duration) {
             Ok(purged) => tracing::info!(purged, "expired refresh tokens deleted"),
             Err(e) => tracing::warn!(error = %e, "expired refresh tokens not purged"),
         }
+        if let Err(e) = store.purge_revocations(now).await {
+            tracing::warn!(error = %e, "expired revocations not purged");
+        }
+    }
+}
+
+/// API key names: 1-64 printable characters.
+pub fn validate_key_name(name: &str) -> Result<(), AccountError> {
+    let length = name.chars().count();
+    if (1..=64).contains(&length) && !name.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(AccountError::BadKeyName)
+    }
+}
+
+/// Creates API key `name`: a new id and a random signing secret, kept sealed. Returns the key
+/// and its secret, which is shown once and never again.
+pub async fn create_api_key(
+    store: &Store,
+    sealer: &Sealer,
+    name: &str,
+    now: i64,
+) -> Result<(ApiKey, String), AccountError> {
+    validate_key_name(name)?;
+    let id = ApiKeyId::generate();
+    let (secret, _) = new_secret();
+    let key = ApiKey {
+        id: id.to_string(),
+        name: name.to_owned(),
+        secret_sealed: sealer.seal(secret.as_bytes(), id.as_str()),
+        created_at: now,
+        revoked_at: None,
+    };
+    store.add_api_key(&key).await?;
+    Ok((key, secret))
+}
+
+/// The live API key with id or name `key`.
+pub async fn find_api_key(store: &Store, key: &str) -> Result<ApiKey, AccountError> {
+    let keys = store.api_keys().await?;
+    keys.into_iter()
+        .find(|k| k.revoked_at.is_none() && (k.id == key || k.name == key))
+        .ok_or_else(|| AccountError::NoSuchKey(key.to_owned()))
+}
+
+/// Records a security event; a failure to record is logged, never fatal.
+pub async fn record_event(store: &Store, event: SecurityEvent) {
+    if let Err(e) = store.record_event(&event).await {
+        tracing::warn!(error = %e, kind = %event.kind, "security event not recorded");
     }
 }
 
@@ -421,7 +522,7 @@ mod tests {
         let user = add_user(&store, "Alice", "password-1", None, "user", 10)
             .await
             .unwrap();
-        let ok = authenticate(&store, "alice", "password-1", 20)
+        let ok = authenticate(&store, "alice", "password-1", 20, Lockout::OFF)
             .await
             .unwrap();
         assert_eq!(
@@ -429,11 +530,13 @@ mod tests {
             (user.id.as_str(), Some(20))
         );
         for (name, password) in [("alice", "password-2"), ("nobody", "password-1")] {
-            let e = authenticate(&store, name, password, 30).await.unwrap_err();
+            let e = authenticate(&store, name, password, 30, Lockout::OFF)
+                .await
+                .unwrap_err();
             assert!(matches!(e, AccountError::InvalidCredentials), "{e}");
         }
         store.set_active(&user.id, false).await.unwrap();
-        let e = authenticate(&store, "alice", "password-1", 40)
+        let e = authenticate(&store, "alice", "password-1", 40, Lockout::OFF)
             .await
             .unwrap_err();
         assert!(matches!(e, AccountError::InvalidCredentials), "{e}");
@@ -446,6 +549,49 @@ mod tests {
             add_user(&store, "carol", "password-1", None, "root", 50).await,
             Err(AccountError::BadRole)
         ));
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_lock_an_account_for_a_while() {
+        let store = store().await;
+        add_user(&store, "alice", "password-1", None, "user", 1)
+            .await
+            .unwrap();
+        let lockout = Lockout {
+            threshold: 3,
+            seconds: 100,
+        };
+        let login = |password: &'static str, now| {
+            let store = store.clone();
+            async move { authenticate(&store, "alice", password, now, lockout).await }
+        };
+        // A success clears the count: two failures, a success, two failures lock nothing.
+        for _ in 0..2 {
+            assert!(matches!(
+                login("wrong-pass", 10).await,
+                Err(AccountError::InvalidCredentials)
+            ));
+        }
+        login("password-1", 10).await.unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                login("wrong-pass", 10).await,
+                Err(AccountError::InvalidCredentials)
+            ));
+        }
+        let e = login("wrong-pass", 10).await.unwrap_err();
+        assert!(matches!(e, AccountError::LockedOut(110)), "{e:?}");
+        // Locked: even the right password is refused, until the lock ends.
+        let e = login("password-1", 109).await.unwrap_err();
+        assert!(matches!(e, AccountError::Locked(110)), "{e:?}");
+        login("password-1", 110).await.unwrap();
+        // Off: failures are not counted.
+        for _ in 0..5 {
+            let e = authenticate(&store, "alice", "wrong-pass", 200, Lockout::OFF).await;
+            assert!(matches!(e, Err(AccountError::InvalidCredentials)));
+        }
+        let user = store.user_by_name("alice").await.unwrap().unwrap();
+        assert_eq!((user.failed_logins, user.locked_until), (0, None));
     }
 
     #[tokio::test]
@@ -468,19 +614,19 @@ mod tests {
         let again = import_users(&store, &csv, 2).await.unwrap();
         assert_eq!(again.skipped, ["alice", "bob"]);
         assert!(
-            authenticate(&store, "bob", "old-password", 3)
+            authenticate(&store, "bob", "old-password", 3, Lockout::OFF)
                 .await
                 .is_err(),
             "inactive"
         );
-        let alice = authenticate(&store, "alice", "old-password", 3)
+        let alice = authenticate(&store, "alice", "old-password", 3, Lockout::OFF)
             .await
             .unwrap();
         assert!(alice.password_hash.starts_with("$argon2id$"));
         let stored = store.user_by_name("alice").await.unwrap().unwrap();
         assert!(stored.password_hash.starts_with("$argon2id$"), "re-hashed");
         assert!(
-            authenticate(&store, "alice", "old-password", 4)
+            authenticate(&store, "alice", "old-password", 4, Lockout::OFF)
                 .await
                 .is_ok()
         );

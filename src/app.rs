@@ -342,8 +342,17 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         store.clone(),
         PURGE_EVERY,
     ));
+    tokio::spawn(crate::credentials::watch_revocations(
+        store.clone(),
+        Arc::clone(&hub),
+    ));
     let supervisor = Supervisor::new(tasks);
-    AppState::new(config, hub, store, supervisor, crate::metrics::install())
+    let state = AppState::new(config, hub, store, supervisor, crate::metrics::install());
+    if state.credentials.jwks_source().is_some() {
+        let refresh = state.config.jwks.refresh;
+        tokio::spawn(Arc::clone(&state.credentials).refresh_jwks(refresh));
+    }
+    state
 }
 
 /// Turns readiness off, tells every client to reconnect elsewhere, closes them with 1012, and

@@ -1,13 +1,16 @@
-//! `switchboard user ...`: account administration on the configured database (the one the
-//! nodes use, so a running cluster sees the change at once).
+//! `switchboard user ...` and `switchboard apikey ...`: account and key administration on the
+//! configured database (the one the nodes use). What stops tokens (a disabled account, a new
+//! password, a revoked key) is written as a revocation, which every node reads from the store
+//! within seconds. Each change is recorded as a security event.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use switchboard::accounts::{self, AccountError};
+use switchboard::auth::Revocation;
 use switchboard::config::Config;
-use switchboard::store::{Store, StoreError};
+use switchboard::store::{SecurityEvent, Store, StoreError};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -29,9 +32,22 @@ pub enum UserCommand {
     Disable { name: String },
     /// Enable a disabled account.
     Enable { name: String },
+    /// Lift a lockout after too many failed logins.
+    Unlock { name: String },
     /// Import a predecessor's users CSV (bcrypt hashes kept; re-hashed with argon2id at each
     /// user's first login). Existing usernames are skipped.
     Import { file: std::path::PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key: prints its id (the `kid` of the tokens it signs) and its secret,
+    /// once.
+    Create { name: String },
+    /// List the API keys (never their secrets).
+    List,
+    /// Revoke an API key by id or name: its tokens stop on every node.
+    Revoke { key: String },
 }
 
 /// Unix seconds now.
@@ -40,19 +56,128 @@ pub fn now() -> i64 {
     since.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+/// Runs `task` on the configured database.
+fn on_store<F>(config: &Config, task: impl FnOnce(Store) -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let store = switchboard::backends::open_store(config).await?;
-        let result = run(&store, command).await;
+        let result = task(store.clone()).await;
         store.close().await;
         result
     })
 }
 
-async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
+pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+    on_store(
+        config,
+        |store| async move { run(&store, config, command).await },
+    )
+}
+
+pub fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    on_store(config, |store| async move {
+        run_apikey(&store, config, command).await
+    })
+}
+
+/// Records a security event of the command line.
+async fn event(store: &Store, kind: &str, user: Option<(&str, &str)>, detail: Option<String>) {
+    let event = SecurityEvent {
+        id: 0,
+        at: now(),
+        kind: kind.to_owned(),
+        user_id: user.map(|(id, _)| id.to_owned()),
+        username: user.map(|(_, name)| name.to_owned()),
+        ip: None,
+        detail: Some(detail.map_or_else(|| "cli".to_owned(), |d| format!("cli: {d}"))),
+    };
+    accounts::record_event(store, event).await;
+}
+
+/// Stops every token of `user_id` issued until now, on every node.
+async fn revoke_tokens_of(store: &Store, config: &Config, user_id: &str) -> anyhow::Result<()> {
+    let now = now();
+    let lifetime = i64::try_from(config.max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let revocation = Revocation::User {
+        user: user_id.to_owned(),
+        // Tokens issued earlier; one issued in this second (a login with the new password)
+        // lives on.
+        before: u64::try_from(now).unwrap_or(0),
+        expires_at: u64::try_from(now.saturating_add(lifetime)).unwrap_or(u64::MAX),
+    };
+    store.add_revocation(&revocation, now).await?;
+    store.revoke_user_tokens(user_id).await?;
+    Ok(())
+}
+
+async fn run_apikey(store: &Store, config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    match command {
+        ApiKeyCommand::Create { name } => {
+            let sealer = switchboard::credentials::sealer(config);
+            let (key, secret) = accounts::create_api_key(store, &sealer, &name, now())
+                .await
+                .map_err(|e| match e {
+                    AccountError::Store(StoreError::Duplicate(_)) => {
+                        anyhow::anyhow!("a live API key is named {name:?} already")
+                    }
+                    e => anyhow::Error::new(e),
+                })?;
+            event(
+                store,
+                "api_key_created",
+                None,
+                Some(format!("{} {:?}", key.id, key.name)),
+            )
+            .await;
+            println!("API key {:?} created.", key.name);
+            println!("key id: {}", key.id);
+            println!("secret: {secret}");
+            println!(
+                "Sign HS256 tokens with the secret and put the key id in the header's `kid` \
+                 (docs/auth.md). The secret is not shown again."
+            );
+        }
+        ApiKeyCommand::List => {
+            println!("{:<28} {:<24} {:<20} revoked", "id", "name", "created");
+            for key in store.api_keys().await? {
+                let revoked = key.revoked_at.map_or_else(|| "-".to_owned(), rfc3339);
+                println!(
+                    "{:<28} {:<24} {:<20} {revoked}",
+                    key.id,
+                    key.name,
+                    rfc3339(key.created_at)
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { key } => {
+            let key = accounts::find_api_key(store, &key).await?;
+            store.revoke_api_key(&key.id, now()).await?;
+            let revocation = Revocation::Key {
+                kid: key.id.clone(),
+            };
+            store.add_revocation(&revocation, now()).await?;
+            event(
+                store,
+                "api_key_revoked",
+                None,
+                Some(format!("{} {:?}", key.id, key.name)),
+            )
+            .await;
+            println!(
+                "revoked API key {} ({:?}); its tokens stop on every node within seconds",
+                key.id, key.name
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run(store: &Store, config: &Config, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { spec, admin } => {
             let mut parts = spec.splitn(3, ':');
@@ -66,11 +191,20 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             let user = accounts::add_user(store, name, &password, email, role, now())
                 .await
                 .map_err(explain)?;
+            event(store, "user_added", Some((&user.id, &user.username)), None).await;
             println!("added {} ({}, id {})", user.username, user.role, user.id);
         }
         UserCommand::Remove { name } => {
             let user = accounts::find(store, &name).await.map_err(explain)?;
+            revoke_tokens_of(store, config, &user.id).await?;
             store.remove_user(&user.id).await?;
+            event(
+                store,
+                "user_removed",
+                Some((&user.id, &user.username)),
+                None,
+            )
+            .await;
             println!("removed {}", user.username);
         }
         UserCommand::List => list(store).await?,
@@ -83,11 +217,30 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?;
             let user = accounts::find(store, &name).await.map_err(explain)?;
-            let revoked = store.revoke_user_tokens(&user.id).await?;
-            println!("password of {name} changed; {revoked} refresh tokens revoked");
+            revoke_tokens_of(store, config, &user.id).await?;
+            event(
+                store,
+                "password_changed",
+                Some((&user.id, &user.username)),
+                None,
+            )
+            .await;
+            println!("password of {name} changed; its earlier tokens are revoked");
         }
-        UserCommand::Disable { name } => set_active(store, &name, false).await?,
-        UserCommand::Enable { name } => set_active(store, &name, true).await?,
+        UserCommand::Disable { name } => set_active(store, config, &name, false).await?,
+        UserCommand::Enable { name } => set_active(store, config, &name, true).await?,
+        UserCommand::Unlock { name } => {
+            let user = accounts::find(store, &name).await.map_err(explain)?;
+            store.unlock_user(&user.id).await?;
+            event(
+                store,
+                "user_unlocked",
+                Some((&user.id, &user.username)),
+                None,
+            )
+            .await;
+            println!("unlocked {}", user.username);
+        }
         UserCommand::Import { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -103,12 +256,23 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn set_active(store: &Store, name: &str, active: bool) -> anyhow::Result<()> {
+async fn set_active(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    active: bool,
+) -> anyhow::Result<()> {
     let user = accounts::find(store, name).await.map_err(explain)?;
     store.set_active(&user.id, active).await?;
     if !active {
-        store.revoke_user_tokens(&user.id).await?;
+        revoke_tokens_of(store, config, &user.id).await?;
     }
+    let kind = if active {
+        "user_enabled"
+    } else {
+        "user_disabled"
+    };
+    event(store, kind, Some((&user.id, &user.username)), None).await;
     let state = if active { "enabled" } else { "disabled" };
     println!("{state} {}", user.username);
     Ok(())

@@ -37,6 +37,7 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("worker_threads", 0, MAX_WORKER_THREADS),
     ("database.pool_min", 0, 1000),
     ("database.pool_max", 1, 1000),
+    ("lockout_threshold", 0, 1000),
 ];
 
 /// The range the count setting at `path` accepts.
@@ -127,6 +128,17 @@ pub struct Config {
     /// `open` or `closed`: whether `POST /auth/register` creates accounts; empty = open in
     /// development, closed in production.
     pub registration: String,
+    /// The secret API keys' signing secrets are sealed with in the store; empty = derived
+    /// from `jwt_secret` (then changing `jwt_secret` makes existing API keys unusable).
+    #[serde(with = "optional")]
+    pub sealing_key: Option<Secret>,
+    /// Consecutive failed logins that lock an account; 0 = never locked.
+    pub lockout_threshold: usize,
+    /// How long a locked account refuses logins.
+    #[serde(with = "humantime_serde")]
+    pub lockout_duration: Duration,
+    /// `[jwks]`: an external issuer whose tokens the node accepts.
+    pub jwks: JwksConfig,
     /// `[redis]`: where cluster state lives.
     pub redis: RedisConfig,
     /// `[database]`: where durable data lives.
@@ -144,6 +156,34 @@ pub struct DatabaseConfig {
     pub pool_min: usize,
     /// Connections the pool opens at most.
     pub pool_max: usize,
+}
+
+/// `[jwks]`: an external issuer's public keys (`SWITCHBOARD_JWKS_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwksConfig {
+    /// `https://…` or `http://…` (fetched), or `file:///PATH` or a path (read); empty = no
+    /// external issuer.
+    pub url: String,
+    /// The `iss` its tokens must carry; empty = not checked.
+    pub issuer: String,
+    /// The `aud` its tokens must carry; empty = not checked.
+    pub audience: String,
+    /// How often the keys are fetched again (and at most how often an unknown `kid` triggers
+    /// a fetch: once per `refresh / 30`, at least a second apart).
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            refresh: Duration::from_secs(300),
+        }
+    }
 }
 
 /// The database a node uses when none is configured: an SQLite file in the working directory.
@@ -202,6 +242,10 @@ impl Default for Config {
             log_level: "info".into(),
             max_token_lifetime: Duration::from_secs(30 * 86_400),
             registration: String::new(),
+            sealing_key: None,
+            lockout_threshold: 10,
+            lockout_duration: Duration::from_secs(15 * 60),
+            jwks: JwksConfig::default(),
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
         }
@@ -339,6 +383,16 @@ impl Config {
                     "must be at least 32 bytes in production",
                 ));
             }
+            if self
+                .sealing_key
+                .as_ref()
+                .is_some_and(|key| key.expose().len() < MIN_SECRET_BYTES)
+            {
+                return Err(invalid(
+                    "sealing_key",
+                    "must be at least 32 bytes in production",
+                ));
+            }
         }
         let counts = [
             ("max_message_bytes", self.max_message_bytes),
@@ -348,6 +402,7 @@ impl Config {
             ("worker_threads", self.worker_threads),
             ("database.pool_min", self.database.pool_min),
             ("database.pool_max", self.database.pool_max),
+            ("lockout_threshold", self.lockout_threshold),
         ];
         for (setting, value) in counts {
             if let Some((min, max)) =
@@ -389,6 +444,12 @@ impl Config {
         if self.max_token_lifetime > Duration::from_secs(366 * 86_400) {
             return Err(invalid("max_token_lifetime", "must be at most 366d"));
         }
+        at_least(
+            "lockout_duration",
+            self.lockout_duration,
+            Duration::from_secs(1),
+        )?;
+        at_least("jwks.refresh", self.jwks.refresh, Duration::from_secs(30))?;
         if self.idle_timeout <= self.ping_interval {
             return Err(invalid("idle_timeout", "must be longer than ping_interval"));
         }
@@ -430,6 +491,27 @@ impl Config {
                 "database.url",
                 "must be sqlite://PATH or postgres://user:password@host:port/db",
             ));
+        }
+        let jwks = &self.jwks.url;
+        if !jwks.is_empty()
+            && (jwks.contains(char::is_whitespace)
+                || jwks.contains("://")
+                    && !["http://", "https://", "file://"]
+                        .iter()
+                        .any(|scheme| jwks.starts_with(scheme)))
+        {
+            return Err(invalid(
+                "jwks.url",
+                "must be https://…, http://…, file:///PATH or a path to a JWKS file",
+            ));
+        }
+        for (setting, value) in [
+            ("jwks.issuer", &self.jwks.issuer),
+            ("jwks.audience", &self.jwks.audience),
+        ] {
+            if !value.is_empty() && jwks.is_empty() {
+                return Err(invalid(setting, "needs jwks.url (the issuer's keys)"));
+            }
         }
         for origin in &self.cors_origins {
             let valid = origin == "*"
@@ -910,6 +992,45 @@ mod tests {
                 "database.pool_max",
                 &[("SWITCHBOARD_DATABASE_POOL_MAX", "0")],
                 "between 1 and 1000",
+            ),
+            (
+                "sealing_key",
+                &[
+                    ("SWITCHBOARD_ENV", "production"),
+                    ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                    ("SWITCHBOARD_SEALING_KEY", "short"),
+                ],
+                "at least 32 bytes",
+            ),
+            (
+                "lockout_threshold",
+                &[("SWITCHBOARD_LOCKOUT_THRESHOLD", "1001")],
+                "between 0 and 1000",
+            ),
+            (
+                "lockout_duration",
+                &[("SWITCHBOARD_LOCKOUT_DURATION", "0s")],
+                "at least 1s",
+            ),
+            (
+                "jwks.url",
+                &[("SWITCHBOARD_JWKS_URL", "ftp://idp/jwks")],
+                "https://",
+            ),
+            (
+                "jwks.issuer",
+                &[("SWITCHBOARD_JWKS_ISSUER", "https://idp")],
+                "needs jwks.url",
+            ),
+            (
+                "jwks.audience",
+                &[("SWITCHBOARD_JWKS_AUDIENCE", "switchboard")],
+                "needs jwks.url",
+            ),
+            (
+                "jwks.refresh",
+                &[("SWITCHBOARD_JWKS_REFRESH", "5s")],
+                "at least 30s",
             ),
         ];
         let covered: Vec<&str> = cases.iter().map(|(path, _, _)| *path).collect();

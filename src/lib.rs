@@ -18,6 +18,7 @@ pub mod auth;
 pub mod backends;
 pub mod bus;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod hub;

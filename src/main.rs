@@ -1,4 +1,5 @@
-//! The `switchboard` command: `serve` (the default), `migrate`, `user ...` and `token mint`.
+//! The `switchboard` command: `serve` (the default), `migrate`, `user ...`, `apikey ...` and
+//! `token mint`.
 
 mod cli;
 
@@ -39,6 +40,11 @@ enum Command {
     User {
         #[command(subcommand)]
         command: cli::UserCommand,
+    },
+    /// API keys, with which applications sign their own tokens.
+    Apikey {
+        #[command(subcommand)]
+        command: cli::ApiKeyCommand,
     },
     /// Token tools.
     Token {
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(config, &env),
         Command::Migrate => migrate(&config),
         Command::User { command } => cli::user(&config, command),
+        Command::Apikey { command } => cli::apikey(&config, command),
         Command::Token {
             command:
                 TokenCommand::Mint {

@@ -11,6 +11,10 @@ pub const CONNECTIONS: &str = "switchboard_connections";
 pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+/// Revocations a node learned of, by kind (`token`, `key`, `user`).
+pub const REVOCATIONS: &str = "switchboard_revocations_total";
+/// Loads of the external issuer's JWKS, by outcome (`ok`, `error`).
+pub const JWKS_LOADS: &str = "switchboard_jwks_loads_total";
 pub const MESSAGES_IN: &str = "switchboard_messages_received_total";
 pub const MESSAGE_ERRORS: &str = "switchboard_message_errors_total";
 pub const JOINS: &str = "switchboard_room_joins_total";

@@ -10,6 +10,7 @@ use std::task::Poll;
 use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
 
+use crate::auth::Credential;
 use crate::metrics as m;
 use crate::protocol::{ClientId, CloseCode, ConnId, Frame, RoomId, UserId};
 
@@ -54,6 +55,8 @@ pub struct ConnHandle {
     pub user: UserId,
     pub outbox: mpsc::Sender<Frame>,
     pub control: Arc<Control>,
+    /// The token the connection authenticated with, for revocations.
+    pub credential: Arc<Credential>,
 }
 
 impl ConnHandle {
@@ -284,6 +287,17 @@ impl Registry {
             .is_some()
     }
 
+    /// Closes with `code` every local connection for which `select` holds; returns how many.
+    pub fn close_where(&self, select: impl Fn(&ConnHandle) -> bool, code: CloseCode) -> usize {
+        let inner = self.read();
+        let mut closed = 0;
+        for (handle, _) in inner.conns.values().filter(|(h, _)| select(h)) {
+            handle.control.close(code);
+            closed += 1;
+        }
+        closed
+    }
+
     /// Closes every local connection with `code`.
     pub fn close_all(&self, code: CloseCode) {
         for (handle, _) in self.read().conns.values() {
@@ -377,6 +391,7 @@ mod tests {
             user: UserId::parse(&format!("u{n}")).unwrap(),
             outbox,
             control: Arc::default(),
+            credential: Arc::default(),
         };
         (handle, rx)
     }

@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::hub::Hub;
 use crate::protocol::NodeId;
 use crate::store::Store;
@@ -18,7 +19,10 @@ use crate::tasks::Supervisor;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Signs the node's own tokens.
     pub tokens: Arc<Tokens>,
+    /// Verifies tokens from every source.
+    pub credentials: Arc<Credentials>,
     pub hub: Arc<Hub>,
     pub store: Store,
     pub metrics: PrometheusHandle,
@@ -35,11 +39,14 @@ impl AppState {
         supervisor: Supervisor,
         metrics: PrometheusHandle,
     ) -> Self {
+        let credentials = Arc::new(crate::credentials::from_config(
+            &config,
+            Arc::clone(&hub.revoked),
+            store.clone(),
+        ));
         Self {
-            tokens: Arc::new(
-                Tokens::new(config.jwt_secret.expose().as_bytes())
-                    .with_max_lifetime(config.max_token_lifetime),
-            ),
+            tokens: Arc::clone(credentials.tokens()),
+            credentials,
             config: Arc::new(config),
             hub,
             store,

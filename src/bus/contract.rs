@@ -25,6 +25,7 @@ where
     every_route_round_trips(cluster().await).await;
     posts_keep_order_with_publishes(cluster().await).await;
     nodes_hear_their_own_topic(cluster().await).await;
+    every_node_hears_the_cluster_topic(cluster().await).await;
     addressed_posts_nobody_got_come_back(cluster().await).await;
 }
 
@@ -47,6 +48,7 @@ fn envelope(origin: &NodeId, topic: &Topic, n: usize) -> Envelope {
             client: ClientId::parse("c").unwrap(),
             from: ConnId(7),
         },
+        Topic::Cluster => Route::Revoke,
     };
     Envelope {
         origin: origin.clone(),
@@ -181,6 +183,18 @@ async fn posts_keep_order_with_publishes((a, mut b): (Node, Node)) {
     for n in 0..1000 {
         assert_eq!(recv(&mut b.1).await, envelope(&a.2, &topic, n));
     }
+}
+
+async fn every_node_hears_the_cluster_topic((mut a, mut b): (Node, Node)) {
+    let topic = Topic::Cluster;
+    // Not even a request to stop listening stops it.
+    b.0.unsubscribe(&topic).await.unwrap();
+    let sent = envelope(&a.2, &topic, 1);
+    assert_eq!(a.0.publish(&topic, sent.clone()).await.unwrap(), 1);
+    assert_eq!(recv(&mut b.1).await, sent);
+    let back = envelope(&b.2, &topic, 2);
+    assert_eq!(b.0.publish(&topic, back.clone()).await.unwrap(), 1);
+    assert_eq!(recv(&mut a.1).await, back);
 }
 
 async fn nodes_hear_their_own_topic((a, mut b): (Node, Node)) {

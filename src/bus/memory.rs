@@ -39,6 +39,8 @@ impl MemoryHub {
         inner.nodes.insert(id.clone(), tx);
         let own = Topic::Node(id.clone());
         inner.topics.entry(own).or_default().insert(id.clone());
+        let cluster = inner.topics.entry(Topic::Cluster).or_default();
+        cluster.insert(id.clone());
         drop(inner);
         let bus = MemoryBus {
             hub: self.clone(),
@@ -109,7 +111,7 @@ impl Bus for MemoryBus {
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        if *topic == Topic::Node(self.id.clone()) {
+        if *topic == Topic::Node(self.id.clone()) || *topic == Topic::Cluster {
             return Ok(());
         }
         let mut inner = self.hub.lock();

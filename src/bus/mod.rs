@@ -13,7 +13,7 @@
 //!   for, comes back on the poster's own inbound stream as [`Inbound::Returned`], so its sender
 //!   can be told.
 //!
-//! Every node listens to its own [`Topic::Node`] from the start; it subscribes to room and user
+//! Every node listens to its own [`Topic::Node`] and to [`Topic::Cluster`] from the start; it subscribes to room and user
 //! topics while it holds a local connection interested in them (a member of the room, a device
 //! of the user); see [`crate::hub`]. What arrives is read by one inbound task per node.
 
@@ -34,6 +34,9 @@ pub enum Topic {
     Room(RoomId),
     User(UserId),
     Node(NodeId),
+    /// What every node hears: cluster-wide notices such as revocations. Every node listens to
+    /// it from the start, as to its own [`Topic::Node`].
+    Cluster,
 }
 
 /// Which local connections of a receiving node get an envelope's payload.
@@ -75,6 +78,9 @@ pub enum Route {
     User { user: UserId, except: ConnId },
     /// Close connection `conn` of `client` with 4001: a newer connection took its client id.
     Kick { client: ClientId, conn: ConnId },
+    /// A revocation (its JSON in the payload): every node stops the tokens it names and closes
+    /// the local connections that authenticated with them.
+    Revoke,
 }
 
 impl Route {
@@ -118,6 +124,7 @@ impl Route {
                 client,
                 conn: ConnId(42),
             },
+            Route::Revoke,
         ]
     }
 
@@ -134,7 +141,7 @@ pub struct Envelope {
     pub origin: NodeId,
     pub route: Route,
     /// The JSON text frame, ready to send (UTF-8; empty for [`Route::Kick`] and
-    /// [`Route::Bounce`]).
+    /// [`Route::Bounce`]; the revocation's JSON for [`Route::Revoke`]).
     pub payload: Bytes,
 }
 
@@ -192,7 +199,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
 
     /// Stops delivering `topic`. Idempotent; a node never stops listening to its own
-    /// [`Topic::Node`].
+    /// [`Topic::Node`] or to [`Topic::Cluster`].
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError>;
 
     /// Checks the connection to the bus (for readiness).

@@ -110,6 +110,7 @@ impl RedisBus {
             shared,
         };
         bus.subscribe(&Topic::Node(node)).await?;
+        bus.subscribe(&Topic::Cluster).await?;
         Ok((bus, rx))
     }
 }
@@ -120,6 +121,7 @@ fn channel(keys: &Keys, topic: &Topic) -> String {
         Topic::Room(room) => keys.room_channel(room),
         Topic::User(user) => keys.user_channel(user),
         Topic::Node(node) => keys.node_channel(node),
+        Topic::Cluster => keys.cluster_channel(),
     }
 }
 
@@ -251,7 +253,7 @@ impl Bus for RedisBus {
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        if *topic == Topic::Node(self.shared.node.clone()) {
+        if *topic == Topic::Node(self.shared.node.clone()) || *topic == Topic::Cluster {
             return Ok(());
         }
         let channel = channel(&self.keys, topic);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{StatusCode, header};
@@ -16,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::Bearer;
 use crate::accounts::{self, AccountError};
-use crate::auth;
+use crate::auth::{self, Revocation};
+use crate::credentials;
 use crate::error::ApiError;
 use crate::protocol::UserId;
 use crate::state::AppState;
@@ -71,6 +73,11 @@ impl From<AccountError> for ApiError {
         match e {
             AccountError::InvalidCredentials => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail)
+            }
+            AccountError::Locked(until) | AccountError::LockedOut(until) => {
+                let wait = (until - now()).max(1);
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "account_locked", detail)
+                    .with_retry_after(u64::try_from(wait).unwrap_or(1))
             }
             AccountError::BadUsername => ApiError::bad_request("invalid_username", detail),
             AccountError::BadPassword => ApiError::bad_request("invalid_password", detail),
@@ -179,15 +186,25 @@ async fn log_in(
     password: &str,
     ip: SocketAddr,
 ) -> Result<User, ApiError> {
-    match accounts::authenticate(&state.store, username, password, now()).await {
+    let lockout = accounts::Lockout {
+        threshold: state.config.lockout_threshold,
+        seconds: i64::try_from(state.config.lockout_duration.as_secs()).unwrap_or(i64::MAX),
+    };
+    match accounts::authenticate(&state.store, username, password, now(), lockout).await {
         Ok(user) => {
             record(state, "login_succeeded", Some(&user.id), Some(username), ip).await;
             Ok(user)
         }
         Err(e) => {
-            if matches!(e, AccountError::InvalidCredentials) {
+            let event = match e {
+                AccountError::InvalidCredentials => Some("login_failed"),
+                AccountError::LockedOut(_) => Some("locked_out"),
+                AccountError::Locked(_) => Some("login_locked"),
+                _ => None,
+            };
+            if let Some(event) = event {
                 metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => "login").increment(1);
-                record(state, "login_failed", None, Some(username), ip).await;
+                record(state, event, None, Some(username), ip).await;
             }
             Err(e.into())
         }
@@ -343,24 +360,40 @@ pub async fn refresh(
     Ok(no_store(StatusCode::OK, grant(&state, &user, &secret)))
 }
 
-/// `POST /auth/logout` `{refresh_token}`: revokes the caller's refresh token's family.
+/// `POST /auth/logout` with an optional `{refresh_token}` body: revokes the access token the
+/// request carries (its `jti`, on every node, until it expires; connections opened with it
+/// close) and the refresh token's family.
 pub async fn logout(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
     Bearer(identity): Bearer,
-    body: Result<Json<Refresh>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(refresh) = body.map_err(bad_body)?;
-    let hash = accounts::secret_hash(&refresh.refresh_token);
-    if let Some(token) = state.store.refresh_token(&hash).await? {
-        if token.user_id != identity.user_id.as_str() {
-            return Err(ApiError::forbidden(
-                "this refresh token belongs to another user",
-            ));
+    let refresh = if body.trim_ascii().is_empty() {
+        None
+    } else {
+        let Json(refresh) = Json::<Refresh>::from_bytes(&body).map_err(bad_body)?;
+        Some(refresh)
+    };
+    if let Some(refresh) = refresh {
+        let hash = accounts::secret_hash(&refresh.refresh_token);
+        if let Some(token) = state.store.refresh_token(&hash).await? {
+            if token.user_id != identity.user_id.as_str() {
+                return Err(ApiError::forbidden(
+                    "this refresh token belongs to another user",
+                ));
+            }
+            state.store.revoke_family(&token.family_id).await?;
         }
-        state.store.revoke_family(&token.family_id).await?;
-        let user = identity.user_id.as_str();
-        record(&state, "logged_out", Some(user), Some(&identity.name), ip).await;
     }
+    if let Some(jti) = &identity.credential.jti {
+        let revocation = Revocation::Token {
+            jti: jti.to_string(),
+            expires_at: identity.credential.expires_at,
+        };
+        credentials::revoke(&state.store, &state.hub, &revocation).await?;
+    }
+    let user = identity.user_id.as_str();
+    record(&state, "logged_out", Some(user), Some(&identity.name), ip).await;
     Ok(Json(json!({"status": "logged_out"})))
 }

@@ -13,7 +13,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::routing::{get, post};
 
-use crate::auth::{Identity, bearer_token};
+use crate::auth::{AuthError, Identity, bearer_token};
 use crate::error::ApiError;
 use crate::state::{AppState, Startup};
 
@@ -33,8 +33,12 @@ impl FromRequestParts<AppState> for Bearer {
             .ok()
             .and_then(bearer_token)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-        let identity = state.tokens.verify(token).map_err(|e| {
-            ApiError::new(StatusCode::UNAUTHORIZED, e.code().as_str(), e.to_string())
+        let identity = state.credentials.verify(token).await.map_err(|e| {
+            let status = match e {
+                AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            ApiError::new(status, e.code().as_str(), e.to_string())
         })?;
         Ok(Self(identity))
     }

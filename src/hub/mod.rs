@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::auth::{Revocation, Revoked};
 use crate::bus::{Bus, BusError, Envelope, Inbound, Route, Topic};
 use crate::metrics as m;
 use crate::presence::{Claim, Joined, Presence, PresenceError};
@@ -40,6 +41,8 @@ pub struct Hub {
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
     pub rosters: Rosters,
+    /// The revocations this node knows; the token verifier checks against the same set.
+    pub revoked: Arc<Revoked>,
     subs: Arc<Subscriptions>,
 }
 
@@ -89,7 +92,31 @@ impl Hub {
             registry: Registry::default(),
             bus,
             presence,
+            revoked: Arc::default(),
         }
+    }
+
+    /// Applies `revocation` on this node: its tokens are refused from now on, and the local
+    /// connections that authenticated with them are closed (4004). Returns how many closed.
+    /// A revocation the node knew already changes nothing: its connections were closed then,
+    /// and newer ones with its tokens were refused.
+    pub fn apply_revocation(&self, revocation: &Revocation) -> usize {
+        if !self.revoked.add(revocation) {
+            return 0;
+        }
+        metrics::counter!(m::REVOCATIONS, "kind" => revocation.kind()).increment(1);
+        let stops = |h: &ConnHandle| revocation.stops(h.user.as_str(), &h.credential);
+        self.registry.close_where(stops, CloseCode::Revoked)
+    }
+
+    /// Applies `revocation` here and tells every other node. The caller has stored it: a node
+    /// the bus did not reach reads it from the store.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), BusError> {
+        self.apply_revocation(revocation);
+        let payload = serde_json::to_vec(revocation).expect("a revocation serializes");
+        self.publish(&Topic::Cluster, Route::Revoke, payload.into())
+            .await
+            .map(|_| ())
     }
 
     /// Registers an authenticated connection, taking over the client id from the same user's

@@ -10,6 +10,7 @@
 use bytes::Bytes;
 
 use super::{Hub, Seat};
+use crate::auth::Revocation;
 use crate::bus::{Envelope, Inbound, Route, Topic, Undelivered};
 use crate::metrics as m;
 use crate::protocol::Member;
@@ -204,6 +205,15 @@ impl Hub {
                 self.tell(conn, peer_not_found(&room, &client));
                 return;
             }
+            Route::Revoke => {
+                match serde_json::from_slice::<Revocation>(&payload) {
+                    Ok(revocation) => {
+                        self.apply_revocation(&revocation);
+                    }
+                    Err(_) => metrics::counter!(m::BUS_DROPPED).increment(1),
+                }
+                return;
+            }
             _ => {}
         }
         let Ok(frame) = Frame::try_from(payload) else {
@@ -247,7 +257,7 @@ impl Hub {
             Route::User { user, except } => {
                 self.registry.deliver_user(&user, except, &frame);
             }
-            Route::Kick { .. } | Route::Bounce { .. } => {}
+            Route::Kick { .. } | Route::Bounce { .. } | Route::Revoke => {}
         }
     }
 

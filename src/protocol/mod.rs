@@ -76,6 +76,9 @@ pub enum CloseCode {
     SlowConsumer = 4002,
     /// No frame and no pong within the idle timeout.
     IdleTimeout = 4003,
+    /// The credentials of the connection were revoked (logout, a revoked API key, a disabled
+    /// account). Do not reconnect with the same token.
+    Revoked = 4004,
 }
 
 impl CloseCode {
@@ -107,6 +110,7 @@ impl CloseCode {
             Self::Replaced => "replaced by a newer connection",
             Self::SlowConsumer => "slow consumer",
             Self::IdleTimeout => "idle timeout",
+            Self::Revoked => "credentials revoked",
         }
     }
 
@@ -123,6 +127,7 @@ impl CloseCode {
             Self::Replaced => "replaced",
             Self::SlowConsumer => "slow_consumer",
             Self::IdleTimeout => "idle_timeout",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -137,6 +142,7 @@ named_enum! {
         BinaryNotSupported = "binary_not_supported",
         Unauthorized = "unauthorized",
         TokenExpired = "token_expired",
+        TokenRevoked = "token_revoked",
         Forbidden = "forbidden",
         AlreadyAuthenticated = "already_authenticated",
         NotInRoom = "not_in_room",

@@ -40,6 +40,11 @@ impl Keys {
         format!("{{{}:node:{node}}}:bus", self.prefix)
     }
 
+    /// The channel every node listens to: `{P}:cluster`.
+    pub fn cluster_channel(&self) -> String {
+        format!("{{{}}}:cluster", self.prefix)
+    }
+
     /// ZSET of the members of a room, scored by join order.
     pub fn room(&self, room: &RoomId) -> String {
         format!("{{{}:room:{room}}}", self.prefix)

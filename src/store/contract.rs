@@ -33,15 +33,96 @@ async fn contract(store: Store) {
     users(&store).await;
     refresh_tokens(&store).await;
     api_keys(&store).await;
+    revocations(&store).await;
+    lockout(&store).await;
     events(&store).await;
     store.close().await;
+}
+
+async fn revocations(store: &Store) {
+    let token = Revocation::Token {
+        jti: "j-1".into(),
+        expires_at: 100,
+    };
+    let key = Revocation::Key {
+        kid: "ak_000000000000000000000001".into(),
+    };
+    let user = Revocation::User {
+        user: "u-1".into(),
+        before: 40,
+        expires_at: 200,
+    };
+    let first = store.add_revocation(&token, 10).await.unwrap();
+    let second = store.add_revocation(&key, 11).await.unwrap();
+    let third = store.add_revocation(&user, 12).await.unwrap();
+    assert!(first < second && second < third);
+    let all = store.revocations_after(0, 50, 10).await.unwrap();
+    assert_eq!(
+        all,
+        [
+            (first, token.clone()),
+            (second, key.clone()),
+            (third, user.clone())
+        ]
+    );
+    // From where a reader left off, page by page; expired ones are left out.
+    let rest = store.revocations_after(first, 50, 1).await.unwrap();
+    assert_eq!(rest, [(second, key.clone())]);
+    let later = store.revocations_after(0, 150, 10).await.unwrap();
+    assert_eq!(later, [(second, key.clone()), (third, user.clone())]);
+    assert_eq!(store.purge_revocations(150).await.unwrap(), 1);
+    assert_eq!(
+        store.purge_revocations(10_000).await.unwrap(),
+        1,
+        "keys stay"
+    );
+    let kept = store.revocations_after(0, 10_000, 10).await.unwrap();
+    assert_eq!(kept, [(second, key)]);
+}
+
+async fn lockout(store: &Store) {
+    let new = NewUser {
+        username: "locky",
+        email: None,
+        password_hash: "h",
+        role: "user",
+    };
+    let user = store.create_user(&new, 1).await.unwrap();
+    assert_eq!(
+        store.record_failed_login(&user.id, 3, 500).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.record_failed_login(&user.id, 3, 500).await.unwrap(),
+        None
+    );
+    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
+    assert_eq!((row.failed_logins, row.locked_until), (2, None));
+    assert_eq!(
+        store.record_failed_login(&user.id, 3, 500).await.unwrap(),
+        Some(500)
+    );
+    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
+    assert_eq!((row.failed_logins, row.locked_until), (0, Some(500)));
+    store.record_login(&user.id, 600).await.unwrap();
+    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
+    assert_eq!((row.failed_logins, row.locked_until), (0, None));
+    store.record_failed_login(&user.id, 3, 900).await.unwrap();
+    assert!(store.unlock_user(&user.id).await.unwrap());
+    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
+    assert_eq!(row.failed_logins, 0);
+    assert_eq!(
+        store.record_failed_login("nobody", 3, 1).await.unwrap(),
+        None
+    );
+    assert!(store.remove_user(&user.id).await.unwrap());
 }
 
 async fn migrates_once(store: &Store) {
     assert!(store.check().await.is_ok());
     store.migrate().await.unwrap();
     let applied = store.applied_migrations().await.unwrap();
-    assert_eq!(applied, [1]);
+    assert_eq!(applied, [1, 2]);
     store.migrate().await.expect("a second run is a no-op");
     assert_eq!(store.applied_migrations().await.unwrap(), applied);
 }

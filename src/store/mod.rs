@@ -21,6 +21,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use records::{ApiKey, NewUser, RefreshToken, SecurityEvent, User};
 
+use crate::auth::Revocation;
+
 const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
     (id, user_id, family_id, token_hash, created_at, expires_at, revoked, replaced_by) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -203,6 +205,8 @@ impl Store {
             active: true,
             created_at: now,
             last_login_at: None,
+            failed_logins: 0,
+            locked_until: None,
         })
     }
 
@@ -250,11 +254,40 @@ impl Store {
         Ok(removed == 1)
     }
 
-    /// Records a successful login at `now`.
+    /// Records a successful login at `now`, which clears the failure count.
     pub async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE users SET last_login_at = $2 WHERE id = $1";
+        const SQL: &str = "UPDATE users SET last_login_at = $2, failed_logins = 0, \
+            locked_until = NULL WHERE id = $1";
         execute!(self, SQL, id, now)?;
         Ok(())
+    }
+
+    /// Counts a failed login of user `id`. The `threshold`-th consecutive failure locks the
+    /// account until `lock_until` (and starts the count again); returns that time when this
+    /// failure locked it. One statement, so that failures on several nodes all count.
+    pub async fn record_failed_login(
+        &self,
+        id: &str,
+        threshold: i64,
+        lock_until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        const SQL: &str = "UPDATE users SET \
+            locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
+            failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
+            WHERE id = $1 RETURNING failed_logins, locked_until";
+        let row: Option<(i64, Option<i64>)> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(id)
+            .bind(threshold)
+            .bind(lock_until)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.and_then(|(count, until)| (count == 0).then_some(until).flatten()))
+    }
+
+    /// Lifts a lockout and clears the failure count; `false` when there is no such user.
+    pub async fn unlock_user(&self, id: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1";
+        Ok(execute!(self, SQL, id)? == 1)
     }
 
     pub async fn add_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError> {
@@ -388,11 +421,87 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps `revocation` (made at `now`); returns its sequence number.
+    pub async fn add_revocation(
+        &self,
+        revocation: &Revocation,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        const SQL: &str = "INSERT INTO revocations \
+            (kind, subject, issued_before, expires_at, created_at) \
+            VALUES ($1, $2, $3, $4, $5) RETURNING seq";
+        let (subject, before) = match revocation {
+            Revocation::Token { jti, .. } => (jti.as_str(), None),
+            Revocation::Key { kid } => (kid.as_str(), None),
+            Revocation::User { user, before, .. } => (user.as_str(), Some(seconds(*before))),
+        };
+        let expires = seconds(revocation.expires_at());
+        let seq: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(revocation.kind())
+            .bind(subject)
+            .bind(before)
+            .bind(expires)
+            .bind(now)
+            .fetch_one(pool)
+            .await?);
+        Ok(seq)
+    }
+
+    /// The revocations after sequence number `after` that still matter at `now`, in order,
+    /// at most `limit`; each with its sequence number.
+    pub async fn revocations_after(
+        &self,
+        after: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Revocation)>, StoreError> {
+        const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
+            WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3";
+        type Row = (i64, String, String, Option<i64>, i64);
+        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(after)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, kind, subject, before, expires)| {
+                let revocation = match kind.as_str() {
+                    "token" => Revocation::Token {
+                        jti: subject,
+                        expires_at: unsigned(expires),
+                    },
+                    "key" => Revocation::Key { kid: subject },
+                    "user" => Revocation::User {
+                        user: subject,
+                        before: unsigned(before.unwrap_or(0)),
+                        expires_at: unsigned(expires),
+                    },
+                    _ => return None,
+                };
+                Some((seq, revocation))
+            })
+            .collect())
+    }
+
+    /// Deletes revocations whose tokens have all expired by `now`; returns how many.
+    pub async fn purge_revocations(&self, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM revocations WHERE expires_at <= $1";
+        Ok(execute!(self, SQL, now)?)
+    }
+
     /// The latest `limit` security events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<SecurityEvent>, StoreError> {
         const SQL: &str = "SELECT * FROM security_events ORDER BY at DESC, id DESC LIMIT $1";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
     }
+}
+
+/// Unix seconds as the store keeps them (`u64::MAX`, "never", as `i64::MAX`).
+fn seconds(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 /// The key a username is unique under: folded to lower case.

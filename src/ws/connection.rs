@@ -194,7 +194,7 @@ impl Conn {
                 Ok(ClientMessage::AuthToken {
                     token,
                     client_id: id,
-                }) => match super::admit(&self.state.tokens, &token, room) {
+                }) => match super::admit(&self.state.credentials, &token, room).await {
                     Ok(identity) => return Ok((identity, id.or(client_id))),
                     Err(refused) => {
                         self.send_error(refused).await;
@@ -237,6 +237,7 @@ impl Conn {
             user: me.user_id.clone(),
             outbox,
             control: Arc::clone(&control),
+            credential: Arc::new(identity.credential.clone()),
         };
         if let Err(e) = Box::pin(hub.connect(&me, handle)).await {
             let code = match e.code {
@@ -317,8 +318,14 @@ impl Conn {
             tokio::select! {
                 biased;
                 code = &mut closed => {
-                    if code == CloseCode::ServiceRestart {
-                        self.flush_outbox(outbox).await;
+                    match code {
+                        CloseCode::ServiceRestart => self.flush_outbox(outbox).await,
+                        CloseCode::Revoked => {
+                            let text = "the token of this connection was revoked";
+                            self.send_error(ErrorFrame::new(ErrorCode::TokenRevoked, text))
+                                .await;
+                        }
+                        _ => {}
                     }
                     return code;
                 }

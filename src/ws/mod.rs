@@ -18,7 +18,8 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::auth::{Identity, Tokens, bearer_token};
+use crate::auth::{Identity, bearer_token};
+use crate::credentials::Credentials;
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::protocol::{ClientId, ErrorCode, ErrorFrame, Frame, RoomId};
@@ -61,7 +62,7 @@ pub async fn room_endpoint(
     let invalid = |detail: String| reject(ApiError::bad_request("invalid_room", detail));
     let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
     let room = RoomId::parse(&room).map_err(|e| invalid(e.to_string()))?;
-    accept(state, Some(room), query, &headers, upgrade)
+    accept(state, Some(room), query, &headers, upgrade).await
 }
 
 pub async fn root_endpoint(
@@ -70,7 +71,7 @@ pub async fn root_endpoint(
     headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    accept(state, None, query, &headers, upgrade)
+    accept(state, None, query, &headers, upgrade).await
 }
 
 fn reject(e: ApiError) -> ApiError {
@@ -78,7 +79,7 @@ fn reject(e: ApiError) -> ApiError {
     e
 }
 
-fn accept(
+async fn accept(
     state: AppState,
     room: Option<RoomId>,
     query: WsQueryResult,
@@ -97,7 +98,10 @@ fn accept(
         let header = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         bearer_token(header)
     });
-    let pre_auth = token.map(|token| admit(&state.tokens, token, room.as_ref()));
+    let pre_auth = match token {
+        Some(token) => Some(admit(&state.credentials, token, room.as_ref()).await),
+        None => None,
+    };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         // A plain HTTP request: a refused token is answered in HTTP.
@@ -130,9 +134,14 @@ fn accept(
 
 /// Verifies `token` and that it may enter `room` (the URL's, if any). A refusal is the error
 /// frame the client gets before its connection is closed with 1008: `unauthorized`,
-/// `token_expired` or `forbidden`.
-pub fn admit(tokens: &Tokens, token: &str, room: Option<&RoomId>) -> Result<Identity, ErrorFrame> {
-    let identity = tokens.verify(token).map_err(|e| {
+/// `token_expired`, `token_revoked`, `forbidden`, or `unavailable` when the key the token
+/// names cannot be loaded now.
+pub async fn admit(
+    credentials: &Credentials,
+    token: &str,
+    room: Option<&RoomId>,
+) -> Result<Identity, ErrorFrame> {
+    let identity = credentials.verify(token).await.map_err(|e| {
         metrics::counter!(m::AUTH_FAILURES, "reason" => e.reason()).increment(1);
         ErrorFrame::new(e.code(), e.to_string())
     })?;
@@ -148,6 +157,7 @@ pub fn admit(tokens: &Tokens, token: &str, room: Option<&RoomId>) -> Result<Iden
 fn http_refusal(refused: &ErrorFrame) -> ApiError {
     let status = match refused.code {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
     ApiError::new(status, refused.code.as_str(), refused.message.clone())

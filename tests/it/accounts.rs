@@ -23,7 +23,7 @@ async fn node_with_alice() -> TestNode {
 }
 
 async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(node.http(path))
         .json(&body)
         .send()
@@ -45,7 +45,7 @@ async fn login(node: &TestNode, username: &str, password: &str) -> (u16, Value) 
 #[tokio::test]
 async fn a_login_gives_tokens_that_open_the_websocket_and_auth_me() {
     let node = node_with_alice().await;
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(node.http("/auth/login"))
         .json(&json!({"username": "alice", "password": "password-1"}))
         .send()
@@ -66,7 +66,7 @@ async fn a_login_gives_tokens_that_open_the_websocket_and_auth_me() {
     assert!(body["refresh_token"].as_str().unwrap().len() >= 43);
     let access = body["access_token"].as_str().unwrap();
 
-    let me = reqwest::Client::new()
+    let me = http_client()
         .get(node.http("/auth/me"))
         .bearer_auth(access)
         .send()
@@ -122,7 +122,7 @@ async fn wrong_passwords_unknown_and_disabled_users_get_one_answer() {
 async fn the_oauth2_password_grant_answers_in_oauth2_shapes() {
     let node = node_with_alice().await;
     let form = |fields: &[(&str, &str)]| {
-        let client = reqwest::Client::new();
+        let client = http_client();
         let request = client.post(node.http("/auth/token")).form(fields);
         async move {
             let response = request.send().await.unwrap();
@@ -190,7 +190,7 @@ async fn logout_revokes_the_refresh_token() {
     let node = node_with_alice().await;
     let (_, tokens) = login(&node, "alice", "password-1").await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(node.http("/auth/logout"))
         .bearer_auth(tokens["access_token"].as_str().unwrap())
         .json(&json!({"refresh_token": refresh}))
@@ -211,7 +211,7 @@ async fn logout_revokes_the_refresh_token() {
         json!({"username": "bob", "password": "password-1"}),
     )
     .await;
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(node.http("/auth/logout"))
         .bearer_auth(bobs["access_token"].as_str().unwrap())
         .json(&json!({"refresh_token": alices["refresh_token"]}))
@@ -231,7 +231,7 @@ async fn logout_revokes_the_refresh_token() {
 #[tokio::test]
 async fn hostile_bodies_get_json_errors_and_the_node_keeps_serving() {
     let node = node_with_alice().await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let send = |body: Vec<u8>, content_type: &'static str| {
         let request = client
             .post(node.http("/auth/login"))

@@ -131,7 +131,7 @@ async fn bad_tokens_in_the_query_get_an_error_frame_then_1008() {
         assert_eq!(c.expect_close().await, 1008, "{what}");
     }
     // A plain HTTP request with a bad token still gets 401 JSON.
-    let response = reqwest::get(node.http("/ws/lobby?token=not-a-jwt"))
+    let response = http_get(node.http("/ws/lobby?token=not-a-jwt"))
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
@@ -158,7 +158,7 @@ async fn an_expired_token_is_named_as_such_on_every_path() {
     c.expect_error("token_expired").await;
     assert_eq!(c.expect_close().await, 1008);
 
-    let response = reqwest::get(node.http(&format!("/ws/lobby?token={expired}")))
+    let response = http_get(node.http(&format!("/ws/lobby?token={expired}")))
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
@@ -228,7 +228,7 @@ async fn room_grants_are_enforced() {
     c.expect_error("forbidden").await;
     assert_eq!(c.expect_close().await, 1008);
 
-    let response = reqwest::get(node.http(&format!("/ws/secret?token={limited}")))
+    let response = http_get(node.http(&format!("/ws/secret?token={limited}")))
         .await
         .unwrap();
     assert_eq!(response.status(), 403);

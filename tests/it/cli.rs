@@ -8,6 +8,7 @@ use switchboard::config::DEV_JWT_SECRET;
 
 use crate::support::NodeProcess;
 use crate::support::WAIT;
+use crate::support::http_client;
 
 fn switchboard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
@@ -342,7 +343,7 @@ async fn a_development_node_creates_demo_accounts_once_and_production_never() {
         .next()
         .unwrap();
     assert_eq!(password.len(), 16);
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(format!("http://{addr}/auth/login"))
         .json(&serde_json::json!({"username": "alice", "password": password}))
         .send()

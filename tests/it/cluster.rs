@@ -49,7 +49,7 @@ pub fn spawn_cluster(n: usize, config: &Config) -> Vec<TestNode> {
 
 /// A GET with a bearer token; returns the status and the JSON body.
 pub async fn get(node: &TestNode, path: &str, user: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = http_client()
         .get(node.http(path))
         .bearer_auth(token(user))
         .send()

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 async fn get(url: &str, bearer: Option<&str>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = http_client().get(url);
     if let Some(token) = bearer {
         request = request.bearer_auth(token);
     }
@@ -68,7 +68,7 @@ async fn the_bearer_scheme_is_read_in_any_case_with_any_spacing() {
         (token.clone(), 401),
     ];
     for (header, status) in headers {
-        let response = reqwest::Client::new()
+        let response = http_client()
             .get(node.http("/api/rooms"))
             .header("authorization", &header)
             .send()
@@ -117,14 +117,14 @@ async fn rooms_api_needs_a_token_and_membership() {
         200
     );
 
-    let info = reqwest::Client::new()
+    let info = http_client()
         .post(node.http("/api/rooms/team/info"))
         .bearer_auth(token("bob"))
         .send()
         .await
         .unwrap();
     assert_eq!(info.status(), 200);
-    let huge = reqwest::Client::new()
+    let huge = http_client()
         .post(node.http("/api/rooms/team/info"))
         .bearer_auth(token("bob"))
         .body(vec![b'x'; 1 << 20])
@@ -159,7 +159,7 @@ async fn unknown_routes_and_methods_answer_json() {
     let node = spawn_node(test_config());
     let (status, body) = get(&node.http("/nope"), None).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
-    let response = reqwest::Client::new()
+    let response = http_client()
         .delete(node.http("/api/rooms"))
         .send()
         .await
@@ -181,7 +181,7 @@ async fn metrics_are_exported() {
     let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
     a.send(json!({"type":"bogus"})).await;
     a.expect_error("unknown_type").await;
-    let text = reqwest::get(node.http("/metrics"))
+    let text = http_get(node.http("/metrics"))
         .await
         .unwrap()
         .text()

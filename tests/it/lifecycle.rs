@@ -153,7 +153,7 @@ async fn shutdown_drains_clients_with_a_reconnect_notice_and_1012() {
     let node = spawn_node(test_config());
     let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
     let mut b = Client::user(&node, "bob", "b1").await;
-    let client = reqwest::Client::new();
+    let client = http_client();
 
     node.state.start_draining();
     let ready = client.get(node.http("/readyz")).send().await.unwrap();

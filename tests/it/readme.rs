@@ -89,7 +89,7 @@ async fn the_cluster_recipe_runs_as_written() {
     for port in &ports {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+            let ready = http_get(format!("http://127.0.0.1:{port}/readyz")).await;
             if ready.is_ok_and(|r| r.status() == 200) {
                 break;
             }

@@ -65,7 +65,7 @@ impl Drop for Postgres {
 }
 
 async fn get(url: String) -> (u16, Value) {
-    let response = reqwest::get(url).await.unwrap();
+    let response = http_get(url).await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -125,7 +125,7 @@ async fn a_node_signals_before_its_database_is_up_and_migrates_it_once_it_is() {
         (503, Some("down"))
     );
     let register = json!({"username": "dora", "password": "password-1"});
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(http("/auth/register"))
         .json(&register)
         .send()
@@ -145,7 +145,7 @@ async fn a_node_signals_before_its_database_is_up_and_migrates_it_once_it_is() {
         health["database"],
         json!({"status": "ok", "backend": "postgres"})
     );
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(http("/auth/register"))
         .json(&register)
         .send()

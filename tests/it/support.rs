@@ -25,6 +25,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single expected event may take.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// An HTTP client for the tests. The node's JWKS client speaks TLS through rustls with the ring
+/// provider, which must be the process's default before any client is built.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// `GET url`.
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http_client().get(url).send().await
+}
+
 /// Where a test node's cluster state lives.
 #[derive(Clone)]
 pub enum Backing {

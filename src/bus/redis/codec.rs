@@ -70,6 +70,7 @@ impl BatchWriter {
                 put_tag(out, b'K', client.as_str());
                 out.put_u64(conn.0);
             }
+            Route::Revoke => put_tag(out, b'V', ""),
         }
         // Frames are at most `max_message_bytes`, far below 4 GiB.
         out.put_u32(payload.len() as u32);
@@ -160,6 +161,7 @@ fn take_route(buf: &mut Bytes) -> Result<Route, BusError> {
             client: ClientId::parse(&id).map_err(invalid)?,
             conn: take_conn(buf)?,
         },
+        b'V' => Route::Revoke,
         _ => return Err(malformed("unknown route")),
     })
 }

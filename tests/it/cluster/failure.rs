@@ -339,7 +339,7 @@ async fn a_cluster_node_waits_for_redis_and_serves_once_it_is_up() {
     node.wait_for("not reachable; retrying", WAIT);
     let http = |path: &str| format!("http://{addr}{path}");
     let get = |path: String| async move {
-        let response = reqwest::get(path).await.unwrap();
+        let response = http_get(path).await.unwrap();
         let status = response.status().as_u16();
         (status, response.json::<serde_json::Value>().await.unwrap())
     };
@@ -363,7 +363,7 @@ async fn a_cluster_node_waits_for_redis_and_serves_once_it_is_up() {
         "{body}"
     );
     // A browser can read the health of a starting node (CORS applies in every phase).
-    let health = reqwest::Client::new()
+    let health = http_client()
         .get(http("/health"))
         .header("origin", "https://app.example")
         .send()
