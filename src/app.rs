@@ -171,11 +171,11 @@ pub async fn serve(
     serve_state(build(config, node, backends), listener, shutdown).await
 }
 
-/// The node's router: the REST routes and the WebSocket endpoints, with the body limit and
-/// JSON errors for unknown routes and methods and for oversized bodies.
+/// The node's router: the REST routes and the WebSocket endpoints, their OpenAPI document at
+/// `/openapi.json`, the body limit, and JSON errors for unknown routes and methods and for
+/// oversized bodies.
 pub fn router(state: AppState) -> Router {
-    crate::http::routes()
-        .merge(crate::ws::routes())
+    crate::http::openapi::serve(crate::http::routes().merge(crate::ws::routes()))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

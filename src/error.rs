@@ -4,7 +4,20 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The JSON body of every HTTP error: a stable `code` for programs and a `detail` for people.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ApiError)]
+pub struct ErrorBody {
+    /// What went wrong, for people. Server errors (5xx) never carry internals.
+    #[schema(example = "missing Authorization: Bearer token")]
+    pub detail: String,
+    /// A stable code for programs: `unauthorized`, `token_expired`, `invalid_room`, ...
+    #[schema(example = "unauthorized")]
+    pub code: String,
+}
 
 /// An HTTP error: a status and a JSON body `{"detail": ..., "code": ...}`.
 #[derive(Debug)]
@@ -69,7 +82,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"detail": self.detail, "code": self.code}));
+        let body = Json(ErrorBody {
+            detail: self.detail,
+            code: self.code.to_owned(),
+        });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response

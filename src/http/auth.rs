@@ -12,14 +12,16 @@ use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::Bearer;
+use super::openapi::{DatabaseDown, Internal, InvalidBody, Refused, Tokens};
 use crate::accounts::{self, AccountError};
 use crate::auth::{self, Revocation};
 use crate::credentials;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::protocol::UserId;
 use crate::state::AppState;
 use crate::store::{RefreshToken, SecurityEvent, User};
@@ -29,32 +31,58 @@ pub const ACCESS_TTL: Duration = Duration::from_secs(3600);
 /// How long a refresh token lives.
 pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
 
-#[derive(Deserialize)]
+/// The body of `POST /auth/login`.
+#[derive(Deserialize, ToSchema)]
 pub struct Login {
+    /// Matched in any case.
+    #[schema(example = "alice")]
     username: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+/// The form of `POST /auth/token`: an OAuth2 password grant (RFC 6749 §4.3).
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordGrant {
+    /// Only `password` is supported.
+    #[schema(example = "password")]
     grant_type: String,
+    /// Without it the answer is 400 `invalid_request`.
     #[serde(default)]
+    #[schema(required = true, example = "alice")]
     username: String,
+    /// Without it the answer is 400 `invalid_request`.
     #[serde(default)]
+    #[schema(required = true)]
     password: String,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /auth/register`.
+#[derive(Deserialize, ToSchema)]
 pub struct Register {
+    #[schema(example = "alice")]
     username: String,
     password: String,
+    /// Optional; an empty string is none.
     #[serde(default)]
+    #[schema(example = "alice@example.com")]
     email: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /auth/refresh` and `POST /auth/logout`.
+#[derive(Deserialize, ToSchema)]
 pub struct Refresh {
+    /// A refresh token from a token answer.
     refresh_token: String,
+}
+
+/// An OAuth2 error answer (RFC 6749 §5.2): the errors of `POST /auth/token` that OAuth2 defines.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthError {
+    /// `invalid_request`, `unsupported_grant_type` or `invalid_grant`.
+    #[schema(example = "invalid_grant")]
+    error: String,
+    #[schema(example = "invalid username or password")]
+    error_description: String,
 }
 
 fn now() -> i64 {
@@ -220,7 +248,25 @@ fn no_store(status: StatusCode, body: Value) -> Response {
     (status, headers, Json(body)).into_response()
 }
 
-/// `POST /auth/login` `{username, password}`.
+/// Log in with a username and password.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, response = Tokens),
+        (status = 400, response = InvalidBody),
+        (status = 415, response = InvalidBody),
+        (status = 422, response = InvalidBody),
+        (status = 401, description = "`invalid_credentials`: an unknown user, a wrong password or \
+            a disabled account alike", body = ErrorBody),
+        (status = 429, description = "`account_locked`: too many failed logins; `Retry-After` \
+            says for how long", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseDown),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
@@ -231,8 +277,26 @@ pub async fn login(
     Ok(no_store(StatusCode::OK, issue(&state, &user, None).await?))
 }
 
-/// `POST /auth/register` `{username, password, email?}`: creates an account (when
-/// `registration` is open) and logs it in: 201 with the login answer.
+/// Create an account and log in.
+///
+/// Only when `registration` is open: 201 with the login answer.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = Register,
+    responses(
+        (status = 201, response = Tokens),
+        (status = 400, description = "`invalid_body` (not JSON), `invalid_username` or \
+            `invalid_password`", body = ErrorBody),
+        (status = 403, description = "`registration_closed`", body = ErrorBody),
+        (status = 409, description = "`username_taken`", body = ErrorBody),
+        (status = 415, response = InvalidBody),
+        (status = 422, response = InvalidBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseDown),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
@@ -267,14 +331,35 @@ pub async fn register(
     ))
 }
 
-/// `POST /auth/token`: the OAuth2 password grant (form body), with OAuth2's error answers.
+/// Log in with an OAuth2 password grant.
+///
+/// A form body, and OAuth2's error answers.
+#[utoipa::path(
+    post,
+    path = "/auth/token",
+    tag = "auth",
+    request_body(content = PasswordGrant, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, response = Tokens),
+        (status = 400, description = "OAuth2's errors: `invalid_request` (no form body, or no \
+            username or password), `unsupported_grant_type`, `invalid_grant` (wrong \
+            credentials)", body = OAuthError),
+        (status = 429, description = "`account_locked`: too many failed logins; `Retry-After` \
+            says for how long", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseDown),
+    )
+)]
 pub async fn token(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
     body: Result<Form<PasswordGrant>, FormRejection>,
 ) -> Response {
     let oauth = |status: StatusCode, error: &str, description: &str| {
-        let body = json!({"error": error, "error_description": description});
+        let body = OAuthError {
+            error: error.to_owned(),
+            error_description: description.to_owned(),
+        };
         (status, Json(body)).into_response()
     };
     let Ok(Form(grant)) = body else {
@@ -306,8 +391,24 @@ pub async fn token(
     }
 }
 
-/// `GET /auth/me`: the caller's account, or what its token says when it has none (a token
-/// from `switchboard token mint` or an application).
+/// The caller's account.
+///
+/// For a token without an account (from `switchboard token mint` or an application), what the
+/// token says: `id`, `username` and `role`.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = Object, example = json!({
+            "id": "5f0c8a9e-3b8e-4a8e-9d1c-0d6f1f2b7c11", "username": "alice", "email": null,
+            "role": "user", "active": true, "created_at": 1764806400, "last_login_at": 1764806400
+        })),
+        (status = 401, response = Refused),
+        (status = 503, response = DatabaseDown),
+    )
+)]
 pub async fn me(
     State(state): State<AppState>,
     Bearer(identity): Bearer,
@@ -322,8 +423,25 @@ pub async fn me(
     }
 }
 
-/// `POST /auth/refresh` `{refresh_token}`: a new access token and a new refresh token; the old
-/// one is spent. Presenting a spent or revoked one revokes its whole family.
+/// Rotate a refresh token.
+///
+/// A new access token and a new refresh token; the old one is spent. Presenting a spent or
+/// revoked one revokes its whole family.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = Refresh,
+    responses(
+        (status = 200, response = Tokens),
+        (status = 400, response = InvalidBody),
+        (status = 415, response = InvalidBody),
+        (status = 422, response = InvalidBody),
+        (status = 401, description = "`unauthorized`: an unknown, expired, spent or revoked \
+            refresh token, or a disabled account", body = ErrorBody),
+        (status = 503, response = DatabaseDown),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,
@@ -360,9 +478,27 @@ pub async fn refresh(
     Ok(no_store(StatusCode::OK, grant(&state, &user, &secret)))
 }
 
-/// `POST /auth/logout` with an optional `{refresh_token}` body: revokes the access token the
-/// request carries (its `jti`, on every node, until it expires; connections opened with it
-/// close) and the refresh token's family.
+/// Log out: revoke the access token the request carries (its `jti`, on every node, until it
+/// expires; WebSockets opened with it close with 4004) and, when the optional body names one,
+/// the refresh token's family.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body(content = Refresh, description = "Optional: the refresh token to revoke with its family"),
+    responses(
+        (status = 200, description = "Logged out (an unknown refresh token changes nothing)",
+            body = Object, example = json!({"status": "logged_out"})),
+        (status = 400, response = InvalidBody),
+        (status = 415, response = InvalidBody),
+        (status = 422, response = InvalidBody),
+        (status = 401, response = Refused),
+        (status = 403, description = "`forbidden`: the refresh token is another user's",
+            body = ErrorBody),
+        (status = 503, response = DatabaseDown),
+    )
+)]
 pub async fn logout(
     State(state): State<AppState>,
     ConnectInfo(ip): ConnectInfo<SocketAddr>,

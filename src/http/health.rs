@@ -11,7 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::error::ApiError;
+use super::openapi::HealthReport;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, Startup};
 
 /// The external dependencies, reported at the top level too (`jq .database`).
@@ -19,10 +20,28 @@ const DEPENDENCIES: [&str; 2] = ["database", "redis"];
 /// How long a health check waits for the database.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Whether the node answers.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "health",
+    responses((status = 200, description = "The node answers", body = Object,
+        example = json!({"status": "ok"})))
+)]
 pub async fn root() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Liveness.
+///
+/// Answered while the node is starting too.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is alive", body = Object,
+        example = json!({"status": "ok"})))
+)]
 pub async fn liveness() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -85,6 +104,20 @@ async fn report(state: &AppState) -> Report {
     report
 }
 
+/// The health report.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    description = "`status` (`healthy`; `degraded` while draining: still serving its clients, \
+        taking no new ones; `unhealthy`), the node's id, version, uptime, local connections and \
+        rooms, one entry per service under `services` (bus, presence, essential tasks, database, \
+        Redis when configured), `database` and `redis` at the top level too, and the `errors`.",
+    responses(
+        (status = 200, response = HealthReport),
+        (status = 503, response = HealthReport),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let Report { services, errors } = report(&state).await;
     let status = match (errors.is_empty(), state.is_draining()) {
@@ -110,6 +143,21 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     (code(status), Json(body))
 }
 
+/// The health report, at `/health/`.
+#[utoipa::path(
+    get,
+    path = "/health/",
+    tag = "health",
+    description = "The same report as `GET /health`.",
+    responses(
+        (status = 200, response = HealthReport),
+        (status = 503, response = HealthReport),
+    )
+)]
+pub async fn health_slash(state: State<AppState>) -> (StatusCode, Json<Value>) {
+    health(state).await
+}
+
 fn code(status: &str) -> StatusCode {
     if status == "unhealthy" {
         StatusCode::SERVICE_UNAVAILABLE
@@ -118,6 +166,20 @@ fn code(status: &str) -> StatusCode {
     }
 }
 
+/// Readiness.
+///
+/// While the node is starting, 503 `starting` names what it waits for.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready: every dependency answers", body = Object,
+            example = json!({"status": "ready", "services": {"tasks": {"status": "ok"}}})),
+        (status = 503, description = "Not ready: `starting` (still connecting; names what it \
+            waits for), `draining`, `dependency_down` or `task_failed`", body = ErrorBody),
+    )
+)]
 pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if let Some(ended) = state.supervisor.ended() {
         return Err(ApiError::unavailable(

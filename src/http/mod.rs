@@ -1,9 +1,11 @@
-//! The REST surface: health, metrics and the cluster queries, and the bearer token extractor.
-//! Routes live in [`health`] and [`rooms`]; [`crate::app`] merges them with the WebSocket
-//! endpoints into the node's router.
+//! The REST surface: health, metrics, the cluster queries and the `/auth` API, the bearer token
+//! extractor, and the OpenAPI document ([`openapi`]). Routes live in [`health`], [`rooms`] and
+//! [`auth`], each registered with its OpenAPI operation; [`crate::app`] merges them with the
+//! WebSocket endpoints into the node's router.
 
 mod auth;
 mod health;
+pub mod openapi;
 mod rooms;
 
 use std::sync::Arc;
@@ -11,7 +13,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::{StatusCode, header, request::Parts};
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{AuthError, Identity, bearer_token};
 use crate::error::ApiError;
@@ -44,25 +48,29 @@ impl FromRequestParts<AppState> for Bearer {
     }
 }
 
-/// The REST routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(health::root))
-        .route("/health", get(health::health))
-        .route("/health/", get(health::health))
-        .route("/healthz", get(health::liveness))
-        .route("/readyz", get(health::readiness))
-        .route("/metrics", get(metrics))
-        .route("/api/rooms", get(rooms::list))
-        .route("/api/rooms/{room}", get(rooms::show))
-        .route("/api/rooms/{room}/info", post(rooms::show))
-        .route("/api/users/{user_id}/presence", get(rooms::presence))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/token", post(auth::token))
-        .route("/auth/register", post(auth::register))
-        .route("/auth/me", get(auth::me))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
+/// The REST routes and the document's own routes, each with its OpenAPI operation: `routes!`
+/// registers a handler at the method and path of its `#[utoipa::path]`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health::root))
+        .routes(routes!(health::health))
+        .routes(routes!(health::health_slash))
+        .routes(routes!(health::liveness))
+        .routes(routes!(health::readiness))
+        .routes(routes!(metrics))
+        .routes(routes!(rooms::list))
+        .routes(routes!(rooms::show))
+        .routes(routes!(rooms::info))
+        .routes(routes!(rooms::presence))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::token))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(openapi::document))
+        .routes(routes!(openapi::page))
+        .routes(routes!(openapi::asset))
 }
 
 /// What a node answers while it is still connecting to its dependencies: liveness, readiness
@@ -78,6 +86,17 @@ pub fn starting_routes() -> Router<Arc<Startup>> {
         })
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses((
+        status = 200,
+        description = "The node's metrics in the Prometheus text format",
+        content_type = "text/plain"
+    ))
+)]
 async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.render()
 }

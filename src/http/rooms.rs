@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::Bearer;
-use crate::error::ApiError;
+use super::openapi::{ClusterDown, Refused, RoomMembers};
+use crate::error::{ApiError, ErrorBody};
 use crate::presence::PresenceError;
 use crate::protocol::Member;
 use crate::protocol::{RoomId, UserId};
@@ -19,6 +20,19 @@ impl From<PresenceError> for ApiError {
     }
 }
 
+/// Rooms and their member counts, cluster-wide.
+#[utoipa::path(
+    get,
+    path = "/api/rooms",
+    tag = "rooms",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every room of the cluster and its member count",
+            body = Object, example = json!({"rooms": [{"room": "demo", "members": 2}]})),
+        (status = 401, response = Refused),
+        (status = 503, response = ClusterDown),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Bearer(_): Bearer,
@@ -27,7 +41,28 @@ pub async fn list(
     Ok(Json(json!({ "rooms": rooms })))
 }
 
-/// Members of a room, for admins and for users with a connection in it.
+/// A room's members, cluster-wide.
+///
+/// For admins, and for users with a connection in the room.
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{room}",
+    tag = "rooms",
+    security(("bearer" = [])),
+    params((
+        "room" = String,
+        Path,
+        description = "A room name: 1–128 characters of `[A-Za-z0-9._:-]`"
+    )),
+    responses(
+        (status = 200, response = RoomMembers),
+        (status = 400, description = "`invalid_room`", body = ErrorBody),
+        (status = 401, response = Refused),
+        (status = 403, description = "`forbidden`: neither an admin nor in the room",
+            body = ErrorBody),
+        (status = 503, response = ClusterDown),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Bearer(identity): Bearer,
@@ -49,7 +84,52 @@ pub async fn show(
     ))
 }
 
-/// Whether a user is online, and on how many devices, anywhere in the cluster.
+/// A room's members, cluster-wide (POST).
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{room}/info",
+    tag = "rooms",
+    description = "The same answer as `GET /api/rooms/{room}`.",
+    security(("bearer" = [])),
+    params((
+        "room" = String,
+        Path,
+        description = "A room name: 1–128 characters of `[A-Za-z0-9._:-]`"
+    )),
+    responses(
+        (status = 200, response = RoomMembers),
+        (status = 400, description = "`invalid_room`", body = ErrorBody),
+        (status = 401, response = Refused),
+        (status = 403, description = "`forbidden`: neither an admin nor in the room",
+            body = ErrorBody),
+        (status = 503, response = ClusterDown),
+    )
+)]
+pub async fn info(
+    state: State<AppState>,
+    bearer: Bearer,
+    room: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    show(state, bearer, room).await
+}
+
+/// Whether a user is online.
+///
+/// Online, and on how many devices, anywhere in the cluster.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user_id}/presence",
+    tag = "rooms",
+    security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "A user id (a token's `sub`)")),
+    responses(
+        (status = 200, description = "Whether the user is online, and on how many devices",
+            body = Object, example = json!({"user_id": "alice", "online": true, "devices": 2})),
+        (status = 400, description = "`invalid_user`", body = ErrorBody),
+        (status = 401, response = Refused),
+        (status = 503, response = ClusterDown),
+    )
+)]
 pub async fn presence(
     State(state): State<AppState>,
     Bearer(_): Bearer,

@@ -3,34 +3,40 @@
 //! token (in `?token=` or an `Authorization: Bearer` header) is different: a browser cannot read
 //! the status of a failed upgrade, so the upgrade is accepted and the connection answers with
 //! an `error` frame (`unauthorized`, `token_expired`, `forbidden`) and closes with 1008. A plain
-//! HTTP request with such a token gets 401/403 JSON. [`connection`] runs the upgraded socket; [`routes`] are
-//! merged into the node's router by [`crate::app`].
+//! HTTP request with such a token gets 401/403 JSON. [`connection`] runs the upgraded socket;
+//! [`routes()`] are merged into the node's router by [`crate::app`].
 
 mod connection;
 
-use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Identity, bearer_token};
 use crate::credentials::Credentials;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
 use crate::protocol::{ClientId, ErrorCode, ErrorFrame, Frame, RoomId};
 use crate::state::AppState;
 
 /// The upgrade's query string. Unknown parameters are ignored (cache busters); duplicates of
 /// known ones are refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
+    /// An access token (JWT). An `Authorization: Bearer` header works too; without either, the
+    /// client sends `auth_token` after `auth_required`.
     token: Option<String>,
+    /// The client id to claim: 1–64 characters of `[A-Za-z0-9_-]`, else a generated one.
     client_id: Option<String>,
+    /// The same as `client_id`.
     #[serde(rename = "clientId")]
     client_id_camel: Option<String>,
 }
@@ -42,16 +48,46 @@ pub fn socket_text(frame: Frame) -> Message {
     Message::Text(text)
 }
 
-/// The WebSocket routes: `/ws/{room}` and `/ws`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ws", get(root_endpoint))
-        .route("/ws/{room}", get(room_endpoint))
+/// The WebSocket routes, `/ws/{room}` and `/ws`, with their OpenAPI operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(root_endpoint))
+        .routes(routes!(room_endpoint))
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 type WsQueryResult = Result<Query<WsQuery>, QueryRejection>;
 
+/// Connect a WebSocket and join a room.
+#[utoipa::path(
+    get,
+    path = "/ws/{room}",
+    tag = "websocket",
+    description = "Upgrades to a WebSocket, authenticates (with `token`, an `Authorization: \
+        Bearer` header, or an `auth_token` message after `auth_required`), then joins `room`. \
+        The frames, authentication, close codes and reconnection rules are described in \
+        [docs/protocol.md](docs/protocol.md) of the Switchboard repository.",
+    security((), ("bearer" = [])),
+    params(
+        ("room" = String, Path,
+            description = "A room name: 1–128 characters of `[A-Za-z0-9._:-]`"),
+        WsQuery,
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket. A refused token is \
+            answered on it: an `error` frame (`unauthorized`, `token_expired`, `forbidden`), then \
+            close 1008"),
+        (status = 400, description = "`invalid_room`, `invalid_query` (a parameter given twice) \
+            or `not_websocket` (not an upgrade request)", body = ErrorBody),
+        (status = 401, description = "`unauthorized` or `token_expired`: a refused token on a \
+            plain HTTP request (an upgrade is accepted and answered on the socket)",
+            body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token does not grant the room, on a plain \
+            HTTP request", body = ErrorBody),
+        (status = 503, description = "`draining`: the node is shutting down; connect to \
+            another", body = ErrorBody),
+    )
+)]
 pub async fn room_endpoint(
     State(state): State<AppState>,
     room: Result<Path<String>, PathRejection>,
@@ -65,6 +101,30 @@ pub async fn room_endpoint(
     accept(state, Some(room), query, &headers, upgrade).await
 }
 
+/// Connect a WebSocket without a room.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    description = "Upgrades to a WebSocket and authenticates (with `token`, an `Authorization: \
+        Bearer` header, or an `auth_token` message after `auth_required`), without a room: for \
+        user-addressed signals, and rooms joined later with `join`. The frames, authentication, \
+        close codes and reconnection rules are described in \
+        [docs/protocol.md](docs/protocol.md) of the Switchboard repository.",
+    security((), ("bearer" = [])),
+    params(WsQuery),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket. A refused token is \
+            answered on it: an `error` frame (`unauthorized`, `token_expired`), then close 1008"),
+        (status = 400, description = "`invalid_query` (a parameter given twice) or \
+            `not_websocket` (not an upgrade request)", body = ErrorBody),
+        (status = 401, description = "`unauthorized` or `token_expired`: a refused token on a \
+            plain HTTP request (an upgrade is accepted and answered on the socket)",
+            body = ErrorBody),
+        (status = 503, description = "`draining`: the node is shutting down; connect to \
+            another", body = ErrorBody),
+    )
+)]
 pub async fn root_endpoint(
     State(state): State<AppState>,
     query: WsQueryResult,

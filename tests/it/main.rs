@@ -9,5 +9,6 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod node;
+mod openapi;
 mod readme;
 mod store;
