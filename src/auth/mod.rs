@@ -196,6 +196,8 @@ fn hs256_validation() -> Validation {
     validation.leeway = LEEWAY_SECS;
     validation.set_required_spec_claims(&["exp", "sub"]);
     validation.validate_nbf = true;
+    // Audiences are the external issuer's business; an application may name its own.
+    validation.validate_aud = false;
     validation
 }
 
