@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-production";
 /// The shortest secret production accepts, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// The shortest TURN secret a production node accepts.
+pub const MIN_TURN_SECRET_BYTES: usize = 16;
 /// The prefix of every setting's environment variable.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// The most runtime threads a node may be given.
@@ -139,6 +141,10 @@ pub struct Config {
     pub lockout_duration: Duration,
     /// `[jwks]`: an external issuer whose tokens the node accepts.
     pub jwks: JwksConfig,
+    /// `[turn]`: the TURN relays whose credentials the node issues.
+    pub turn: TurnConfig,
+    /// STUN URIs (`stun:host:port`) handed to clients with the TURN servers.
+    pub stun_uris: Vec<String>,
     /// `[redis]`: where cluster state lives.
     pub redis: RedisConfig,
     /// `[database]`: where durable data lives.
@@ -182,6 +188,59 @@ impl Default for JwksConfig {
             issuer: String::new(),
             audience: String::new(),
             refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[turn]`: coturn with `use-auth-secret` (`SWITCHBOARD_TURN_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// coturn's `static-auth-secret`s: the first signs credentials; the others are listed for a
+    /// rotation, while coturn still accepts them. Empty = no TURN credentials.
+    pub secret: Vec<Secret>,
+    /// `turn:` and `turns:` URIs (with `?transport=`) the credentials are for.
+    pub uris: Vec<String>,
+    /// How long credentials stay valid: a duration (`24h`) or seconds (`86400`).
+    #[serde(with = "seconds_or_duration")]
+    pub ttl: Duration,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            secret: Vec::new(),
+            uris: Vec::new(),
+            ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// A duration written as `24h` or as whole seconds (`86400`, as the predecessors did).
+mod seconds_or_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
+            Raw::Text(text) => match text.trim().parse::<u64>() {
+                Ok(seconds) => Ok(Duration::from_secs(seconds)),
+                Err(_) => humantime::parse_duration(text.trim()).map_err(|e| {
+                    serde::de::Error::custom(format!("{e}: a duration such as 24h, or seconds"))
+                }),
+            },
         }
     }
 }
@@ -246,6 +305,8 @@ impl Default for Config {
             lockout_threshold: 10,
             lockout_duration: Duration::from_secs(15 * 60),
             jwks: JwksConfig::default(),
+            turn: TurnConfig::default(),
+            stun_uris: Vec::new(),
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
         }
@@ -384,6 +445,17 @@ impl Config {
                 ));
             }
             if self
+                .turn
+                .secret
+                .iter()
+                .any(|s| s.expose().len() < MIN_TURN_SECRET_BYTES)
+            {
+                return Err(invalid(
+                    "turn.secret",
+                    "each secret must be at least 16 bytes in production",
+                ));
+            }
+            if self
                 .sealing_key
                 .as_ref()
                 .is_some_and(|key| key.expose().len() < MIN_SECRET_BYTES)
@@ -450,6 +522,10 @@ impl Config {
             Duration::from_secs(1),
         )?;
         at_least("jwks.refresh", self.jwks.refresh, Duration::from_secs(30))?;
+        at_least("turn.ttl", self.turn.ttl, Duration::from_secs(60))?;
+        if self.turn.ttl > Duration::from_secs(7 * 86_400) {
+            return Err(invalid("turn.ttl", "must be at most 7d"));
+        }
         if self.idle_timeout <= self.ping_interval {
             return Err(invalid("idle_timeout", "must be longer than ping_interval"));
         }
@@ -457,6 +533,51 @@ impl Config {
             crate::protocol::NodeId::parse(id).map_err(|e| invalid("node_id", e.to_string()))?;
         }
         self.validate_text()
+    }
+
+    /// Checks the TURN and STUN settings: URIs of the right schemes, a secret with TURN URIs.
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let uri = |setting: &str, uri: &str, schemes: &[&str]| {
+            let scheme = uri.split_once(':').map_or("", |(scheme, _)| scheme);
+            let rest = uri.split_once(':').map_or("", |(_, rest)| rest);
+            if schemes.contains(&scheme)
+                && !rest.is_empty()
+                && !uri.contains(char::is_whitespace)
+                && !uri.contains(['"', ','])
+            {
+                Ok(())
+            } else {
+                let schemes = schemes.join(": or ");
+                Err(invalid(
+                    setting,
+                    format!(
+                        "{uri:?} is not a {schemes}: URI like turn:turn.example.com:3478?transport=udp"
+                    ),
+                ))
+            }
+        };
+        for u in &self.turn.uris {
+            uri("turn.uris", u, &["turn", "turns"])?;
+        }
+        for u in &self.stun_uris {
+            uri("stun_uris", u, &["stun", "stuns"])?;
+        }
+        if self.turn.secret.iter().any(|s| s.expose().is_empty()) {
+            return Err(invalid("turn.secret", "an empty secret in the list"));
+        }
+        if !self.turn.secret.is_empty() && self.turn.uris.is_empty() {
+            return Err(invalid(
+                "turn.secret",
+                "needs turn.uris (the TURN servers the credentials are for)",
+            ));
+        }
+        if self.turn.secret.is_empty() && !self.turn.uris.is_empty() {
+            return Err(invalid(
+                "turn.uris",
+                "needs turn.secret (coturn's static-auth-secret) to issue credentials",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `POST /auth/register` creates accounts.
@@ -513,6 +634,7 @@ impl Config {
                 return Err(invalid(setting, "needs jwks.url (the issuer's keys)"));
             }
         }
+        self.validate_turn()?;
         for origin in &self.cors_origins {
             let valid = origin == "*"
                 || (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -623,26 +745,26 @@ pub const PREDECESSOR_VARIABLES: &[Predecessor] = &[
         false,
     ),
     Predecessor::new("WEBSOCKET_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT", false),
-    Predecessor::new("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET", true),
-    Predecessor::new("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS", true),
-    Predecessor::new("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS", true),
-    Predecessor::new("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL", true),
-    Predecessor::new("TURN_SECRET", "SWITCHBOARD_TURN_SECRET", true),
-    Predecessor::new("TURN_HOST", "SWITCHBOARD_TURN_URIS", true),
-    Predecessor::new("TURN_PORT", "SWITCHBOARD_TURN_URIS", true),
-    Predecessor::new("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS", true),
-    Predecessor::new("TURN_TTL", "SWITCHBOARD_TURN_TTL", true),
-    Predecessor::new("STUN_SERVERS", "SWITCHBOARD_STUN_URIS", true),
-    Predecessor::new("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS", true),
+    Predecessor::new("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET", false),
+    Predecessor::new("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS", false),
+    Predecessor::new("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS", false),
+    Predecessor::new("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL", false),
+    Predecessor::new("TURN_SECRET", "SWITCHBOARD_TURN_SECRET", false),
+    Predecessor::new("TURN_HOST", "SWITCHBOARD_TURN_URIS", false),
+    Predecessor::new("TURN_PORT", "SWITCHBOARD_TURN_URIS", false),
+    Predecessor::new("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS", false),
+    Predecessor::new("TURN_TTL", "SWITCHBOARD_TURN_TTL", false),
+    Predecessor::new("STUN_SERVERS", "SWITCHBOARD_STUN_URIS", false),
+    Predecessor::new("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS", false),
     Predecessor::new(
         "TURN_USERNAME",
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
-        true,
+        false,
     ),
     Predecessor::new(
         "TURN_PASSWORD",
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
-        true,
+        false,
     ),
     Predecessor::new("DATABASE_URL", "SWITCHBOARD_DATABASE_URL", false),
     Predecessor::new("DB_HOST", "SWITCHBOARD_DATABASE_URL", false),
@@ -1032,6 +1154,26 @@ mod tests {
                 &[("SWITCHBOARD_JWKS_REFRESH", "5s")],
                 "at least 30s",
             ),
+            (
+                "turn.secret",
+                &[("SWITCHBOARD_TURN_SECRET", "only-a-secret")],
+                "needs turn.uris",
+            ),
+            (
+                "turn.uris",
+                &[("SWITCHBOARD_TURN_URIS", "http://turn.example.com")],
+                "turn:turn.example.com:3478",
+            ),
+            (
+                "turn.ttl",
+                &[("SWITCHBOARD_TURN_TTL", "soon")],
+                "a duration such as 24h, or seconds",
+            ),
+            (
+                "stun_uris",
+                &[("SWITCHBOARD_STUN_URIS", "turn:stun.example.com")],
+                "stun: or stuns: URI",
+            ),
         ];
         let covered: Vec<&str> = cases.iter().map(|(path, _, _)| *path).collect();
         for path in every_setting() {
@@ -1140,6 +1282,8 @@ mod tests {
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         for p in PREDECESSOR_VARIABLES.iter().filter(|p| !p.planned) {
             if let Some(var) = p.replacement.strip_prefix(ENV_PREFIX) {
+                // "SWITCHBOARD_X (a note)" names the variable first.
+                let var = var.split_whitespace().next().unwrap_or_default();
                 let flat = var.to_ascii_lowercase();
                 assert!(
                     locate(&defaults, &flat).is_some(),

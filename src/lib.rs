@@ -32,4 +32,5 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod turn;
 pub mod ws;

@@ -15,6 +15,7 @@ use crate::hub::Hub;
 use crate::protocol::NodeId;
 use crate::store::Store;
 use crate::tasks::Supervisor;
+use crate::turn::Turn;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     /// Verifies tokens from every source.
     pub credentials: Arc<Credentials>,
     pub hub: Arc<Hub>,
+    /// STUN and TURN servers, and the secret that signs TURN credentials.
+    pub turn: Arc<Turn>,
     pub store: Store,
     pub metrics: PrometheusHandle,
     pub supervisor: Arc<Supervisor>,
@@ -47,6 +50,7 @@ impl AppState {
         Self {
             tokens: Arc::clone(credentials.tokens()),
             credentials,
+            turn: Arc::new(Turn::from_config(&config)),
             config: Arc::new(config),
             hub,
             store,

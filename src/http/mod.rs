@@ -7,6 +7,7 @@ mod auth;
 mod health;
 pub mod openapi;
 mod rooms;
+mod turn;
 
 use std::sync::Arc;
 
@@ -68,6 +69,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::me))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
+        .routes(routes!(turn::auth_credentials))
+        .routes(routes!(turn::webrtc_credentials))
+        .routes(routes!(turn::ice_servers))
         .routes(routes!(openapi::document))
         .routes(routes!(openapi::page))
         .routes(routes!(openapi::asset))

@@ -43,6 +43,7 @@ const BEARER: &str = "bearer";
         (name = "rooms", description = "Cluster-wide rooms and presence (bearer token)"),
         (name = "auth", description = "Accounts, access tokens and refresh tokens"),
         (name = "websocket", description = "The signaling endpoints: WebSocket upgrades"),
+        (name = "webrtc", description = "TURN credentials and ICE servers for RTCPeerConnection"),
         (name = "metrics", description = "Prometheus metrics"),
         (name = "docs", description = "This document and its browsable page"),
     ),

@@ -207,6 +207,17 @@ impl ErrorFrame {
     }
 }
 
+/// One entry of an `RTCConfiguration`'s `iceServers`: STUN URIs, or TURN URIs with the
+/// time-limited username and credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// A room member as peers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerView {
@@ -224,6 +235,10 @@ pub enum ServerMessage {
         user: String,
         user_id: UserId,
         client_id: ClientId,
+        /// The ICE servers for an `RTCPeerConnection` (STUN, and TURN with this user's
+        /// credentials), when the node has any configured.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<Vec<IceServer>>,
     },
     UsersInRoom {
         room: RoomId,

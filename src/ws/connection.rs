@@ -248,10 +248,18 @@ impl Conn {
             return code;
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        let ice_servers = self
+            .state
+            .turn
+            .ice_servers(&identity.user_id, crate::auth::unix_now());
+        if self.state.turn.has_turn() {
+            metrics::counter!(m::TURN_CREDENTIALS).increment(1);
+        }
         let success = ServerMessage::AuthSuccess {
             user: identity.name,
             user_id: identity.user_id,
             client_id: me.client_id.clone(),
+            ice_servers: (!ice_servers.is_empty()).then_some(ice_servers),
         };
         let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
         drop(config);

@@ -12,3 +12,4 @@ mod node;
 mod openapi;
 mod readme;
 mod store;
+mod turn;
