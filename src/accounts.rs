@@ -10,7 +10,10 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::ApiKeyId;
 use crate::auth::seal::Sealer;
-use crate::store::{ApiKey, NewUser, SecurityEvent, Store, StoreError, User, username_key};
+use crate::store::{
+    ApiKey, LockoutRule, LoginAttempt, NewUser, SecurityEvent, Store, StoreError, User,
+    username_key,
+};
 
 pub const MIN_USERNAME: usize = 3;
 pub const MAX_USERNAME: usize = 64;
@@ -55,7 +58,7 @@ pub enum AccountError {
     LockedOut(i64),
     #[error("no user {0}")]
     NoSuchUser(String),
-    #[error("no live API key with id or name {0}")]
+    #[error("no API key with id or name {0}")]
     NoSuchKey(String),
     #[error("an API key name must be 1-64 characters without control characters")]
     BadKeyName,
@@ -204,9 +207,12 @@ impl Lockout {
 
 /// The active account `username` whose password is `password`. Unknown users, wrong passwords
 /// and disabled accounts all give [`AccountError::InvalidCredentials`], after the same work.
-/// The `lockout.threshold`-th consecutive wrong password of an account locks it for
-/// `lockout.seconds` ([`AccountError::LockedOut`]); a locked account refuses every login until
-/// then ([`AccountError::Locked`]).
+///
+/// With a lockout, every attempt on a name (known or not, so the two are not told apart) is
+/// counted before its password is checked; the `lockout.threshold`-th within
+/// `lockout.seconds` locks the name for `lockout.seconds` ([`AccountError::LockedOut`]), and a
+/// locked name refuses every login until then ([`AccountError::Locked`]). A success clears the
+/// count.
 pub async fn authenticate(
     store: &Store,
     username: &str,
@@ -215,14 +221,19 @@ pub async fn authenticate(
     lockout: Lockout,
 ) -> Result<User, AccountError> {
     let user = store.user_by_name(username).await?;
-    if lockout.threshold > 0
-        && let Some(until) = user
-            .as_ref()
-            .and_then(|u| u.locked_until)
-            .filter(|until| *until > now)
-    {
-        return Err(AccountError::Locked(until));
-    }
+    let attempt = if lockout.threshold > 0 {
+        let rule = LockoutRule {
+            threshold: i64::try_from(lockout.threshold).unwrap_or(i64::MAX),
+            window_seconds: lockout.seconds,
+            lock_seconds: lockout.seconds,
+        };
+        match store.reserve_login(username, now, rule).await? {
+            LoginAttempt::Locked(until) => return Err(AccountError::Locked(until)),
+            LoginAttempt::Counted { locked_until } => locked_until,
+        }
+    } else {
+        None
+    };
     // The dummy hash is computed once, off the async workers.
     let dummy = tokio::task::spawn_blocking(dummy_hash)
         .await
@@ -231,6 +242,9 @@ pub async fn authenticate(
     let matches = verify_password(password, hash).await;
     match user {
         Some(mut user) if matches && user.active => {
+            if lockout.threshold > 0 {
+                store.clear_login_failures(username).await?;
+            }
             store.record_login(&user.id, now).await?;
             if is_bcrypt(&user.password_hash) {
                 // An imported hash: replaced by argon2id now that the password is known.
@@ -240,18 +254,10 @@ pub async fn authenticate(
             user.last_login_at = Some(now);
             Ok(user)
         }
-        Some(user) if !matches && user.active && lockout.threshold > 0 => {
-            let threshold = i64::try_from(lockout.threshold).unwrap_or(i64::MAX);
-            let until = now.saturating_add(lockout.seconds);
-            match store
-                .record_failed_login(&user.id, threshold, until)
-                .await?
-            {
-                Some(until) => Err(AccountError::LockedOut(until)),
-                None => Err(AccountError::InvalidCredentials),
-            }
-        }
-        _ => Err(AccountError::InvalidCredentials),
+        _ => match attempt {
+            Some(until) => Err(AccountError::LockedOut(until)),
+            None => Err(AccountError::InvalidCredentials),
+        },
     }
 }
 
@@ -270,6 +276,9 @@ pub async fn purge_expired_tokens(store: Store, every: std::time::Duration) {
         }
         if let Err(e) = store.purge_revocations(now).await {
             tracing::warn!(error = %e, "expired revocations not purged");
+        }
+        if let Err(e) = store.purge_login_failures(now - 86_400, now).await {
+            tracing::warn!(error = %e, "stale login failures not purged");
         }
     }
 }
@@ -306,11 +315,13 @@ pub async fn create_api_key(
     Ok((key, secret))
 }
 
-/// The live API key with id or name `key`.
+/// The API key with id or name `key`: the live one, or else the latest revoked one.
 pub async fn find_api_key(store: &Store, key: &str) -> Result<ApiKey, AccountError> {
     let keys = store.api_keys().await?;
-    keys.into_iter()
-        .find(|k| k.revoked_at.is_none() && (k.id == key || k.name == key))
+    let matching = keys.into_iter().filter(|k| k.id == key || k.name == key);
+    // Oldest first: the last revoked one wins, and a live one over any revoked one.
+    matching
+        .max_by_key(|k| (k.revoked_at.is_none(), k.created_at))
         .ok_or_else(|| AccountError::NoSuchKey(key.to_owned()))
 }
 
@@ -585,13 +596,24 @@ mod tests {
         let e = login("password-1", 109).await.unwrap_err();
         assert!(matches!(e, AccountError::Locked(110)), "{e:?}");
         login("password-1", 110).await.unwrap();
+        assert_eq!(
+            store.login_failures("alice").await.unwrap(),
+            None,
+            "cleared"
+        );
+        // Unknown names are counted and locked alike.
+        for _ in 0..2 {
+            let e = authenticate(&store, "nobody", "wrong-pass", 300, lockout).await;
+            assert!(matches!(e, Err(AccountError::InvalidCredentials)));
+        }
+        let e = authenticate(&store, "nobody", "wrong-pass", 300, lockout).await;
+        assert!(matches!(e, Err(AccountError::LockedOut(400))), "{e:?}");
         // Off: failures are not counted.
         for _ in 0..5 {
             let e = authenticate(&store, "alice", "wrong-pass", 200, Lockout::OFF).await;
             assert!(matches!(e, Err(AccountError::InvalidCredentials)));
         }
-        let user = store.user_by_name("alice").await.unwrap().unwrap();
-        assert_eq!((user.failed_logins, user.locked_until), (0, None));
+        assert_eq!(store.login_failures("alice").await.unwrap(), None);
     }
 
     #[tokio::test]

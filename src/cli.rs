@@ -73,10 +73,7 @@ where
 }
 
 pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
-    on_store(
-        config,
-        |store| async move { run(&store, config, command).await },
-    )
+    on_store(config, |store| async move { run(&store, command).await })
 }
 
 pub fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
@@ -100,9 +97,11 @@ async fn event(store: &Store, kind: &str, user: Option<(&str, &str)>, detail: Op
 }
 
 /// Stops every token of `user_id` issued until now, on every node.
-async fn revoke_tokens_of(store: &Store, config: &Config, user_id: &str) -> anyhow::Result<()> {
+async fn revoke_tokens_of(store: &Store, user_id: &str) -> anyhow::Result<()> {
     let now = now();
-    let lifetime = i64::try_from(config.max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
+    // As long as any token may live: the longest max_token_lifetime a node accepts (whatever
+    // this command's own configuration says) and the clock skew tolerated.
+    let lifetime = 366 * 86_400 + i64::try_from(switchboard::auth::LEEWAY_SECS).unwrap_or(0);
     let revocation = Revocation::User {
         user: user_id.to_owned(),
         // Tokens issued earlier; one issued in this second (a login with the new password)
@@ -156,11 +155,13 @@ async fn run_apikey(store: &Store, config: &Config, command: ApiKeyCommand) -> a
         }
         ApiKeyCommand::Revoke { key } => {
             let key = accounts::find_api_key(store, &key).await?;
-            store.revoke_api_key(&key.id, now()).await?;
+            // The revocation first: once stored, every node stops the key's tokens, and a
+            // failure after it leaves nothing that a second run would not repeat.
             let revocation = Revocation::Key {
                 kid: key.id.clone(),
             };
             store.add_revocation(&revocation, now()).await?;
+            let was_live = store.revoke_api_key(&key.id, now()).await?;
             event(
                 store,
                 "api_key_revoked",
@@ -168,8 +169,9 @@ async fn run_apikey(store: &Store, config: &Config, command: ApiKeyCommand) -> a
                 Some(format!("{} {:?}", key.id, key.name)),
             )
             .await;
+            let again = if was_live { "" } else { " (again)" };
             println!(
-                "revoked API key {} ({:?}); its tokens stop on every node within seconds",
+                "revoked API key {} ({:?}){again}; its tokens stop on every node within seconds",
                 key.id, key.name
             );
         }
@@ -177,7 +179,7 @@ async fn run_apikey(store: &Store, config: &Config, command: ApiKeyCommand) -> a
     Ok(())
 }
 
-async fn run(store: &Store, config: &Config, command: UserCommand) -> anyhow::Result<()> {
+async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { spec, admin } => {
             let mut parts = spec.splitn(3, ':');
@@ -196,7 +198,7 @@ async fn run(store: &Store, config: &Config, command: UserCommand) -> anyhow::Re
         }
         UserCommand::Remove { name } => {
             let user = accounts::find(store, &name).await.map_err(explain)?;
-            revoke_tokens_of(store, config, &user.id).await?;
+            revoke_tokens_of(store, &user.id).await?;
             store.remove_user(&user.id).await?;
             event(
                 store,
@@ -217,7 +219,7 @@ async fn run(store: &Store, config: &Config, command: UserCommand) -> anyhow::Re
                 .await
                 .map_err(explain)?;
             let user = accounts::find(store, &name).await.map_err(explain)?;
-            revoke_tokens_of(store, config, &user.id).await?;
+            revoke_tokens_of(store, &user.id).await?;
             event(
                 store,
                 "password_changed",
@@ -227,11 +229,11 @@ async fn run(store: &Store, config: &Config, command: UserCommand) -> anyhow::Re
             .await;
             println!("password of {name} changed; its earlier tokens are revoked");
         }
-        UserCommand::Disable { name } => set_active(store, config, &name, false).await?,
-        UserCommand::Enable { name } => set_active(store, config, &name, true).await?,
+        UserCommand::Disable { name } => set_active(store, &name, false).await?,
+        UserCommand::Enable { name } => set_active(store, &name, true).await?,
         UserCommand::Unlock { name } => {
             let user = accounts::find(store, &name).await.map_err(explain)?;
-            store.unlock_user(&user.id).await?;
+            store.clear_login_failures(&user.username).await?;
             event(
                 store,
                 "user_unlocked",
@@ -256,16 +258,11 @@ async fn run(store: &Store, config: &Config, command: UserCommand) -> anyhow::Re
     Ok(())
 }
 
-async fn set_active(
-    store: &Store,
-    config: &Config,
-    name: &str,
-    active: bool,
-) -> anyhow::Result<()> {
+async fn set_active(store: &Store, name: &str, active: bool) -> anyhow::Result<()> {
     let user = accounts::find(store, name).await.map_err(explain)?;
     store.set_active(&user.id, active).await?;
     if !active {
-        revoke_tokens_of(store, config, &user.id).await?;
+        revoke_tokens_of(store, &user.id).await?;
     }
     let kind = if active {
         "user_enabled"

@@ -444,6 +444,12 @@ impl Config {
                     "must be at least 32 bytes in production",
                 ));
             }
+            if self.jwks.url.starts_with("http://") {
+                return Err(invalid(
+                    "jwks.url",
+                    "must be https:// (or a file) in production: keys fetched over plain HTTP can be forged on the way",
+                ));
+            }
             if self
                 .turn
                 .secret

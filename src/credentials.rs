@@ -36,6 +36,8 @@ pub const REVOCATION_POLL: Duration = Duration::from_secs(2);
 const REVOCATION_PAGE: i64 = 1000;
 /// How long a JWKS fetch may take.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a token waits for the API-key lookup ahead of it.
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the external issuer's JWKS comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +59,20 @@ impl JwksSource {
         }
     }
 
-    /// For logs: the URL without its query, or the path.
+    /// For logs: the URL without credentials, query or fragment, or the path.
     fn label(&self) -> String {
         match self {
-            Self::Url(url) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+            Self::Url(url) => {
+                let url = url.split(['?', '#']).next().unwrap_or_default();
+                match url.split_once("://") {
+                    Some((scheme, rest)) => {
+                        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                        format!("{scheme}://{host}/{path}")
+                    }
+                    None => url.to_owned(),
+                }
+            }
             Self::File(path) => path.display().to_string(),
         }
     }
@@ -83,10 +95,12 @@ pub struct Credentials {
     jwks_cooldown: Duration,
     /// For a JWKS URL.
     http: Option<reqwest::Client>,
-    /// The last JWKS fetch (a fetch in progress holds the lock: callers wait for its result
-    /// instead of fetching again).
+    /// When the last JWKS fetch ended. A fetch in progress holds the lock: a token that
+    /// names an unknown key meanwhile is refused at once rather than queued behind it.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     misses: Mutex<HashMap<String, Instant>>,
+    /// One API-key lookup in the store at a time: made-up key ids cannot take the pool.
+    lookups: tokio::sync::Semaphore,
 }
 
 impl Credentials {
@@ -103,6 +117,7 @@ impl Credentials {
             let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::Client::builder()
                 .timeout(JWKS_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("the HTTP client builds")
         });
@@ -115,6 +130,7 @@ impl Credentials {
             http,
             last_fetch: tokio::sync::Mutex::new(None),
             misses: Mutex::default(),
+            lookups: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -155,6 +171,16 @@ impl Credentials {
                 return Err(AuthError::Invalid("unknown or revoked API key"));
             }
         }
+        let permit = tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire()).await;
+        let Ok(Ok(_permit)) = permit else {
+            return Err(AuthError::Unavailable);
+        };
+        if let Some(id) = crate::auth::ApiKeyId::parse(id)
+            && self.tokens.has_api_key(&id)
+        {
+            // Loaded by the lookup this one waited for.
+            return Ok(());
+        }
         let key = match self.store.api_key(id).await {
             Ok(key) => key,
             Err(e) => {
@@ -187,32 +213,36 @@ impl Credentials {
         let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
         if misses.len() >= MAX_MISSES {
             misses.retain(|_, at| at.elapsed() < MISS_TTL);
-            if misses.len() >= MAX_MISSES {
-                misses.clear();
-            }
         }
-        misses.insert(id.to_owned(), Instant::now());
+        // Full of fresh misses (a flood of made-up ids): the lookups stay one at a time.
+        if misses.len() < MAX_MISSES {
+            misses.insert(id.to_owned(), Instant::now());
+        }
     }
 
     /// Fetches the JWKS again for an unknown `kid`, unless a fetch finished within the
     /// cooldown.
     async fn refetch_for(&self, kid: &str) {
-        let mut last = self.last_fetch.lock().await;
+        let Ok(mut last) = self.last_fetch.try_lock() else {
+            return;
+        };
         if last.is_some_and(|at| at.elapsed() < self.jwks_cooldown) {
             return;
         }
+        let kid: String = kid.chars().take(64).collect();
         tracing::info!(kid, "a token names a key the JWKS lacks; fetching it again");
-        *last = Some(Instant::now());
         if let Err(e) = self.fetch_jwks().await {
             tracing::warn!(error = %e, "JWKS fetch failed; the keys held are kept");
         }
+        *last = Some(Instant::now());
     }
 
     /// Loads the JWKS now; returns how many keys it holds. A failed load keeps the keys held.
     pub async fn load_jwks(&self) -> Result<usize, JwksLoadError> {
         let mut last = self.last_fetch.lock().await;
+        let loaded = self.fetch_jwks().await;
         *last = Some(Instant::now());
-        self.fetch_jwks().await
+        loaded
     }
 
     async fn fetch_jwks(&self) -> Result<usize, JwksLoadError> {
@@ -238,14 +268,17 @@ impl Credentials {
         let failed = |e: &dyn std::fmt::Display| JwksLoadError::Read(source.label(), e.to_string());
         match source {
             JwksSource::File(path) => {
-                let bytes = tokio::fs::read(path).await.map_err(|e| failed(&e))?;
-                if bytes.len() > jwks::MAX_JWKS_BYTES {
+                let size = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .len();
+                if size > jwks::MAX_JWKS_BYTES as u64 {
                     return Err(JwksLoadError::Invalid(
                         source.label(),
                         jwks::JwksError::TooLarge,
                     ));
                 }
-                Ok(bytes)
+                tokio::fs::read(path).await.map_err(|e| failed(&e))
             }
             JwksSource::Url(url) => {
                 let http = self.http.as_ref().expect("built for a JWKS URL");
@@ -254,12 +287,16 @@ impl Credentials {
                     .header("accept", "application/json")
                     .send()
                     .await
-                    .map_err(|e| failed(&e))?;
+                    .map_err(|e| failed(&e.without_url()))?;
                 if !response.status().is_success() {
                     return Err(failed(&format!("HTTP {}", response.status())));
                 }
                 let mut body = Vec::new();
-                while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+                while let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|e| failed(&e.without_url()))?
+                {
                     if body.len() + chunk.len() > jwks::MAX_JWKS_BYTES {
                         return Err(JwksLoadError::Invalid(
                             source.label(),
@@ -313,22 +350,23 @@ pub fn sealer(config: &Config) -> Sealer {
 }
 
 /// Stores `revocation` and applies it on every node (here at once, elsewhere through the bus;
-/// a node the bus misses reads it from the store within [`REVOCATION_POLL`]).
+/// a node the bus misses reads it from the store within [`REVOCATION_POLL`]). With the store
+/// down it is still applied and published, and the error returned: a node that misses the bus
+/// then would not learn of it.
 pub async fn revoke(store: &Store, hub: &Hub, revocation: &Revocation) -> Result<(), StoreError> {
     let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-    store.add_revocation(revocation, now).await?;
+    let stored = store.add_revocation(revocation, now).await;
     if let Err(e) = hub.revoke(revocation).await {
         tracing::warn!(error = %e, "revocation not published; other nodes read it from the store");
     }
-    Ok(())
+    stored.map(|_| ())
 }
 
 /// Applies to `hub` every revocation in the store, then whatever is added, read every
-/// [`REVOCATION_POLL`]; expired ones are forgotten. Runs until the node stops.
+/// [`REVOCATION_POLL`] by sequence number from where it left off; expired ones are forgotten.
+/// Each round also reads again what was made in the last [`LATE_COMMITS`]: on Postgres a row
+/// can become visible after a later-numbered one. Runs until the node stops.
 pub async fn watch_revocations(store: Store, hub: Arc<Hub>) {
-    // Rows are read again from a little before the last one seen: a row whose insert
-    // committed after a later-numbered one is not skipped. Known ones change nothing.
-    const OVERLAP: i64 = 64;
     let mut after = 0;
     let mut tick = tokio::time::interval(REVOCATION_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -338,33 +376,52 @@ pub async fn watch_revocations(store: Store, hub: Arc<Hub>) {
         let now = unix_now();
         hub.revoked.prune(now);
         let now = i64::try_from(now).unwrap_or(i64::MAX);
-        loop {
-            let from = (after - OVERLAP).max(0);
-            match store.revocations_after(from, now, REVOCATION_PAGE).await {
-                Ok(page) => {
-                    if failing {
-                        tracing::info!("revocations readable again");
-                        failing = false;
-                    }
-                    let full = page.len() as i64 == REVOCATION_PAGE;
-                    let last = page.last().map_or(after, |(seq, _)| *seq);
-                    for (_, revocation) in &page {
-                        hub.apply_revocation(revocation);
-                    }
-                    if !full || last <= after {
-                        after = after.max(last);
-                        break;
-                    }
-                    after = last;
+        match read_revocations(&store, &hub, after, now).await {
+            Ok(last) => {
+                if failing {
+                    tracing::info!("revocations readable again");
+                    failing = false;
                 }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "cannot read revocations; retrying");
-                        failing = true;
-                    }
-                    break;
+                after = last;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read revocations; retrying");
+                    failing = true;
                 }
             }
+        }
+    }
+}
+
+/// How far back each round reads revocations again, for rows that became visible late.
+const LATE_COMMITS: i64 = 30;
+
+/// One round of [`watch_revocations`]: applies what came after `after`, and what was made in
+/// the last [`LATE_COMMITS`]; returns the last sequence number seen.
+async fn read_revocations(
+    store: &Store,
+    hub: &Hub,
+    mut after: i64,
+    now: i64,
+) -> Result<i64, StoreError> {
+    if after > 0 {
+        let late = store
+            .recent_revocations(after, now - LATE_COMMITS, now, 10 * REVOCATION_PAGE)
+            .await?;
+        for (_, revocation) in &late {
+            hub.apply_revocation(revocation);
+        }
+    }
+    loop {
+        let page = store.revocations_after(after, now, REVOCATION_PAGE).await?;
+        let full = page.len() as i64 == REVOCATION_PAGE;
+        for (seq, revocation) in &page {
+            hub.apply_revocation(revocation);
+            after = *seq;
+        }
+        if !full {
+            return Ok(after);
         }
     }
 }

@@ -1,4 +1,4 @@
--- Revoked credentials and account lockout (SQLite).
+-- Revoked credentials and login lockout (SQLite).
 
 -- What must stop before it expires: an access token (`token`, subject = its jti), an API key
 -- (`key`, subject = its id) or a user's tokens issued before `issued_before` (`user`, subject =
@@ -13,6 +13,13 @@ CREATE TABLE revocations (
 );
 CREATE INDEX revocations_expiry ON revocations (expires_at);
 
--- Consecutive failed logins, and until when the account refuses logins after too many.
-ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE users ADD COLUMN locked_until INTEGER;
+-- Failed logins by username, for every name tried (known or not, so that a lockout does not
+-- tell them apart): the count within the lockout window, and until when the name refuses
+-- logins after too many. A success deletes the row.
+CREATE TABLE login_failures (
+    username_key TEXT   PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    locked_until INTEGER
+);
+CREATE INDEX login_failures_updated ON login_failures (updated_at);

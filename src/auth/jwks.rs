@@ -5,6 +5,7 @@
 //! reported, never used.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use jsonwebtoken::jwk::{
@@ -86,7 +87,14 @@ pub fn parse(document: &[u8]) -> Result<(IssuerKeys, Vec<String>), JwksError> {
         match jwk {
             Ok((jwk, key)) => {
                 let kid = jwk.common.key_id.expect("usable keys have a kid");
-                keys.insert(kid, Arc::new(key));
+                match keys.entry(kid) {
+                    Entry::Occupied(_) => {
+                        skipped.push(format!("{label}: a second key with this kid"));
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(Arc::new(key));
+                    }
+                }
             }
             Err(why) => skipped.push(format!("{label}: {why}")),
         }

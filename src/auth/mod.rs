@@ -34,8 +34,9 @@ pub use revocation::{Revocation, Revoked};
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
-const LEEWAY_SECS: u64 = 5;
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` (a revocation is kept this much
+/// past its token's `exp`).
+pub const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -60,7 +61,9 @@ pub struct Claims {
 /// What a token was: what revocations look at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credential {
-    /// The token's `jti`, if it has one (every token the node issues does).
+    /// What revokes this one token: `sub/jti`, or, for a token without a `jti`,
+    /// `sub/#` and a digest of the token's header and claims. Namespaced by the subject, so
+    /// that one issuer's token ids cannot revoke another's.
     pub jti: Option<Box<str>>,
     /// The API key that signed it, if one did.
     pub key: Option<Box<str>>,
@@ -246,6 +249,12 @@ impl Tokens {
         keys.insert(id, key);
     }
 
+    /// Whether API key `id` is held.
+    pub fn has_api_key(&self, id: &ApiKeyId) -> bool {
+        let keys = self.api_keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.contains_key(id)
+    }
+
     /// Replaces the external issuer's keys.
     pub fn set_issuer_keys(&self, keys: IssuerKeys) {
         *self.issuer_keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
@@ -275,7 +284,7 @@ impl Tokens {
                 None => (self.decode_issued(token, header.alg, kid)?, None),
             },
         };
-        let identity = self.identity(claims, key)?;
+        let identity = self.identity(token, claims, key)?;
         if self.revoked.refuses(&identity) {
             return Err(AuthError::Revoked);
         }
@@ -320,7 +329,12 @@ impl Tokens {
     }
 
     /// The identity of verified `claims`, after the checks every source shares.
-    fn identity(&self, claims: Claims, key: Option<ApiKeyId>) -> Result<Identity, AuthError> {
+    fn identity(
+        &self,
+        token: &str,
+        claims: Claims,
+        key: Option<ApiKeyId>,
+    ) -> Result<Identity, AuthError> {
         let now = unix_now();
         if claims.iat > now + LEEWAY_SECS {
             return Err(AuthError::Invalid("issued in the future (iat)"));
@@ -341,7 +355,7 @@ impl Tokens {
             rooms: claims.rooms.map_or(RoomGrant::Any, RoomGrant::Only),
             admin: claims.role.as_deref() == Some("admin"),
             credential: Credential {
-                jti: claims.jti.map(String::into_boxed_str),
+                jti: Some(revocation_id(&claims.sub, claims.jti.as_deref(), token)),
                 key: key.map(|k| k.0),
                 issued_at: claims.iat,
                 expires_at: claims.exp,
@@ -352,6 +366,22 @@ impl Tokens {
     pub fn mint(&self, claims: &Claims) -> String {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .expect("HS256 signing cannot fail")
+    }
+}
+
+/// The id under which a token is revoked: `sub/jti`, or `sub/#` and the first 16 bytes of the
+/// SHA-256 of the signed part (header and claims; not the signature, which ECDSA lets anyone
+/// re-write) for a token without a `jti`.
+fn revocation_id(sub: &str, jti: Option<&str>, token: &str) -> Box<str> {
+    match jti {
+        Some(jti) => format!("{sub}/{jti}").into(),
+        None => {
+            use sha2::Digest;
+            let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+            let digest = sha2::Sha256::digest(signed.as_bytes());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            format!("{sub}/#{hex}").into()
+        }
     }
 }
 

@@ -104,11 +104,15 @@ impl Revoked {
 
     /// Whether `identity`'s token is revoked.
     pub fn refuses(&self, identity: &Identity) -> bool {
+        self.refuses_token(identity.user_id.as_str(), &identity.credential)
+    }
+
+    /// Whether the token of `user` described by `credential` is revoked.
+    pub fn refuses_token(&self, user: &str, credential: &Credential) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return false;
         }
         let sets = self.sets.read().unwrap_or_else(|e| e.into_inner());
-        let credential = &identity.credential;
         credential
             .jti
             .as_deref()
@@ -119,7 +123,7 @@ impl Revoked {
                 .is_some_and(|kid| sets.keys.contains(kid))
             || sets
                 .users
-                .get(identity.user_id.as_str())
+                .get(user)
                 .is_some_and(|(before, _)| credential.issued_at < *before)
     }
 

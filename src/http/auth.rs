@@ -525,7 +525,7 @@ pub async fn logout(
     if let Some(jti) = &identity.credential.jti {
         let revocation = Revocation::Token {
             jti: jti.to_string(),
-            expires_at: identity.credential.expires_at,
+            expires_at: identity.credential.expires_at + auth::LEEWAY_SECS,
         };
         credentials::revoke(&state.store, &state.hub, &revocation).await?;
     }

@@ -132,7 +132,13 @@ impl Hub {
             Claim::Replaced(old) => self.replace(&old).await,
             Claim::Fresh => {}
         }
+        let (conn, credential) = (handle.conn, Arc::clone(&handle.credential));
         self.registry.insert(handle);
+        // A revocation applied between the token check and the insert closed nothing here:
+        // it is in the set by now (it is added before connections are scanned), so look again.
+        if self.revoked.refuses_token(me.user_id.as_str(), &credential) {
+            self.registry.close(conn, CloseCode::Revoked);
+        }
         if let Err(e) = self.subs.acquire(&Topic::User(me.user_id.clone())).await {
             tracing::warn!(error = %e, "user subscription failed; cross-node delivery degraded");
         }

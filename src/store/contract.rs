@@ -65,6 +65,9 @@ async fn revocations(store: &Store) {
             (third, user.clone())
         ]
     );
+    // Made at 11 or later, up to the third: what a reader by sequence may have passed.
+    let recent = store.recent_revocations(third, 11, 50, 10).await.unwrap();
+    assert_eq!(recent, [(second, key.clone()), (third, user.clone())]);
     // From where a reader left off, page by page; expired ones are left out.
     let rest = store.revocations_after(first, 50, 1).await.unwrap();
     assert_eq!(rest, [(second, key.clone())]);
@@ -81,41 +84,69 @@ async fn revocations(store: &Store) {
 }
 
 async fn lockout(store: &Store) {
-    let new = NewUser {
-        username: "locky",
-        email: None,
-        password_hash: "h",
-        role: "user",
+    let rule = LockoutRule {
+        threshold: 3,
+        window_seconds: 100,
+        lock_seconds: 500,
     };
-    let user = store.create_user(&new, 1).await.unwrap();
+    let counted = |locked_until| LoginAttempt::Counted { locked_until };
+    // Counted before the check, by name in any case; the third within the window locks.
     assert_eq!(
-        store.record_failed_login(&user.id, 3, 500).await.unwrap(),
-        None
+        store.reserve_login("Locky", 10, rule).await.unwrap(),
+        counted(None)
     );
     assert_eq!(
-        store.record_failed_login(&user.id, 3, 500).await.unwrap(),
-        None
+        store.reserve_login("locky", 20, rule).await.unwrap(),
+        counted(None)
     );
-    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
-    assert_eq!((row.failed_logins, row.locked_until), (2, None));
     assert_eq!(
-        store.record_failed_login(&user.id, 3, 500).await.unwrap(),
-        Some(500)
+        store.login_failures("LOCKY").await.unwrap(),
+        Some((2, None))
     );
-    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
-    assert_eq!((row.failed_logins, row.locked_until), (0, Some(500)));
-    store.record_login(&user.id, 600).await.unwrap();
-    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
-    assert_eq!((row.failed_logins, row.locked_until), (0, None));
-    store.record_failed_login(&user.id, 3, 900).await.unwrap();
-    assert!(store.unlock_user(&user.id).await.unwrap());
-    let row = store.user_by_id(&user.id).await.unwrap().unwrap();
-    assert_eq!(row.failed_logins, 0);
     assert_eq!(
-        store.record_failed_login("nobody", 3, 1).await.unwrap(),
-        None
+        store.reserve_login("locky", 30, rule).await.unwrap(),
+        counted(Some(530))
     );
-    assert!(store.remove_user(&user.id).await.unwrap());
+    assert_eq!(
+        store.reserve_login("locky", 40, rule).await.unwrap(),
+        LoginAttempt::Locked(530)
+    );
+    assert_eq!(
+        store.login_failures("locky").await.unwrap(),
+        Some((3, Some(530)))
+    );
+    // After the lock the count starts again.
+    assert_eq!(
+        store.reserve_login("locky", 530, rule).await.unwrap(),
+        counted(None)
+    );
+    assert_eq!(
+        store.login_failures("locky").await.unwrap(),
+        Some((1, None))
+    );
+    // Failures older than the window no longer count.
+    assert_eq!(
+        store.reserve_login("locky", 540, rule).await.unwrap(),
+        counted(None)
+    );
+    assert_eq!(
+        store.reserve_login("locky", 700, rule).await.unwrap(),
+        counted(None)
+    );
+    assert_eq!(
+        store.login_failures("locky").await.unwrap(),
+        Some((1, None))
+    );
+    assert!(store.clear_login_failures("Locky").await.unwrap());
+    assert!(!store.clear_login_failures("locky").await.unwrap());
+    // Stale counts go; locks that still hold stay.
+    store.reserve_login("old", 1, rule).await.unwrap();
+    for _ in 0..3 {
+        store.reserve_login("held", 1, rule).await.unwrap();
+    }
+    assert_eq!(store.purge_login_failures(100, 200).await.unwrap(), 1);
+    assert_eq!(store.login_failures("old").await.unwrap(), None);
+    assert!(store.login_failures("held").await.unwrap().is_some());
 }
 
 async fn migrates_once(store: &Store) {

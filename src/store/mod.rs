@@ -90,6 +90,26 @@ macro_rules! execute {
     };
 }
 
+/// When failed logins lock a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutRule {
+    /// Failures within the window that lock it.
+    pub threshold: i64,
+    /// Failures older than this many seconds no longer count.
+    pub window_seconds: i64,
+    /// For how long it is locked.
+    pub lock_seconds: i64,
+}
+
+/// What [`Store::reserve_login`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAttempt {
+    /// The attempt is counted; `locked_until` is set when it was the one too many.
+    Counted { locked_until: Option<i64> },
+    /// The name is locked until then: the password is not checked.
+    Locked(i64),
+}
+
 /// Pool sizes.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSize {
@@ -205,8 +225,6 @@ impl Store {
             active: true,
             created_at: now,
             last_login_at: None,
-            failed_logins: 0,
-            locked_until: None,
         })
     }
 
@@ -254,40 +272,79 @@ impl Store {
         Ok(removed == 1)
     }
 
-    /// Records a successful login at `now`, which clears the failure count.
+    /// Records a successful login at `now`.
     pub async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE users SET last_login_at = $2, failed_logins = 0, \
-            locked_until = NULL WHERE id = $1";
+        const SQL: &str = "UPDATE users SET last_login_at = $2 WHERE id = $1";
         execute!(self, SQL, id, now)?;
         Ok(())
     }
 
-    /// Counts a failed login of user `id`. The `threshold`-th consecutive failure locks the
-    /// account until `lock_until` (and starts the count again); returns that time when this
-    /// failure locked it. One statement, so that failures on several nodes all count.
-    pub async fn record_failed_login(
+    /// Counts a login attempt of `username` at `now` before its password is checked, so that
+    /// concurrent attempts cannot pass a lockout together. Failures older than `window` no
+    /// longer count; the `threshold`-th one locks the name until `lock_until`. One statement,
+    /// so that attempts on every node count. [`LoginAttempt::Locked`] when the name is locked.
+    pub async fn reserve_login(
         &self,
-        id: &str,
-        threshold: i64,
-        lock_until: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        const SQL: &str = "UPDATE users SET \
-            locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END, \
-            failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END \
-            WHERE id = $1 RETURNING failed_logins, locked_until";
+        username: &str,
+        now: i64,
+        rule: LockoutRule,
+    ) -> Result<LoginAttempt, StoreError> {
+        const SQL: &str = "INSERT INTO login_failures \
+            (username_key, failures, updated_at, locked_until) \
+            VALUES ($1, 1, $2, CASE WHEN $3 <= 1 THEN $4 ELSE NULL END) \
+            ON CONFLICT (username_key) DO UPDATE SET \
+            failures = CASE WHEN login_failures.locked_until IS NOT NULL \
+                OR login_failures.updated_at < $5 THEN 1 \
+                ELSE login_failures.failures + 1 END, \
+            updated_at = $2, \
+            locked_until = CASE WHEN (CASE WHEN login_failures.locked_until IS NOT NULL \
+                OR login_failures.updated_at < $5 THEN 1 \
+                ELSE login_failures.failures + 1 END) >= $3 THEN $4 ELSE NULL END \
+            WHERE login_failures.locked_until IS NULL OR login_failures.locked_until <= $2 \
+            RETURNING failures, locked_until";
+        const LOCKED: &str = "SELECT locked_until FROM login_failures WHERE username_key = $1";
+        let key = username_key(username);
         let row: Option<(i64, Option<i64>)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(id)
-            .bind(threshold)
-            .bind(lock_until)
+            .bind(&key)
+            .bind(now)
+            .bind(rule.threshold)
+            .bind(now.saturating_add(rule.lock_seconds))
+            .bind(now.saturating_sub(rule.window_seconds))
             .fetch_optional(pool)
             .await?);
-        Ok(row.and_then(|(count, until)| (count == 0).then_some(until).flatten()))
+        if let Some((_, locked_until)) = row {
+            return Ok(LoginAttempt::Counted { locked_until });
+        }
+        let until: Option<Option<i64>> = on_pool!(self, pool => sqlx::query_scalar(LOCKED)
+            .bind(&key)
+            .fetch_optional(pool)
+            .await?);
+        Ok(LoginAttempt::Locked(until.flatten().unwrap_or(now)))
     }
 
-    /// Lifts a lockout and clears the failure count; `false` when there is no such user.
-    pub async fn unlock_user(&self, id: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1";
-        Ok(execute!(self, SQL, id)? == 1)
+    /// Forgets the failed logins of `username` (a success, or an administrator's unlock);
+    /// `false` when there were none.
+    pub async fn clear_login_failures(&self, username: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM login_failures WHERE username_key = $1";
+        Ok(execute!(self, SQL, &username_key(username))? == 1)
+    }
+
+    /// The failed logins counted for `username` and until when it is locked, if any.
+    pub async fn login_failures(
+        &self,
+        username: &str,
+    ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        const SQL: &str =
+            "SELECT failures, locked_until FROM login_failures WHERE username_key = $1";
+        let key = username_key(username);
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(&key).fetch_optional(pool).await?))
+    }
+
+    /// Deletes failure counts last touched before `stale` and not locked at `now`.
+    pub async fn purge_login_failures(&self, stale: i64, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM login_failures WHERE updated_at < $1 \
+            AND (locked_until IS NULL OR locked_until <= $2)";
+        Ok(execute!(self, SQL, stale, now)?)
     }
 
     pub async fn add_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError> {
@@ -457,33 +514,35 @@ impl Store {
     ) -> Result<Vec<(i64, Revocation)>, StoreError> {
         const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
             WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3";
-        type Row = (i64, String, String, Option<i64>, i64);
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(SQL)
+        let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(SQL)
             .bind(after)
             .bind(now)
             .bind(limit)
             .fetch_all(pool)
             .await?);
-        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(rows
-            .into_iter()
-            .filter_map(|(seq, kind, subject, before, expires)| {
-                let revocation = match kind.as_str() {
-                    "token" => Revocation::Token {
-                        jti: subject,
-                        expires_at: unsigned(expires),
-                    },
-                    "key" => Revocation::Key { kid: subject },
-                    "user" => Revocation::User {
-                        user: subject,
-                        before: unsigned(before.unwrap_or(0)),
-                        expires_at: unsigned(expires),
-                    },
-                    _ => return None,
-                };
-                Some((seq, revocation))
-            })
-            .collect())
+        Ok(rows.into_iter().filter_map(revocation).collect())
+    }
+
+    /// The revocations up to sequence number `upto` made at `since` or later that still
+    /// matter at `now`, at most `limit`: rows whose insert committed after a later-numbered
+    /// one's, which a reader going by sequence numbers passed.
+    pub async fn recent_revocations(
+        &self,
+        upto: i64,
+        since: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Revocation)>, StoreError> {
+        const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
+            WHERE seq <= $1 AND created_at >= $2 AND expires_at > $3 ORDER BY seq LIMIT $4";
+        let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(upto)
+            .bind(since)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().filter_map(revocation).collect())
     }
 
     /// Deletes revocations whose tokens have all expired by `now`; returns how many.
@@ -497,6 +556,29 @@ impl Store {
         const SQL: &str = "SELECT * FROM security_events ORDER BY at DESC, id DESC LIMIT $1";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
     }
+}
+
+/// A row of `revocations`: seq, kind, subject, issued_before, expires_at.
+type RevocationRow = (i64, String, String, Option<i64>, i64);
+
+/// The revocation a row holds, with its sequence number; `None` for a kind this version does
+/// not know.
+fn revocation((seq, kind, subject, before, expires): RevocationRow) -> Option<(i64, Revocation)> {
+    let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+    let revocation = match kind.as_str() {
+        "token" => Revocation::Token {
+            jti: subject,
+            expires_at: unsigned(expires),
+        },
+        "key" => Revocation::Key { kid: subject },
+        "user" => Revocation::User {
+            user: subject,
+            before: unsigned(before.unwrap_or(0)),
+            expires_at: unsigned(expires),
+        },
+        _ => return None,
+    };
+    Some((seq, revocation))
 }
 
 /// Unix seconds as the store keeps them (`u64::MAX`, "never", as `i64::MAX`).

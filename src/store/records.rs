@@ -14,10 +14,6 @@ pub struct User {
     pub active: bool,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
-    /// Failed logins since the last success or lockout.
-    pub failed_logins: i64,
-    /// Logins are refused until then (Unix seconds), after too many failures.
-    pub locked_until: Option<i64>,
 }
 
 impl fmt::Debug for User {

@@ -2,7 +2,7 @@
 //! JSON error: the room name, the query string, and upgrades while the node drains. A refused
 //! token (in `?token=` or an `Authorization: Bearer` header) is different: a browser cannot read
 //! the status of a failed upgrade, so the upgrade is accepted and the connection answers with
-//! an `error` frame (`unauthorized`, `token_expired`, `forbidden`) and closes with 1008. A plain
+//! an `error` frame (`unauthorized`, `token_expired`, `token_revoked`, `forbidden`) and closes with 1008. A plain
 //! HTTP request with such a token gets 401/403 JSON. [`connection`] runs the upgraded socket;
 //! [`routes()`] are merged into the node's router by [`crate::app`].
 
@@ -75,17 +75,19 @@ type WsQueryResult = Result<Query<WsQuery>, QueryRejection>;
     ),
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket. A refused token is \
-            answered on it: an `error` frame (`unauthorized`, `token_expired`, `forbidden`), then \
+            answered on it: an `error` frame (`unauthorized`, `token_expired`, `token_revoked`, \
+            `forbidden`, `unavailable`), then \
             close 1008"),
         (status = 400, description = "`invalid_room`, `invalid_query` (a parameter given twice) \
             or `not_websocket` (not an upgrade request)", body = ErrorBody),
-        (status = 401, description = "`unauthorized` or `token_expired`: a refused token on a \
+        (status = 401, description = "`unauthorized`, `token_expired` or `token_revoked`: a refused token on a \
             plain HTTP request (an upgrade is accepted and answered on the socket)",
             body = ErrorBody),
         (status = 403, description = "`forbidden`: the token does not grant the room, on a plain \
             HTTP request", body = ErrorBody),
         (status = 503, description = "`draining`: the node is shutting down; connect to \
-            another", body = ErrorBody),
+            another; `unavailable`: the API key the token names cannot be loaded now",
+            body = ErrorBody),
     )
 )]
 pub async fn room_endpoint(
@@ -115,14 +117,16 @@ pub async fn room_endpoint(
     params(WsQuery),
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket. A refused token is \
-            answered on it: an `error` frame (`unauthorized`, `token_expired`), then close 1008"),
+            answered on it: an `error` frame (`unauthorized`, `token_expired`, `token_revoked`, \
+            `unavailable`), then close 1008"),
         (status = 400, description = "`invalid_query` (a parameter given twice) or \
             `not_websocket` (not an upgrade request)", body = ErrorBody),
-        (status = 401, description = "`unauthorized` or `token_expired`: a refused token on a \
+        (status = 401, description = "`unauthorized`, `token_expired` or `token_revoked`: a refused token on a \
             plain HTTP request (an upgrade is accepted and answered on the socket)",
             body = ErrorBody),
         (status = 503, description = "`draining`: the node is shutting down; connect to \
-            another", body = ErrorBody),
+            another; `unavailable`: the API key the token names cannot be loaded now",
+            body = ErrorBody),
     )
 )]
 pub async fn root_endpoint(
