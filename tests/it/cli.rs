@@ -140,15 +140,17 @@ fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
         ("PORT", "8000"),
         ("JWT_SECRET_KEY", "hunter2-predecessor-secret"),
         ("TURNSERVER_SECRET", "turn-predecessor-secret"),
+        ("RATE_LIMIT_PER_MINUTE", "60"),
     ]);
     node.address();
     let log = node.log.join("\n");
     for (variable, replacement) in [
         ("PORT", "use SWITCHBOARD_LISTEN"),
         ("JWT_SECRET_KEY", "use SWITCHBOARD_JWT_SECRET"),
+        ("TURNSERVER_SECRET", "use SWITCHBOARD_TURN_SECRET"),
         (
-            "TURNSERVER_SECRET",
-            "SWITCHBOARD_TURN_SECRET will replace it (planned, not available yet: do not set it now)",
+            "RATE_LIMIT_PER_MINUTE",
+            "SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST will replace it (planned, not available yet: do not set it now)",
         ),
     ] {
         let warned: Vec<_> = node
