@@ -40,6 +40,9 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("database.pool_min", 0, 1000),
     ("database.pool_max", 1, 1000),
     ("lockout_threshold", 0, 1000),
+    ("msg_rate", 0, 1_000_000),
+    ("msg_burst", 1, 1_000_000),
+    ("max_connections", 0, 10_000_000),
 ];
 
 /// The range the count setting at `path` accepts.
@@ -104,6 +107,13 @@ pub struct Config {
     pub outbox_frames: usize,
     pub max_rooms_per_connection: usize,
     pub max_members_per_room: usize,
+    /// Messages a connection may send per second, sustained; 0 = no limit.
+    pub msg_rate: usize,
+    /// Messages a connection may send at once above the rate (an offer and a burst of ICE
+    /// candidates).
+    pub msg_burst: usize,
+    /// WebSocket connections this node holds at most; 0 = no limit.
+    pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub auth_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -289,6 +299,9 @@ impl Default for Config {
             outbox_frames: 256,
             max_rooms_per_connection: 16,
             max_members_per_room: 10,
+            msg_rate: 30,
+            msg_burst: 120,
+            max_connections: 0,
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
@@ -481,6 +494,9 @@ impl Config {
             ("database.pool_min", self.database.pool_min),
             ("database.pool_max", self.database.pool_max),
             ("lockout_threshold", self.lockout_threshold),
+            ("msg_rate", self.msg_rate),
+            ("msg_burst", self.msg_burst),
+            ("max_connections", self.max_connections),
         ];
         for (setting, value) in counts {
             if let Some((min, max)) =
@@ -743,7 +759,7 @@ pub const PREDECESSOR_VARIABLES: &[Predecessor] = &[
     Predecessor::new(
         "RATE_LIMIT_PER_MINUTE",
         "SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST",
-        true,
+        false,
     ),
     Predecessor::new(
         "MAX_CONNECTIONS_PER_ROOM",
@@ -1159,6 +1175,21 @@ mod tests {
                 "jwks.refresh",
                 &[("SWITCHBOARD_JWKS_REFRESH", "5s")],
                 "at least 30s",
+            ),
+            (
+                "msg_rate",
+                &[("SWITCHBOARD_MSG_RATE", "2000000")],
+                "between 0 and 1000000",
+            ),
+            (
+                "msg_burst",
+                &[("SWITCHBOARD_MSG_BURST", "0")],
+                "between 1 and 1000000",
+            ),
+            (
+                "max_connections",
+                &[("SWITCHBOARD_MAX_CONNECTIONS", "many")],
+                "between 0 and 10000000",
             ),
             (
                 "turn.secret",

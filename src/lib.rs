@@ -22,6 +22,7 @@ pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

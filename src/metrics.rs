@@ -11,6 +11,8 @@ pub const CONNECTIONS: &str = "switchboard_connections";
 pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+/// Requests, messages and connections refused by a limit, by limit name.
+pub const RATE_LIMITED: &str = "switchboard_rate_limited_total";
 /// TURN credentials issued (REST answers and `auth_success` frames).
 pub const TURN_CREDENTIALS: &str = "switchboard_turn_credentials_total";
 /// Revocations a node learned of, by kind (`token`, `key`, `user`).

@@ -12,6 +12,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::hub::Hub;
+use crate::limits::NodeSlots;
 use crate::protocol::NodeId;
 use crate::store::Store;
 use crate::tasks::Supervisor;
@@ -25,6 +26,8 @@ pub struct AppState {
     /// Verifies tokens from every source.
     pub credentials: Arc<Credentials>,
     pub hub: Arc<Hub>,
+    /// The WebSockets this node holds, against `max_connections`.
+    pub slots: NodeSlots,
     /// STUN and TURN servers, and the secret that signs TURN credentials.
     pub turn: Arc<Turn>,
     pub store: Store,
@@ -51,6 +54,7 @@ impl AppState {
             tokens: Arc::clone(credentials.tokens()),
             credentials,
             turn: Arc::new(Turn::from_config(&config)),
+            slots: NodeSlots::new(config.max_connections),
             config: Arc::new(config),
             hub,
             store,

@@ -193,6 +193,15 @@ pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, Api
             "this node is shutting down",
         ));
     }
+    if state.slots.full() {
+        return Err(ApiError::unavailable(
+            "node_full",
+            format!(
+                "this node holds max_connections ({}) WebSockets",
+                state.slots.max()
+            ),
+        ));
+    }
     let Report { services, errors } = report(&state).await;
     if !errors.is_empty() {
         return Err(ApiError::unavailable(

@@ -152,6 +152,7 @@ named_enum! {
         TooManyRooms = "too_many_rooms",
         ClientIdTaken = "client_id_taken",
         Unavailable = "unavailable",
+        RateLimited = "rate_limited",
     }
 }
 
@@ -176,6 +177,9 @@ pub struct ErrorFrame {
     pub target_user_id: Option<UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<usize>,
+    /// How long to wait before sending again (`rate_limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorFrame {
@@ -188,7 +192,14 @@ impl ErrorFrame {
             to: None,
             target_user_id: None,
             max: None,
+            retry_after_ms: None,
         }
+    }
+
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.retry_after_ms = Some(ms.max(1));
+        self
     }
 
     pub fn field(mut self, field: &'static str) -> Self {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Identity;
 use crate::hub::Relayed;
+use crate::limits::{MessageLimit, Slot, Verdict};
 use crate::metrics::{self as m, MessageKind};
 use crate::protocol::{
     ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, Frame, Member, RoomId,
@@ -32,6 +33,8 @@ pub struct Start {
     /// The verdict on a token given with the upgrade, if one was.
     pub pre_auth: Option<Result<Identity, ErrorFrame>>,
     pub client_id: Option<ClientId>,
+    /// The node slot the connection holds until it ends.
+    pub slot: Slot,
 }
 
 /// A frame read from the client, or why there is none. After a read error the socket yields
@@ -52,6 +55,8 @@ struct Conn {
     last_seen: Instant,
     /// A frame arrived since the last keepalive tick (cheaper than reading the clock per frame).
     seen: bool,
+    /// The connection's message rate, once it is authenticated (`None`: no limit).
+    limit: Option<MessageLimit>,
 }
 
 /// What the main loop does with a frame after the hot path looked at it.
@@ -80,6 +85,7 @@ pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Outp
         state,
         last_seen: Instant::now(),
         seen: false,
+        limit: None,
     });
     run_boxed(conn, start)
 }
@@ -91,6 +97,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         room,
         pre_auth,
         client_id,
+        slot,
     } = start;
     let code = match Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref())).await {
         Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
@@ -98,6 +105,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
     };
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
     Box::pin(conn.close(code)).await;
+    drop(slot);
 }
 
 impl Conn {
@@ -262,6 +270,7 @@ impl Conn {
             ice_servers: (!ice_servers.is_empty()).then_some(ice_servers),
         };
         let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
+        self.limit = MessageLimit::new(config.msg_rate, config.msg_burst);
         drop(config);
         let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
@@ -351,7 +360,15 @@ impl Conn {
                     // Only the hot path runs in this future; anything that waits is boxed, so
                     // that an idle connection's task stays small.
                     let next = match incoming {
-                        Incoming::Text(text) => self.relay(session, &text),
+                        Incoming::Text(text) => match self.limit.as_mut().map(MessageLimit::check) {
+                            None | Some(Verdict::Pass) => self.relay(session, &text),
+                            Some(Verdict::Refuse(wait)) => Next::Error(rate_limited(wait)),
+                            Some(Verdict::Drop) => Next::Done,
+                            Some(Verdict::Close) => {
+                                metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
+                                return CloseCode::PolicyViolation;
+                            }
+                        },
                         other => Next::Other(other),
                     };
                     if !matches!(next, Next::Done)
@@ -490,6 +507,16 @@ impl Conn {
             Err(e) => self.send_error(e).await,
         }
     }
+}
+
+/// The answer to the first message over the connection's rate.
+fn rate_limited(wait: std::time::Duration) -> ErrorFrame {
+    metrics::counter!(m::RATE_LIMITED, "limit" => "msg_rate").increment(1);
+    ErrorFrame::new(
+        ErrorCode::RateLimited,
+        "too many messages: wait retry_after_ms before sending again",
+    )
+    .retry_after(wait)
 }
 
 fn binary() -> ErrorFrame {

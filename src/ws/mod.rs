@@ -156,6 +156,13 @@ async fn accept(
             "this node is shutting down; reconnect",
         )));
     }
+    let Some(slot) = state.slots.take() else {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "max_connections").increment(1);
+        return Err(reject(ApiError::unavailable(
+            "node_full",
+            "this node holds as many WebSockets as it may; connect to another",
+        )));
+    };
     let Query(query) =
         query.map_err(|e| reject(ApiError::bad_request("invalid_query", e.body_text())))?;
     let token = query.token.as_deref().or_else(|| {
@@ -192,6 +199,7 @@ async fn accept(
         room,
         pre_auth,
         client_id,
+        slot,
     };
     Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start)))
 }

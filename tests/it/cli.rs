@@ -141,6 +141,7 @@ fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
         ("JWT_SECRET_KEY", "hunter2-predecessor-secret"),
         ("TURNSERVER_SECRET", "turn-predecessor-secret"),
         ("RATE_LIMIT_PER_MINUTE", "60"),
+        ("ENCRYPTION_KEY", "a-predecessor-data-key"),
     ]);
     node.address();
     let log = node.log.join("\n");
@@ -150,7 +151,11 @@ fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
         ("TURNSERVER_SECRET", "use SWITCHBOARD_TURN_SECRET"),
         (
             "RATE_LIMIT_PER_MINUTE",
-            "SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST will replace it (planned, not available yet: do not set it now)",
+            "use SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST",
+        ),
+        (
+            "ENCRYPTION_KEY",
+            "SWITCHBOARD_DATA_KEY will replace it (planned, not available yet: do not set it now)",
         ),
     ] {
         let warned: Vec<_> = node
@@ -162,7 +167,9 @@ fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
         assert!(warned[0].contains(replacement), "{}", warned[0]);
     }
     assert!(
-        !log.contains("hunter2") && !log.contains("turn-predecessor"),
+        !log.contains("hunter2")
+            && !log.contains("turn-predecessor")
+            && !log.contains("a-predecessor-data-key"),
         "{log}"
     );
     assert_eq!(node.terminate(), Some(0));

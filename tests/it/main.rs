@@ -8,6 +8,7 @@ mod credentials;
 mod hostile;
 mod http;
 mod lifecycle;
+mod limits;
 mod node;
 mod openapi;
 mod readme;
