@@ -176,10 +176,11 @@ pub struct ErrorFrame {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_user_id: Option<UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<usize>,
-    /// How long to wait before sending again (`rate_limited`).
+    pub max: Option<u32>,
+    /// How long to wait before sending again (`rate_limited`). (`u32`s keep the frame, which
+    /// the relay path returns, small.)
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_ms: Option<u64>,
+    pub retry_after_ms: Option<u32>,
 }
 
 impl ErrorFrame {
@@ -197,7 +198,7 @@ impl ErrorFrame {
     }
 
     pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         self.retry_after_ms = Some(ms.max(1));
         self
     }
@@ -213,7 +214,7 @@ impl ErrorFrame {
     }
 
     pub fn max(mut self, max: usize) -> Self {
-        self.max = Some(max);
+        self.max = Some(u32::try_from(max).unwrap_or(u32::MAX));
         self
     }
 }
