@@ -328,6 +328,7 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         bus,
         inbound,
         presence,
+        throttle,
         store,
         mut tasks,
     } = backends;
@@ -347,7 +348,8 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         Arc::clone(&hub),
     ));
     let supervisor = Supervisor::new(tasks);
-    let state = AppState::new(config, hub, store, supervisor, crate::metrics::install());
+    let metrics = crate::metrics::install();
+    let state = AppState::new(config, hub, store, throttle, supervisor, metrics);
     if state.credentials.jwks_source().is_some() {
         let refresh = state.config.jwks.refresh;
         tokio::spawn(Arc::clone(&state.credentials).refresh_jwks(refresh));

@@ -13,6 +13,8 @@ use crate::bus::memory::MemoryHub;
 use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, Inbound};
 use crate::config::Config;
+use crate::limits::redis::RedisThrottle;
+use crate::limits::{MemoryThrottle, Throttle};
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
@@ -26,6 +28,8 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub presence: Arc<dyn Presence>,
+    /// Request rates per address, shared by the nodes that share the bus.
+    pub throttle: Arc<dyn Throttle>,
     pub store: Store,
     pub tasks: Tasks,
 }
@@ -48,6 +52,7 @@ impl Backends {
             bus: Arc::new(bus),
             inbound,
             presence: Arc::new(presence.clone()),
+            throttle: Arc::new(MemoryThrottle::default()),
             store,
             tasks: Tasks::default(),
         }
@@ -159,12 +164,13 @@ pub async fn connect(
     let clients = redis::Clients::connect(&target).await?;
     let mut tasks = Tasks::default();
     match start(&target, prefix, node, lease_ttl, &clients, &mut tasks).await {
-        Ok((bus, inbound, presence)) => {
+        Ok((bus, inbound, presence, throttle)) => {
             tracing::info!(redis = %target.redacted, cluster = target.clustered, prefix, "cluster backends connected");
             Ok(Backends {
                 bus: Arc::new(bus),
                 inbound,
                 presence: Arc::new(presence),
+                throttle: Arc::new(throttle),
                 store,
                 tasks,
             })
@@ -177,7 +183,12 @@ pub async fn connect(
     }
 }
 
-type Started = (RedisBus, mpsc::Receiver<Inbound>, RedisPresence);
+type Started = (
+    RedisBus,
+    mpsc::Receiver<Inbound>,
+    RedisPresence,
+    RedisThrottle,
+);
 
 async fn start(
     target: &redis::Target,
@@ -198,8 +209,16 @@ async fn start(
     )
     .await
     .with_context(|| format!("subscribing to the node channel on {}", target.redacted))?;
-    let presence = RedisPresence::start(clients.commands.clone(), keys, node.clone(), lease_ttl)
+    let presence = RedisPresence::start(
+        clients.commands.clone(),
+        keys.clone(),
+        node.clone(),
+        lease_ttl,
+    )
+    .await
+    .with_context(|| format!("starting presence on {}", target.redacted))?;
+    let throttle = RedisThrottle::start(clients.commands.clone(), keys)
         .await
-        .with_context(|| format!("starting presence on {}", target.redacted))?;
-    Ok((bus, inbound, presence))
+        .with_context(|| format!("loading the rate limits' script on {}", target.redacted))?;
+    Ok((bus, inbound, presence, throttle))
 }

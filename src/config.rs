@@ -43,6 +43,10 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("msg_rate", 0, 1_000_000),
     ("msg_burst", 1, 1_000_000),
     ("max_connections", 0, 10_000_000),
+    ("ip_upgrade_rate", 0, 1_000_000_000),
+    ("ip_upgrade_burst", 1, 1_000_000),
+    ("auth_rate", 0, 1_000_000),
+    ("auth_burst", 1, 1_000_000),
 ];
 
 /// The range the count setting at `path` accepts.
@@ -114,6 +118,16 @@ pub struct Config {
     pub msg_burst: usize,
     /// WebSocket connections this node holds at most; 0 = no limit.
     pub max_connections: usize,
+    /// WebSocket upgrades one address may start per minute, cluster-wide; 0 = no limit.
+    pub ip_upgrade_rate: usize,
+    /// Upgrades one address may start at once above that rate.
+    pub ip_upgrade_burst: usize,
+    /// Requests one address may make per minute to `POST /auth/*`, cluster-wide; 0 = no limit.
+    pub auth_rate: usize,
+    /// `/auth` requests one address may make at once above that rate.
+    pub auth_burst: usize,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub auth_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -302,6 +316,11 @@ impl Default for Config {
             msg_rate: 30,
             msg_burst: 120,
             max_connections: 0,
+            ip_upgrade_rate: 120,
+            ip_upgrade_burst: 30,
+            auth_rate: 30,
+            auth_burst: 10,
+            trusted_proxies: Vec::new(),
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
@@ -497,6 +516,10 @@ impl Config {
             ("msg_rate", self.msg_rate),
             ("msg_burst", self.msg_burst),
             ("max_connections", self.max_connections),
+            ("ip_upgrade_rate", self.ip_upgrade_rate),
+            ("ip_upgrade_burst", self.ip_upgrade_burst),
+            ("auth_rate", self.auth_rate),
+            ("auth_burst", self.auth_burst),
         ];
         for (setting, value) in counts {
             if let Some((min, max)) =
@@ -657,6 +680,8 @@ impl Config {
             }
         }
         self.validate_turn()?;
+        crate::client_ip::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| invalid("trusted_proxies", e))?;
         for origin in &self.cors_origins {
             let valid = origin == "*"
                 || (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -1190,6 +1215,31 @@ mod tests {
                 "max_connections",
                 &[("SWITCHBOARD_MAX_CONNECTIONS", "many")],
                 "between 0 and 10000000",
+            ),
+            (
+                "ip_upgrade_rate",
+                &[("SWITCHBOARD_IP_UPGRADE_RATE", "-1")],
+                "between 0 and 1000000000",
+            ),
+            (
+                "ip_upgrade_burst",
+                &[("SWITCHBOARD_IP_UPGRADE_BURST", "0")],
+                "between 1 and 1000000",
+            ),
+            (
+                "auth_rate",
+                &[("SWITCHBOARD_AUTH_RATE", "1e9")],
+                "between 0 and 1000000",
+            ),
+            (
+                "auth_burst",
+                &[("SWITCHBOARD_AUTH_BURST", "0")],
+                "between 1 and 1000000",
+            ),
+            (
+                "trusted_proxies",
+                &[("SWITCHBOARD_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local")],
+                "CIDR like 10.0.0.0/8",
             ),
             (
                 "turn.secret",

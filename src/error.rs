@@ -17,6 +17,10 @@ pub struct ErrorBody {
     /// A stable code for programs: `unauthorized`, `token_expired`, `invalid_room`, ...
     #[schema(example = "unauthorized")]
     pub code: String,
+    /// Seconds to wait before trying again (`rate_limited`, `account_locked`), as in the
+    /// `Retry-After` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// An HTTP error: a status and a JSON body `{"detail": ..., "code": ...}`.
@@ -61,6 +65,18 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
     }
 
+    /// 429 `rate_limited` for limit `name`, with `Retry-After` and `retry_after` in whole
+    /// seconds (rounded up, at least 1).
+    pub fn rate_limited(name: &str, wait: std::time::Duration) -> Self {
+        let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests ({name}); try again in {seconds} s"),
+        )
+        .with_retry_after(seconds)
+    }
+
     /// The same error with another stable code.
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = code;
@@ -85,6 +101,7 @@ impl IntoResponse for ApiError {
         let body = Json(ErrorBody {
             detail: self.detail,
             code: self.code.to_owned(),
+            retry_after: self.retry_after,
         });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {

@@ -17,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod bus;
+pub mod client_ip;
 pub mod config;
 pub mod credentials;
 pub mod error;

@@ -13,6 +13,8 @@ pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 /// Requests, messages and connections refused by a limit, by limit name.
 pub const RATE_LIMITED: &str = "switchboard_rate_limited_total";
+/// Limit checks that could not reach Redis (and let the request through), by limit name.
+pub const RATE_LIMIT_ERRORS: &str = "switchboard_rate_limit_errors_total";
 /// TURN credentials issued (REST answers and `auth_success` frames).
 pub const TURN_CREDENTIALS: &str = "switchboard_turn_credentials_total";
 /// Revocations a node learned of, by kind (`token`, `key`, `user`).

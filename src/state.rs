@@ -9,10 +9,11 @@ use std::time::Instant;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Tokens;
+use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::hub::Hub;
-use crate::limits::NodeSlots;
+use crate::limits::{NodeSlots, Rate, Throttle};
 use crate::protocol::NodeId;
 use crate::store::Store;
 use crate::tasks::Supervisor;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The WebSockets this node holds, against `max_connections`.
     pub slots: NodeSlots,
+    /// Request rates per address, the same on every node.
+    pub throttle: Arc<dyn Throttle>,
+    /// Whose forwarding headers name the client.
+    pub proxies: Arc<TrustedProxies>,
     /// STUN and TURN servers, and the secret that signs TURN credentials.
     pub turn: Arc<Turn>,
     pub store: Store,
@@ -42,9 +47,12 @@ impl AppState {
         config: Config,
         hub: Arc<Hub>,
         store: Store,
+        throttle: Arc<dyn Throttle>,
         supervisor: Supervisor,
         metrics: PrometheusHandle,
     ) -> Self {
+        let proxies = TrustedProxies::parse(&config.trusted_proxies)
+            .expect("the config validated trusted_proxies");
         let credentials = Arc::new(crate::credentials::from_config(
             &config,
             Arc::clone(&hub.revoked),
@@ -55,6 +63,8 @@ impl AppState {
             credentials,
             turn: Arc::new(Turn::from_config(&config)),
             slots: NodeSlots::new(config.max_connections),
+            throttle,
+            proxies: Arc::new(proxies),
             config: Arc::new(config),
             hub,
             store,
@@ -63,6 +73,34 @@ impl AppState {
             started: Instant::now(),
             draining: Arc::default(),
         }
+    }
+
+    /// The rate of WebSocket upgrades per address.
+    pub fn upgrade_rate(&self) -> Rate {
+        Rate {
+            name: "ip_upgrade_rate",
+            per_minute: u32::try_from(self.config.ip_upgrade_rate).unwrap_or(u32::MAX),
+            burst: u32::try_from(self.config.ip_upgrade_burst).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The rate of `POST /auth/*` requests per address.
+    pub fn auth_rate(&self) -> Rate {
+        Rate {
+            name: "auth_rate",
+            per_minute: u32::try_from(self.config.auth_rate).unwrap_or(u32::MAX),
+            burst: u32::try_from(self.config.auth_burst).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The client's address of a request from `peer` with these forwarding header values.
+    pub fn client_ip<'a>(
+        &self,
+        peer: std::net::IpAddr,
+        x_forwarded_for: impl Iterator<Item = &'a str>,
+        forwarded: impl Iterator<Item = &'a str>,
+    ) -> std::net::IpAddr {
+        self.proxies.client_ip(peer, x_forwarded_for, forwarded)
     }
 
     /// Whether the node is draining: readiness fails and new upgrades are refused.

@@ -40,6 +40,11 @@ fn config() -> Config {
         ..Config::default()
     };
     config.database.url = Secret::new("sqlite::memory:");
+    // A load test is one address sending faster than a browser: limits as in scripts/bench.
+    config.msg_rate = 1_000_000;
+    config.msg_burst = 1_000_000;
+    config.ip_upgrade_rate = 100_000_000;
+    config.ip_upgrade_burst = 1_000_000;
     config
 }
 

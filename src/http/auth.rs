@@ -3,21 +3,21 @@
 //! tokens are random secrets of which the store keeps only the SHA-256, in families: reusing a
 //! rotated token revokes its whole family.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{ConnectInfo, Form, State};
+use axum::extract::{Form, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::Bearer;
 use super::openapi::{DatabaseDown, Internal, InvalidBody, Refused, Tokens};
+use super::{Bearer, Limited};
 use crate::accounts::{self, AccountError};
 use crate::auth::{self, Revocation};
 use crate::credentials;
@@ -150,7 +150,7 @@ async fn record(
     kind: &str,
     user_id: Option<&str>,
     username: Option<&str>,
-    ip: SocketAddr,
+    ip: IpAddr,
 ) {
     let event = SecurityEvent {
         id: 0,
@@ -158,7 +158,7 @@ async fn record(
         kind: kind.to_owned(),
         user_id: user_id.map(str::to_owned),
         username: username.map(|name| name.chars().take(64).collect()),
-        ip: Some(ip.ip().to_string()),
+        ip: Some(ip.to_string()),
         detail: None,
     };
     if let Err(e) = state.store.record_event(&event).await {
@@ -212,7 +212,7 @@ async fn log_in(
     state: &AppState,
     username: &str,
     password: &str,
-    ip: SocketAddr,
+    ip: IpAddr,
 ) -> Result<User, ApiError> {
     let lockout = accounts::Lockout {
         threshold: state.config.lockout_threshold,
@@ -269,7 +269,7 @@ fn no_store(status: StatusCode, body: Value) -> Response {
 )]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    Limited(ip): Limited,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(login) = body.map_err(bad_body)?;
@@ -299,7 +299,7 @@ pub async fn login(
 )]
 pub async fn register(
     State(state): State<AppState>,
-    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    Limited(ip): Limited,
     body: Result<Json<Register>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     if !state.config.registration_open() {
@@ -352,7 +352,7 @@ pub async fn register(
 )]
 pub async fn token(
     State(state): State<AppState>,
-    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    Limited(ip): Limited,
     body: Result<Form<PasswordGrant>, FormRejection>,
 ) -> Response {
     let oauth = |status: StatusCode, error: &str, description: &str| {
@@ -444,7 +444,7 @@ pub async fn me(
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    Limited(ip): Limited,
     body: Result<Json<Refresh>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(refresh) = body.map_err(bad_body)?;
@@ -501,7 +501,7 @@ pub async fn refresh(
 )]
 pub async fn logout(
     State(state): State<AppState>,
-    ConnectInfo(ip): ConnectInfo<SocketAddr>,
+    Limited(ip): Limited,
     Bearer(identity): Bearer,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {

@@ -9,10 +9,11 @@ pub mod openapi;
 mod rooms;
 mod turn;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::routing::get;
 use utoipa_axum::router::OpenApiRouter;
@@ -47,6 +48,49 @@ impl FromRequestParts<AppState> for Bearer {
         })?;
         Ok(Self(identity))
     }
+}
+
+/// The client's address (behind trusted proxies, what they say), for a request that passed
+/// the `POST /auth/*` rate of that address: 429 `rate_limited` with `retry_after` otherwise.
+pub struct Limited(pub IpAddr);
+
+impl FromRequestParts<AppState> for Limited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = client_ip(parts, state);
+        if let Err(wait) = state.throttle.hit(state.auth_rate(), &ip.to_string()).await {
+            return Err(rate_limited("auth_rate", wait));
+        }
+        Ok(Self(ip))
+    }
+}
+
+/// The address a request comes from: the peer's, or behind a trusted proxy the one its
+/// forwarding headers name.
+pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+    let values = |name: header::HeaderName| {
+        parts
+            .headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    state.client_ip(
+        peer,
+        values(header::HeaderName::from_static("x-forwarded-for")),
+        values(header::FORWARDED),
+    )
+}
+
+/// 429 `rate_limited` for limit `name`, counted.
+fn rate_limited(name: &'static str, wait: std::time::Duration) -> ApiError {
+    metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => name).increment(1);
+    ApiError::rate_limited(name, wait)
 }
 
 /// The REST routes and the document's own routes, each with its OpenAPI operation: `routes!`

@@ -40,6 +40,11 @@ impl Keys {
         format!("{{{}:node:{node}}}:bus", self.prefix)
     }
 
+    /// A rate limit's bucket for one key (an address): `{P:rate:NAME:KEY}`.
+    pub fn rate(&self, name: &str, key: &str) -> String {
+        format!("{{{}:rate:{name}:{key}}}", self.prefix)
+    }
+
     /// The channel every node listens to: `{P}:cluster`.
     pub fn cluster_channel(&self) -> String {
         format!("{{{}}}:cluster", self.prefix)

@@ -25,6 +25,7 @@
 //! SPUBLISH/SSUBSCRIBE on Redis Cluster. `docs/cluster.md` explains timing and failure behaviour.
 
 mod keys;
+mod script;
 pub mod url;
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::prelude::{Builder, ConnectionConfig, PerformanceConfig, ReconnectPolicy};
 
 pub use keys::Keys;
+pub use script::Script;
 pub use url::Target;
 
 /// Reconnect delays, ms: quick at first, never slower than a second.

@@ -8,10 +8,12 @@
 
 mod connection;
 
+use std::net::SocketAddr;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
@@ -92,6 +94,7 @@ type WsQueryResult = Result<Query<WsQuery>, QueryRejection>;
 )]
 pub async fn room_endpoint(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     room: Result<Path<String>, PathRejection>,
     query: WsQueryResult,
     headers: HeaderMap,
@@ -100,7 +103,7 @@ pub async fn room_endpoint(
     let invalid = |detail: String| reject(ApiError::bad_request("invalid_room", detail));
     let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
     let room = RoomId::parse(&room).map_err(|e| invalid(e.to_string()))?;
-    accept(state, Some(room), query, &headers, upgrade).await
+    accept(state, peer, Some(room), query, &headers, upgrade).await
 }
 
 /// Connect a WebSocket without a room.
@@ -131,11 +134,12 @@ pub async fn room_endpoint(
 )]
 pub async fn root_endpoint(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: WsQueryResult,
     headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    accept(state, None, query, &headers, upgrade).await
+    accept(state, peer, None, query, &headers, upgrade).await
 }
 
 fn reject(e: ApiError) -> ApiError {
@@ -145,6 +149,7 @@ fn reject(e: ApiError) -> ApiError {
 
 async fn accept(
     state: AppState,
+    peer: SocketAddr,
     room: Option<RoomId>,
     query: WsQueryResult,
     headers: &HeaderMap,
@@ -163,6 +168,21 @@ async fn accept(
             "this node holds as many WebSockets as it may; connect to another",
         )));
     };
+    let values = |name: &str| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    let ip = state.client_ip(peer.ip(), values("x-forwarded-for"), values("forwarded"));
+    if let Err(wait) = state
+        .throttle
+        .hit(state.upgrade_rate(), &ip.to_string())
+        .await
+    {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "ip_upgrade_rate").increment(1);
+        return Err(reject(ApiError::rate_limited("ip_upgrade_rate", wait)));
+    }
     let Query(query) =
         query.map_err(|e| reject(ApiError::bad_request("invalid_query", e.body_text())))?;
     let token = query.token.as_deref().or_else(|| {

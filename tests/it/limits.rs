@@ -101,3 +101,138 @@ async fn a_full_node_refuses_upgrades_with_503_and_is_not_ready() {
     };
     assert_eq!(http_get(node.http("/readyz")).await.unwrap().status(), 503);
 }
+
+/// POSTs a login for `name` from this machine, with an `X-Forwarded-For` when given.
+async fn login(node: &TestNode, name: &str, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut request = http_client()
+        .post(node.http("/auth/login"))
+        .json(&json!({"username": name, "password": "wrong-password"}));
+    if let Some(xff) = forwarded_for {
+        request = request.header("x-forwarded-for", xff);
+    }
+    request.send().await.unwrap()
+}
+
+/// Asserts a 429 `rate_limited` answer; returns its `retry_after` seconds.
+async fn expect_429(response: reqwest::Response) -> u64 {
+    assert_eq!(response.status(), 429);
+    let header: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    assert_eq!(body["retry_after"], header);
+    assert!(header >= 1);
+    header
+}
+
+fn limited_config() -> switchboard::config::Config {
+    switchboard::config::Config {
+        auth_rate: 6,
+        auth_burst: 3,
+        ip_upgrade_rate: 6,
+        ip_upgrade_burst: 2,
+        lockout_threshold: 0,
+        ..test_config()
+    }
+}
+
+#[tokio::test]
+async fn auth_requests_are_limited_per_address_and_forwarding_headers_only_count_from_proxies() {
+    let node = spawn_node(limited_config());
+    for _ in 0..3 {
+        assert_eq!(login(&node, "alice", None).await.status(), 401);
+    }
+    let wait = expect_429(login(&node, "alice", None).await).await;
+    assert!(wait <= 10, "{wait}");
+    // Every POST under /auth counts; another name from the same address does not help.
+    expect_429(login(&node, "bob", None).await).await;
+    // A direct client naming another address is not believed.
+    expect_429(login(&node, "alice", Some("198.51.100.7")).await).await;
+
+    // Behind a trusted proxy (this machine), each forwarded address has its own budget.
+    let proxied = spawn_node(switchboard::config::Config {
+        trusted_proxies: vec!["127.0.0.0/8".into()],
+        ..limited_config()
+    });
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        for _ in 0..3 {
+            let response = login(&proxied, "alice", Some(client)).await;
+            assert_eq!(response.status(), 401, "{client}");
+        }
+        expect_429(login(&proxied, "alice", Some(client)).await).await;
+    }
+    // A client cannot pick a budget by putting an address in front: the proxy's own entry
+    // (the nearest untrusted hop) counts.
+    let spoofed = login(&proxied, "alice", Some("203.0.113.5, 198.51.100.1")).await;
+    expect_429(spoofed).await;
+}
+
+#[tokio::test]
+async fn upgrades_are_limited_per_address_and_the_budget_comes_back() {
+    let node = spawn_node(switchboard::config::Config {
+        ip_upgrade_rate: 600,
+        ip_upgrade_burst: 2,
+        ..test_config()
+    });
+    let _a = Client::user(&node, "alice", "a").await;
+    let _b = Client::user(&node, "bob", "b").await;
+    let url = node.ws(&format!("/ws?token={}", token("carol")));
+    let refused = connect(&url)
+        .await
+        .err()
+        .expect("the third upgrade is refused");
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    // 600 a minute: one every 100 ms comes back.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match connect(&url).await {
+            Ok(mut client) => {
+                client.recv_type("auth_success").await;
+                break;
+            }
+            Err(refused) => assert_eq!(refused.status, 429),
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn address_limits_hold_across_nodes() {
+    use crate::cluster::{Redis, redis_config};
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let config = switchboard::config::Config {
+            auth_rate: 6,
+            auth_burst: 3,
+            ip_upgrade_rate: 6,
+            ip_upgrade_burst: 2,
+            lockout_threshold: 0,
+            ..redis_config(&redis.url())
+        };
+        let nodes: Vec<TestNode> = (0..2)
+            .map(|_| spawn_node_on(config.clone(), Backing::FromConfig))
+            .collect();
+        let (a, b) = (&nodes[0], &nodes[1]);
+        // The burst of 3 spread over two nodes, then both refuse.
+        assert_eq!(login(a, "alice", None).await.status(), 401, "{redis:?}");
+        assert_eq!(login(b, "alice", None).await.status(), 401);
+        assert_eq!(login(a, "alice", None).await.status(), 401);
+        expect_429(login(b, "alice", None).await).await;
+        expect_429(login(a, "alice", None).await).await;
+        // Upgrades: one on each node, then the third is refused wherever it goes.
+        let _x = Client::user(a, "x", "x").await;
+        let _y = Client::user(b, "y", "y").await;
+        for node in [a, b] {
+            let url = node.ws(&format!("/ws?token={}", token("z")));
+            let refused = connect(&url).await.err().expect("refused");
+            assert_eq!(refused.status, 429, "{redis:?}");
+        }
+    }
+}

@@ -54,8 +54,11 @@ pub fn test_config() -> Config {
         ..Config::default()
     };
     config.database.url = Secret::new("sqlite::memory:");
-    // Most tests send faster than a browser; the limits' own tests turn them on.
+    // Most tests send and connect faster than a browser, all from one address; the limits' own
+    // tests turn them on.
     config.msg_rate = 0;
+    config.ip_upgrade_rate = 0;
+    config.auth_rate = 0;
     config
 }
 

@@ -5,10 +5,7 @@
 //! read its first three fields with a pattern and never parse the JSON tail.
 
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, LuaInterface};
-use fred::prelude::{Error as RedisError, FromValue};
-
-use super::fast;
+use fred::prelude::Error as RedisError;
 
 /// `KEYS[1]` room ZSET; `ARGV` record, conn, client, cap. Returns `{status, seq, others...}`:
 /// status `joined` or `already`, the member's join sequence number, the other records in join
@@ -166,11 +163,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - 86400000))
 return out
 "#;
 
-/// One script: its source and the SHA-1 the server gave it.
-pub struct Script {
-    lua: &'static str,
-    sha: String,
-}
+pub use crate::redis::Script;
 
 pub struct Scripts {
     pub join: Script,
@@ -189,10 +182,7 @@ pub struct Scripts {
 impl Scripts {
     /// Loads every script once to learn its SHA-1.
     pub async fn load(client: &Client) -> Result<Self, RedisError> {
-        let load = |lua: &'static str| async move {
-            let sha: String = client.script_load(lua).await?;
-            Ok::<_, RedisError>(Script { lua, sha })
-        };
+        let load = |lua: &'static str| Script::load(client, lua);
         Ok(Self {
             join: load(JOIN).await?,
             leave: load(LEAVE).await?,
@@ -206,27 +196,5 @@ impl Scripts {
             renew: load(RENEW).await?,
             claim_dead: load(CLAIM_DEAD).await?,
         })
-    }
-}
-
-impl Script {
-    /// EVALSHA, falling back to EVAL where the server lost its script cache (a restart, a new
-    /// shard); EVAL caches the script there again.
-    pub async fn run<R: FromValue>(
-        &self,
-        client: &Client,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<R, RedisError> {
-        let client = client.with_options(&fast());
-        match client
-            .evalsha(self.sha.as_str(), keys.clone(), args.clone())
-            .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                client.eval(self.lua, keys, args).await
-            }
-            result => result,
-        }
     }
 }

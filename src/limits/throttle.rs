@@ -1,0 +1,114 @@
+//! Request rates per key (an address), the same on every node: [`Throttle`], in process for a
+//! single node and over Redis for a cluster (GCRA in one Lua script per hit, on Redis's clock).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+/// A named rate: `per_minute` sustained, `burst` at once. `per_minute == 0` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// The limit's name: its setting, its metric label and its Redis key.
+    pub name: &'static str,
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub fn is_off(&self) -> bool {
+        self.per_minute == 0
+    }
+
+    /// The time between two hits at the sustained rate.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
+}
+
+/// Counts hits per key against a [`Rate`], across every node that shares it.
+#[async_trait]
+pub trait Throttle: Send + Sync + 'static {
+    /// Counts one hit of `key`; `Err(wait)` when it is over `rate` (the hit is not counted).
+    /// A throttle that cannot reach its store lets the hit through.
+    async fn hit(&self, rate: Rate, key: &str) -> Result<(), Duration>;
+}
+
+type Keyed = RateLimiter<String, HashMapStateStore<String>, DefaultClock>;
+
+/// The throttle of a single node.
+#[derive(Default)]
+pub struct MemoryThrottle {
+    limiters: Mutex<HashMap<&'static str, (Rate, Keyed)>>,
+    clock: DefaultClock,
+}
+
+/// Keys a limiter holds before the idle ones are forgotten.
+const PRUNE_AT: usize = 100_000;
+
+#[async_trait]
+impl Throttle for MemoryThrottle {
+    async fn hit(&self, rate: Rate, key: &str) -> Result<(), Duration> {
+        if rate.is_off() {
+            return Ok(());
+        }
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = || {
+            let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(rate.interval())
+                .expect("a positive interval")
+                .allow_burst(burst);
+            (
+                rate,
+                RateLimiter::hashmap_with_clock(quota, self.clock.clone()),
+            )
+        };
+        let entry = limiters.entry(rate.name).or_insert_with(fresh);
+        if entry.0 != rate {
+            *entry = fresh();
+        }
+        let limiter = &entry.1;
+        if limiter.len() >= PRUNE_AT {
+            limiter.retain_recent();
+        }
+        limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_passes_per_key_then_hits_wait() {
+        let throttle = MemoryThrottle::default();
+        let rate = Rate {
+            name: "test",
+            per_minute: 60,
+            burst: 3,
+        };
+        for _ in 0..3 {
+            assert!(throttle.hit(rate, "a").await.is_ok());
+        }
+        let wait = throttle.hit(rate, "a").await.unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            throttle.hit(rate, "b").await.is_ok(),
+            "another key has its own"
+        );
+        let off = Rate {
+            per_minute: 0,
+            ..rate
+        };
+        for _ in 0..10 {
+            assert!(throttle.hit(off, "a").await.is_ok());
+        }
+    }
+}
