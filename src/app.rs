@@ -75,7 +75,7 @@ pub async fn run(
         dependencies.push(("redis", format!("Redis at {redis}")));
     }
     let startup = Arc::new(Startup::new(node.clone(), dependencies));
-    let cors = cors(&config.cors_origins);
+    let cors = cors(&config.cors_origins());
     let phases = Arc::new(Phases {
         starting: Some(crate::http::starting_routes().with_state(Arc::clone(&startup))),
         ready: OnceLock::new(),
@@ -211,7 +211,7 @@ pub async fn serve_state(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cors = cors(&state.config.cors_origins);
+    let cors = cors(&state.config.cors_origins());
     let phases = Arc::new(Phases {
         starting: None,
         ready: OnceLock::from((state.clone(), router(state.clone()))),

@@ -142,8 +142,12 @@ pub struct Config {
     /// Node lease TTL in a cluster: a dead node's members are removed within twice this.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// Origins allowed by CORS on the REST API; `*` allows any.
+    /// Origins allowed by CORS on the REST API; `*` allows any. Empty (unset) = any in
+    /// development; production refuses to start until it is set (to `*` explicitly, if so).
     pub cors_origins: Vec<String>,
+    /// Origins whose pages may open WebSockets (the upgrade's `Origin`; requests without one,
+    /// from programs, pass); `*` allows any. Empty (unset) as for `cors_origins`.
+    pub allowed_origins: Vec<String>,
     /// Threads of the node's runtime; 0 = one per core available to the process.
     pub worker_threads: usize,
     pub log_format: LogFormat,
@@ -327,7 +331,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             subscription_linger: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(3),
-            cors_origins: vec!["*".into()],
+            cors_origins: Vec::new(),
+            allowed_origins: Vec::new(),
             worker_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -625,6 +630,24 @@ impl Config {
         Ok(())
     }
 
+    /// The CORS origins in force: `cors_origins`, or any when unset (development).
+    pub fn cors_origins(&self) -> Vec<String> {
+        if self.cors_origins.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            self.cors_origins.clone()
+        }
+    }
+
+    /// Whether a WebSocket upgrade from a page of `origin` is allowed.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.is_empty()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
     /// Whether `POST /auth/register` creates accounts.
     pub fn registration_open(&self) -> bool {
         match self.registration.as_str() {
@@ -682,14 +705,25 @@ impl Config {
         self.validate_turn()?;
         crate::client_ip::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|e| invalid("trusted_proxies", e))?;
-        for origin in &self.cors_origins {
-            let valid = origin == "*"
-                || (origin.starts_with("http://") || origin.starts_with("https://"))
-                    && origin.bytes().all(|b| b.is_ascii_graphic());
-            if !valid {
+        for (setting, origins) in [
+            ("cors_origins", &self.cors_origins),
+            ("allowed_origins", &self.allowed_origins),
+        ] {
+            for origin in origins {
+                let valid = origin == "*"
+                    || (origin.starts_with("http://") || origin.starts_with("https://"))
+                        && origin.bytes().all(|b| b.is_ascii_graphic());
+                if !valid {
+                    return Err(invalid(
+                        setting,
+                        format!("{origin:?} is not `*` or an origin like https://app.example"),
+                    ));
+                }
+            }
+            if origins.is_empty() && self.env == Environment::Production {
                 return Err(invalid(
-                    "cors_origins",
-                    format!("{origin:?} is not `*` or an origin like https://app.example"),
+                    setting,
+                    "must be set in production: the web origins of your application (or `*`, explicitly)",
                 ));
             }
         }
@@ -1114,6 +1148,15 @@ mod tests {
                 "https://",
             ),
             (
+                "allowed_origins",
+                &[
+                    ("SWITCHBOARD_ENV", "production"),
+                    ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                    ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
+                ],
+                "must be set in production",
+            ),
+            (
                 "worker_threads",
                 &[("SWITCHBOARD_WORKER_THREADS", "2000")],
                 "between 0 and",
@@ -1397,8 +1440,26 @@ mod tests {
         let ok = env(&[
             ("SWITCHBOARD_ENV", "production"),
             ("SWITCHBOARD_JWT_SECRET", &strong),
+            ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
+            ("SWITCHBOARD_ALLOWED_ORIGINS", "*"),
         ]);
         assert!(Config::load(None, &ok).is_ok());
+        // Origins unset: refused in production, any in development.
+        let unset = env(&[
+            ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_JWT_SECRET", &strong),
+        ]);
+        let e = Config::load(None, &unset).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_CORS_ORIGINS"), "{e}");
+        let dev = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(dev.cors_origins(), ["*"]);
+        assert!(dev.origin_allowed("https://anything.example"));
+        let listed = Config {
+            allowed_origins: vec!["https://app.example".into()],
+            ..dev
+        };
+        assert!(listed.origin_allowed("https://APP.example"));
+        assert!(!listed.origin_allowed("https://evil.example"));
     }
 
     #[test]

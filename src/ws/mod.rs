@@ -168,6 +168,17 @@ async fn accept(
             "this node holds as many WebSockets as it may; connect to another",
         )));
     };
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin
+            .to_str()
+            .is_ok_and(|origin| state.config.origin_allowed(origin))
+    {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "allowed_origins").increment(1);
+        return Err(reject(
+            ApiError::forbidden("WebSockets from this page's origin are not allowed")
+                .with_code("origin_not_allowed"),
+        ));
+    }
     let values = |name: &str| {
         headers
             .get_all(name)

@@ -375,6 +375,8 @@ async fn a_development_node_creates_demo_accounts_once_and_production_never() {
         ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
         ("SWITCHBOARD_ENV", "production"),
         ("SWITCHBOARD_JWT_SECRET", secret),
+        ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
+        ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example"),
     ]);
     production.wait_for("connected; serving", WAIT);
     assert!(

@@ -236,3 +236,40 @@ async fn address_limits_hold_across_nodes() {
         }
     }
 }
+
+#[tokio::test]
+async fn upgrades_from_pages_of_other_origins_are_refused() {
+    let node = spawn_node(switchboard::config::Config {
+        allowed_origins: vec!["https://app.example".into()],
+        ..test_config()
+    });
+    let upgrade = |origin: Option<&'static str>| {
+        let url = node.ws(&format!("/ws?token={}", token("alice")));
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = url.into_client_request().unwrap();
+            if let Some(origin) = origin {
+                request
+                    .headers_mut()
+                    .insert("origin", origin.parse().unwrap());
+            }
+            connect_request(request).await
+        }
+    };
+    let refused = upgrade(Some("https://evil.example"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (403, Some("origin_not_allowed"))
+    );
+    for origin in [
+        Some("https://app.example"),
+        Some("https://APP.example"),
+        None,
+    ] {
+        let mut client = upgrade(origin).await.expect("allowed");
+        client.recv_type("auth_success").await;
+    }
+}
