@@ -56,6 +56,12 @@ pub enum AccountError {
     /// This failed login was one too many: the account is locked until then.
     #[error("too many failed logins; this account is locked for now")]
     LockedOut(i64),
+    /// Too many failed logins from this address: it may not log in until then.
+    #[error("too many failed logins from this address; try again later")]
+    AddressLocked(i64),
+    /// This failed login was one too many for its address: locked out until then.
+    #[error("too many failed logins from this address; try again later")]
+    AddressLockedOut(i64),
     #[error("no user {0}")]
     NoSuchUser(String),
     #[error("no API key with id or name {0}")]
@@ -189,20 +195,30 @@ pub async fn find(store: &Store, username: &str) -> Result<User, AccountError> {
         .ok_or_else(|| AccountError::NoSuchUser(username.to_owned()))
 }
 
-/// When failed logins lock an account.
+/// When failed logins lock a name, and the address they come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lockout {
-    /// Consecutive failures that lock it; 0 = never.
+    /// Attempts on one name within `seconds` that lock it; 0 = never.
     pub threshold: usize,
-    /// For how long, in seconds.
+    /// The window failures count in, and how long a lock lasts, in seconds.
     pub seconds: i64,
+    /// The address the attempt comes from, and the failures from it within `seconds` that
+    /// lock it out of every name (0 = never).
+    pub address: Option<(std::net::IpAddr, usize)>,
 }
 
 impl Lockout {
     pub const OFF: Lockout = Lockout {
         threshold: 0,
         seconds: 0,
+        address: None,
     };
+
+    /// The failure count key of the address: `ip:ADDR` (no username contains `:`).
+    fn address_key(&self) -> Option<(String, usize)> {
+        let (ip, threshold) = self.address.filter(|(_, t)| *t > 0)?;
+        Some((format!("ip:{ip}"), threshold))
+    }
 }
 
 /// The active account `username` whose password is `password`. Unknown users, wrong passwords
@@ -221,6 +237,13 @@ pub async fn authenticate(
     lockout: Lockout,
 ) -> Result<User, AccountError> {
     let user = store.user_by_name(username).await?;
+    let address = lockout.address_key();
+    if let Some((key, _)) = &address
+        && let Some((_, Some(until))) = store.login_failures(key).await?
+        && until > now
+    {
+        return Err(AccountError::AddressLocked(until));
+    }
     let attempt = if lockout.threshold > 0 {
         let rule = LockoutRule {
             threshold: i64::try_from(lockout.threshold).unwrap_or(i64::MAX),
@@ -254,10 +277,26 @@ pub async fn authenticate(
             user.last_login_at = Some(now);
             Ok(user)
         }
-        _ => match attempt {
-            Some(until) => Err(AccountError::LockedOut(until)),
-            None => Err(AccountError::InvalidCredentials),
-        },
+        _ => {
+            if let Some((key, threshold)) = &address {
+                let rule = LockoutRule {
+                    threshold: i64::try_from(*threshold).unwrap_or(i64::MAX),
+                    window_seconds: lockout.seconds,
+                    lock_seconds: lockout.seconds,
+                };
+                // Counted after the check: `auth_rate` bounds what one address tries at once.
+                if let LoginAttempt::Counted {
+                    locked_until: Some(until),
+                } = store.reserve_login(key, now, rule).await?
+                {
+                    return Err(AccountError::AddressLockedOut(until));
+                }
+            }
+            match attempt {
+                Some(until) => Err(AccountError::LockedOut(until)),
+                None => Err(AccountError::InvalidCredentials),
+            }
+        }
     }
 }
 
@@ -571,6 +610,7 @@ mod tests {
         let lockout = Lockout {
             threshold: 3,
             seconds: 100,
+            address: None,
         };
         let login = |password: &'static str, now| {
             let store = store.clone();
@@ -608,6 +648,28 @@ mod tests {
         }
         let e = authenticate(&store, "nobody", "wrong-pass", 300, lockout).await;
         assert!(matches!(e, Err(AccountError::LockedOut(400))), "{e:?}");
+        // An address that fails on many names is locked out of all of them.
+        let from = Lockout {
+            threshold: 0,
+            seconds: 100,
+            address: Some(("192.0.2.9".parse().unwrap(), 2)),
+        };
+        let e = authenticate(&store, "carol", "wrong-pass", 500, from).await;
+        assert!(matches!(e, Err(AccountError::InvalidCredentials)), "{e:?}");
+        let e = authenticate(&store, "dave", "wrong-pass", 500, from).await;
+        assert!(
+            matches!(e, Err(AccountError::AddressLockedOut(600))),
+            "{e:?}"
+        );
+        let e = authenticate(&store, "alice", "password-1", 501, from).await;
+        assert!(matches!(e, Err(AccountError::AddressLocked(600))), "{e:?}");
+        let elsewhere = Lockout {
+            address: Some(("192.0.2.10".parse().unwrap(), 2)),
+            ..from
+        };
+        authenticate(&store, "alice", "password-1", 501, elsewhere)
+            .await
+            .unwrap();
         // Off: failures are not counted.
         for _ in 0..5 {
             let e = authenticate(&store, "alice", "wrong-pass", 200, Lockout::OFF).await;

@@ -40,6 +40,7 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("database.pool_min", 0, 1000),
     ("database.pool_max", 1, 1000),
     ("lockout_threshold", 0, 1000),
+    ("lockout_address_threshold", 0, 100_000),
     ("msg_rate", 0, 1_000_000),
     ("msg_burst", 1, 1_000_000),
     ("max_connections", 0, 10_000_000),
@@ -162,8 +163,11 @@ pub struct Config {
     /// from `jwt_secret` (then changing `jwt_secret` makes existing API keys unusable).
     #[serde(with = "optional")]
     pub sealing_key: Option<Secret>,
-    /// Consecutive failed logins that lock an account; 0 = never locked.
+    /// Failed logins of one name within `lockout_duration` that lock it; 0 = never.
     pub lockout_threshold: usize,
+    /// Failed logins from one address within `lockout_duration` that lock it out of every
+    /// name; 0 = never.
+    pub lockout_address_threshold: usize,
     /// How long a locked account refuses logins.
     #[serde(with = "humantime_serde")]
     pub lockout_duration: Duration,
@@ -340,6 +344,7 @@ impl Default for Config {
             registration: String::new(),
             sealing_key: None,
             lockout_threshold: 10,
+            lockout_address_threshold: 50,
             lockout_duration: Duration::from_secs(15 * 60),
             jwks: JwksConfig::default(),
             turn: TurnConfig::default(),
@@ -518,6 +523,7 @@ impl Config {
             ("database.pool_min", self.database.pool_min),
             ("database.pool_max", self.database.pool_max),
             ("lockout_threshold", self.lockout_threshold),
+            ("lockout_address_threshold", self.lockout_address_threshold),
             ("msg_rate", self.msg_rate),
             ("msg_burst", self.msg_burst),
             ("max_connections", self.max_connections),
@@ -1218,6 +1224,11 @@ mod tests {
                 "lockout_threshold",
                 &[("SWITCHBOARD_LOCKOUT_THRESHOLD", "1001")],
                 "between 0 and 1000",
+            ),
+            (
+                "lockout_address_threshold",
+                &[("SWITCHBOARD_LOCKOUT_ADDRESS_THRESHOLD", "100001")],
+                "between 0 and 100000",
             ),
             (
                 "lockout_duration",

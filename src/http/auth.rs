@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::openapi::{DatabaseDown, Internal, InvalidBody, Refused, Tokens};
+use super::openapi::{DatabaseDown, Internal, InvalidBody, RateLimited, Refused, Tokens};
 use super::{Bearer, Limited};
 use crate::accounts::{self, AccountError};
 use crate::auth::{self, Revocation};
@@ -101,6 +101,11 @@ impl From<AccountError> for ApiError {
         match e {
             AccountError::InvalidCredentials => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail)
+            }
+            AccountError::AddressLocked(until) | AccountError::AddressLockedOut(until) => {
+                let wait = (until - now()).max(1);
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "address_locked", detail)
+                    .with_retry_after(u64::try_from(wait).unwrap_or(1))
             }
             AccountError::Locked(until) | AccountError::LockedOut(until) => {
                 let wait = (until - now()).max(1);
@@ -217,6 +222,7 @@ async fn log_in(
     let lockout = accounts::Lockout {
         threshold: state.config.lockout_threshold,
         seconds: i64::try_from(state.config.lockout_duration.as_secs()).unwrap_or(i64::MAX),
+        address: Some((ip, state.config.lockout_address_threshold)),
     };
     match accounts::authenticate(&state.store, username, password, now(), lockout).await {
         Ok(user) => {
@@ -228,6 +234,8 @@ async fn log_in(
                 AccountError::InvalidCredentials => Some("login_failed"),
                 AccountError::LockedOut(_) => Some("locked_out"),
                 AccountError::Locked(_) => Some("login_locked"),
+                AccountError::AddressLockedOut(_) => Some("address_locked_out"),
+                AccountError::AddressLocked(_) => Some("login_address_locked"),
                 _ => None,
             };
             if let Some(event) = event {
@@ -261,8 +269,10 @@ fn no_store(status: StatusCode, body: Value) -> Response {
         (status = 422, response = InvalidBody),
         (status = 401, description = "`invalid_credentials`: an unknown user, a wrong password or \
             a disabled account alike", body = ErrorBody),
-        (status = 429, description = "`account_locked`: too many failed logins; `Retry-After` \
-            says for how long", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests from this address; \
+            `account_locked` or `address_locked`: too many failed logins of this name or from this \
+            address. `Retry-After` and `retry_after` say how many seconds to wait",
+            body = ErrorBody),
         (status = 500, response = Internal),
         (status = 503, response = DatabaseDown),
     )
@@ -294,6 +304,7 @@ pub async fn login(
         (status = 415, response = InvalidBody),
         (status = 422, response = InvalidBody),
         (status = 500, response = Internal),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]
@@ -344,8 +355,10 @@ pub async fn register(
         (status = 400, description = "OAuth2's errors: `invalid_request` (no form body, or no \
             username or password), `unsupported_grant_type`, `invalid_grant` (wrong \
             credentials)", body = OAuthError),
-        (status = 429, description = "`account_locked`: too many failed logins; `Retry-After` \
-            says for how long", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests from this address; \
+            `account_locked` or `address_locked`: too many failed logins of this name or from this \
+            address. `Retry-After` and `retry_after` say how many seconds to wait",
+            body = ErrorBody),
         (status = 500, response = Internal),
         (status = 503, response = DatabaseDown),
     )
@@ -439,6 +452,7 @@ pub async fn me(
         (status = 422, response = InvalidBody),
         (status = 401, description = "`unauthorized`: an unknown, expired, spent or revoked \
             refresh token, or a disabled account", body = ErrorBody),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]
@@ -496,6 +510,7 @@ pub async fn refresh(
         (status = 401, response = Refused),
         (status = 403, description = "`forbidden`: the refresh token is another user's",
             body = ErrorBody),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]

@@ -57,6 +57,7 @@ const BEARER: &str = "bearer";
             InvalidBody,
             Internal,
             DatabaseDown,
+            RateLimited,
             ClusterDown
         )
     ),
@@ -131,6 +132,11 @@ pub struct Internal(pub ErrorBody);
 /// `unavailable`: the database does not answer; try again.
 #[derive(ToResponse)]
 pub struct DatabaseDown(pub ErrorBody);
+
+/// `rate_limited`: too many requests from this address (`auth_rate`, `ip_upgrade_rate`);
+/// `Retry-After` and `retry_after` say how many seconds to wait.
+#[derive(ToResponse)]
+pub struct RateLimited(pub ErrorBody);
 
 /// `unavailable`: the cluster state (Redis) does not answer; try again.
 #[derive(ToResponse)]

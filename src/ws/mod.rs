@@ -86,10 +86,13 @@ type WsQueryResult = Result<Query<WsQuery>, QueryRejection>;
             plain HTTP request (an upgrade is accepted and answered on the socket)",
             body = ErrorBody),
         (status = 403, description = "`forbidden`: the token does not grant the room, on a plain \
-            HTTP request", body = ErrorBody),
-        (status = 503, description = "`draining`: the node is shutting down; connect to \
-            another; `unavailable`: the API key the token names cannot be loaded now",
+            HTTP request; `origin_not_allowed`: a page of an origin not in `allowed_origins`",
             body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many upgrades from this address \
+            (`ip_upgrade_rate`); `Retry-After` says how long to wait", body = ErrorBody),
+        (status = 503, description = "`draining`: the node is shutting down; `node_full`: it \
+            holds `max_connections`; connect to another. `unavailable`: the API key the token \
+            names cannot be loaded now", body = ErrorBody),
     )
 )]
 pub async fn room_endpoint(
@@ -127,9 +130,13 @@ pub async fn room_endpoint(
         (status = 401, description = "`unauthorized`, `token_expired` or `token_revoked`: a refused token on a \
             plain HTTP request (an upgrade is accepted and answered on the socket)",
             body = ErrorBody),
-        (status = 503, description = "`draining`: the node is shutting down; connect to \
-            another; `unavailable`: the API key the token names cannot be loaded now",
-            body = ErrorBody),
+        (status = 403, description = "`origin_not_allowed`: a page of an origin not in \
+            `allowed_origins`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many upgrades from this address \
+            (`ip_upgrade_rate`); `Retry-After` says how long to wait", body = ErrorBody),
+        (status = 503, description = "`draining`: the node is shutting down; `node_full`: it \
+            holds `max_connections`; connect to another. `unavailable`: the API key the token \
+            names cannot be loaded now", body = ErrorBody),
     )
 )]
 pub async fn root_endpoint(
