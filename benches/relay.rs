@@ -1,12 +1,15 @@
 //! Per-frame costs of the relay path, without I/O: parsing a client frame and applying the
 //! signaling rules (which splice in the sender's fields), and packing signals into a bus batch
-//! and reading it back. `cargo bench --bench relay`; figures in BENCHMARKS.md.
+//! and reading it back; and what the limits add per frame and per request. `cargo bench --bench
+//! relay`; figures in BENCHMARKS.md.
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use switchboard::bus::Route;
 use switchboard::bus::redis::codec::{BatchWriter, decode};
+use switchboard::client_ip::TrustedProxies;
+use switchboard::limits::{MemoryThrottle, MessageLimit, Rate, Throttle};
 use switchboard::protocol::Frame;
 use switchboard::protocol::Member;
 use switchboard::protocol::RoomGrant;
@@ -118,5 +121,40 @@ fn socket_edge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_handle, codec, socket_edge);
+/// What the limits add: a connection's message-rate check for every frame it sends (the pass
+/// path, as under normal load), and per upgrade or `/auth` request the client's address behind a
+/// trusted proxy and the in-process throttle's hit.
+fn limits(c: &mut Criterion) {
+    let mut group = c.benchmark_group("limits");
+    let mut limit = MessageLimit::new(1_000_000_000, 1_000_000_000).unwrap();
+    group.bench_function("message_rate_check", |b| {
+        b.iter(|| black_box(limit.check()))
+    });
+    let proxies = TrustedProxies::parse(&["10.0.0.0/8"]).unwrap();
+    let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    group.bench_function("client_ip_behind_proxy", |b| {
+        b.iter(|| {
+            proxies.client_ip(
+                black_box(peer),
+                std::iter::once("203.0.113.9, 10.0.0.7"),
+                std::iter::empty(),
+            )
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let throttle = MemoryThrottle::default();
+    let rate = Rate {
+        name: "bench",
+        per_minute: u32::MAX,
+        burst: u32::MAX,
+    };
+    group.bench_function("throttle_hit_in_process", |b| {
+        b.iter(|| runtime.block_on(throttle.hit(rate, black_box("203.0.113.9"))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_and_handle, codec, socket_edge, limits);
 criterion_main!(benches);
