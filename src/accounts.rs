@@ -214,10 +214,15 @@ impl Lockout {
         address: None,
     };
 
-    /// The failure count key of the address: `ip:ADDR` (no username contains `:`).
+    /// The failure count key of the address (its /64 for IPv6): `ip:ADDR`. Names are counted
+    /// only when they could be usernames, which never contain `:`, so a login as `ip:…` cannot
+    /// touch an address's count.
     fn address_key(&self) -> Option<(String, usize)> {
         let (ip, threshold) = self.address.filter(|(_, t)| *t > 0)?;
-        Some((format!("ip:{ip}"), threshold))
+        Some((
+            format!("ip:{}", crate::client_ip::budget_key(ip)),
+            threshold,
+        ))
     }
 }
 
@@ -244,7 +249,9 @@ pub async fn authenticate(
     {
         return Err(AccountError::AddressLocked(until));
     }
-    let attempt = if lockout.threshold > 0 {
+    // A name that cannot be a username is never counted: it has no account to protect, and
+    // its count could collide with an address's.
+    let attempt = if lockout.threshold > 0 && validate_username(username).is_ok() {
         let rule = LockoutRule {
             threshold: i64::try_from(lockout.threshold).unwrap_or(i64::MAX),
             window_seconds: lockout.seconds,

@@ -32,7 +32,7 @@ pub enum UserCommand {
     Disable { name: String },
     /// Enable a disabled account.
     Enable { name: String },
-    /// Lift a lockout after too many failed logins.
+    /// Lift a lockout after too many failed logins: of a name, or of an address.
     Unlock { name: String },
     /// Import a predecessor's users CSV (bcrypt hashes kept; re-hashed with argon2id at each
     /// user's first login). Existing usernames are skipped.
@@ -231,6 +231,18 @@ async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => set_active(store, &name, false).await?,
         UserCommand::Enable { name } => set_active(store, &name, true).await?,
+        UserCommand::Unlock { name } if name.parse::<std::net::IpAddr>().is_ok() => {
+            let ip = name.parse().expect("checked");
+            let key = format!("ip:{}", switchboard::client_ip::budget_key(ip));
+            let was = store.clear_login_failures(&key).await?;
+            event(store, "address_unlocked", None, Some(name.clone())).await;
+            let state = if was {
+                "unlocked"
+            } else {
+                "nothing to unlock for"
+            };
+            println!("{state} {name}");
+        }
         UserCommand::Unlock { name } => {
             let user = accounts::find(store, &name).await.map_err(explain)?;
             store.clear_login_failures(&user.username).await?;

@@ -4,12 +4,14 @@
 //! talks to a node directly cannot choose its address by sending these headers.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ipnet::IpNet;
 
 /// The proxies whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies(Vec<IpNet>, Arc<AtomicBool>);
 
 impl TrustedProxies {
     /// Parses CIDRs (`10.0.0.0/8`) and single addresses (`192.0.2.7`); `Err` names the bad one.
@@ -24,7 +26,7 @@ impl TrustedProxies {
                     .map_err(|_| format!("{entry:?} is not a CIDR like 10.0.0.0/8 or an address"))
             })
             .collect::<Result<_, _>>()
-            .map(Self)
+            .map(|nets| Self(nets, Arc::default()))
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
@@ -43,31 +45,70 @@ impl TrustedProxies {
     ) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusts(peer) {
+            let mut x_forwarded_for = x_forwarded_for;
+            if self.0.is_empty()
+                && is_internal(peer)
+                && x_forwarded_for.next().is_some()
+                && !self.1.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    peer = %peer,
+                    "a proxy forwards requests but trusted_proxies is empty: every client counts \
+                     as the proxy's address for the per-address limits and lockouts; list it in \
+                     SWITCHBOARD_TRUSTED_PROXIES"
+                );
+            }
             return peer;
         }
-        let mut hops: Vec<IpAddr> = x_forwarded_for
+        let mut hops: Vec<Option<IpAddr>> = x_forwarded_for
             .flat_map(|value| value.split(','))
-            .filter_map(parse_hop)
+            .map(parse_hop)
             .collect();
         if hops.is_empty() {
             hops = forwarded
                 .flat_map(|value| value.split(','))
-                .filter_map(|element| {
+                .map(|element| {
                     element.split(';').find_map(|pair| {
                         let (name, value) = pair.trim().split_once('=')?;
                         name.trim().eq_ignore_ascii_case("for").then_some(value)
                     })
                 })
-                .filter_map(parse_hop)
+                .map(|value| value.and_then(parse_hop))
                 .collect();
         }
-        // From the nearest hop back: the first one that is not a trusted proxy.
-        hops.iter()
-            .rev()
-            .copied()
-            .find(|hop| !self.trusts(*hop))
-            .or_else(|| hops.first().copied())
-            .unwrap_or(peer)
+        // From the nearest hop back: the first one that is not a trusted proxy. A hop that is
+        // not an address (`unknown`, an obfuscated name) ends the search at the last trusted
+        // one: what lies beyond it is the client's word.
+        let mut last = peer;
+        for hop in hops.iter().rev() {
+            match hop {
+                Some(hop) if self.trusts(*hop) => last = *hop,
+                Some(hop) => return *hop,
+                None => return last,
+            }
+        }
+        last
+    }
+}
+
+/// The key an address's limits are counted under: an IPv4 address, or the /64 an IPv6 address
+/// belongs to (one host or customer holds a whole /64, and must not get a fresh budget per
+/// address in it).
+pub fn budget_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Loopback or private: where a proxy in front of the nodes usually is.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
     }
 }
 
@@ -125,11 +166,26 @@ mod tests {
             std::iter::once(r#"for="[2001:db8::1]:4711";proto=https, for=10.0.0.3"#),
         );
         assert_eq!(forwarded, ip("2001:db8::1"));
-        // No usable header: the proxy itself.
+        // No usable header: the proxy itself; an unusable hop stops the search there.
         let garbage = proxies.client_ip(ip("10.0.0.2"), xff("unknown, ::zz"), none());
         assert_eq!(garbage, ip("10.0.0.2"));
+        let hidden = proxies.client_ip(ip("10.0.0.2"), xff("6.6.6.6, _hidden, 10.0.0.9"), none());
+        assert_eq!(hidden, ip("10.0.0.9"));
+        // All hops trusted: the farthest proxy.
+        let inner = proxies.client_ip(ip("10.0.0.2"), xff("10.0.0.8, 10.0.0.9"), none());
+        assert_eq!(inner, ip("10.0.0.8"));
         // IPv4 mapped into IPv6 is the IPv4 address.
         assert!(proxies.trusts(ip("::ffff:10.1.2.3")));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64s_budget() {
+        assert_eq!(budget_key(ip("198.51.100.7")), "198.51.100.7");
+        assert_eq!(budget_key(ip("::ffff:198.51.100.7")), "198.51.100.7");
+        let a = budget_key(ip("2001:db8:1:2:aaaa::1"));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, budget_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_ne!(a, budget_key(ip("2001:db8:1:3::1")));
     }
 
     #[test]

@@ -59,7 +59,8 @@ impl FromRequestParts<AppState> for Limited {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ip = client_ip(parts, state);
-        if let Err(wait) = state.throttle.hit(state.auth_rate(), &ip.to_string()).await {
+        let key = crate::client_ip::budget_key(ip);
+        if let Err(wait) = state.throttle.hit(state.auth_rate(), &key).await {
             return Err(rate_limited("auth_rate", wait));
         }
         Ok(Self(ip))

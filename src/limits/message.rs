@@ -2,10 +2,11 @@
 //!
 //! The first message over the limit is answered (`rate_limited` with the wait); the ones after
 //! it, until one passes again, are dropped without an answer, so a flood does not turn into a
-//! flood of error frames; more than `burst` of those in a row close the connection.
+//! flood of error frames; more than `burst` (at least 10) refused within one second close the
+//! connection, however many pass in between.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -27,9 +28,11 @@ pub enum Verdict {
 pub struct MessageLimit {
     limiter: DefaultDirectRateLimiter,
     clock: DefaultClock,
-    /// Messages refused since the last one that passed.
+    /// Messages refused since the last one that passed (the first is answered).
     refused: u32,
-    /// Refusals in a row that close the connection.
+    /// Refusals within the current second, and when that second began.
+    window: (Instant, u32),
+    /// Refusals within one second that close the connection.
     max_refused: u32,
 }
 
@@ -45,6 +48,7 @@ impl MessageLimit {
             limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
             clock,
             refused: 0,
+            window: (Instant::now(), 0),
             max_refused: burst.get().max(10),
         })
     }
@@ -57,10 +61,16 @@ impl MessageLimit {
             }
             Err(not_until) => {
                 self.refused = self.refused.saturating_add(1);
-                if self.refused == 1 {
-                    Verdict::Refuse(not_until.wait_time_from(self.clock.now()))
-                } else if self.refused > self.max_refused {
+                let (since, count) = &mut self.window;
+                if since.elapsed() >= Duration::from_secs(1) {
+                    *since = Instant::now();
+                    *count = 0;
+                }
+                *count += 1;
+                if *count > self.max_refused {
                     Verdict::Close
+                } else if self.refused == 1 {
+                    Verdict::Refuse(not_until.wait_time_from(self.clock.now()))
                 } else {
                     Verdict::Drop
                 }
@@ -87,6 +97,22 @@ mod tests {
             assert_eq!(limit.check(), Verdict::Drop);
         }
         assert_eq!(limit.check(), Verdict::Close);
+    }
+
+    #[test]
+    fn a_steady_flood_that_lets_some_through_is_closed_too() {
+        // One message a second passes; a flood in between is refused: the refusals within a
+        // second close it even though passes reset the "in a row" count.
+        let mut limit = MessageLimit::new(1000, 1).unwrap();
+        let mut verdicts = Vec::new();
+        for _ in 0..100_000 {
+            let verdict = limit.check();
+            verdicts.push(verdict);
+            if verdict == Verdict::Close {
+                break;
+            }
+        }
+        assert_eq!(verdicts.last(), Some(&Verdict::Close), "never closed");
     }
 
     #[test]

@@ -198,7 +198,8 @@ impl ErrorFrame {
     }
 
     pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
-        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        // Rounded up: a client that waits exactly this long is not refused again.
+        let ms = u32::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
         self.retry_after_ms = Some(ms.max(1));
         self
     }

@@ -55,7 +55,7 @@ struct Conn {
     last_seen: Instant,
     /// A frame arrived since the last keepalive tick (cheaper than reading the clock per frame).
     seen: bool,
-    /// The connection's message rate, once it is authenticated (`None`: no limit).
+    /// The connection's message rate (`None`: no limit).
     limit: Option<MessageLimit>,
 }
 
@@ -80,12 +80,13 @@ enum Next {
 /// Runs one upgraded connection to its end. The socket moves into a boxed `Conn` before the
 /// task's future is built, so the future does not carry the socket's space twice.
 pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Output = ()> {
+    let limit = MessageLimit::new(state.config.msg_rate, state.config.msg_burst);
     let conn = Box::new(Conn {
         socket,
         state,
         last_seen: Instant::now(),
         seen: false,
-        limit: None,
+        limit,
     });
     run_boxed(conn, start)
 }
@@ -136,6 +137,22 @@ impl Conn {
         self.send(&error.into()).await
     }
 
+    /// What the connection's message limit says of `incoming`: every data frame counts (text
+    /// and binary, before and after authentication); control frames and ends do not.
+    fn limit_data(&mut self, incoming: &Incoming) -> Verdict {
+        if !matches!(incoming, Incoming::Text(_) | Incoming::Binary) {
+            return Verdict::Pass;
+        }
+        let verdict = self
+            .limit
+            .as_mut()
+            .map_or(Verdict::Pass, MessageLimit::check);
+        if verdict == Verdict::Close {
+            metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
+        }
+        verdict
+    }
+
     /// Sends the close frame and waits briefly for the client's, so no data is reset away.
     async fn close(mut self, code: CloseCode) {
         let frame = CloseFrame {
@@ -184,6 +201,15 @@ impl Conn {
                 () = &mut deadline => return Err(CloseCode::PolicyViolation),
                 incoming = self.next() => incoming,
             };
+            match self.limit_data(&incoming) {
+                Verdict::Pass => {}
+                Verdict::Refuse(wait) => {
+                    self.send_error(rate_limited(wait)).await;
+                    continue;
+                }
+                Verdict::Drop => continue,
+                Verdict::Close => return Err(CloseCode::PolicyViolation),
+            }
             let text = match incoming {
                 Incoming::Text(text) => text,
                 Incoming::Control => continue,
@@ -270,7 +296,6 @@ impl Conn {
             ice_servers: (!ice_servers.is_empty()).then_some(ice_servers),
         };
         let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
-        self.limit = MessageLimit::new(config.msg_rate, config.msg_burst);
         drop(config);
         let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
@@ -359,17 +384,12 @@ impl Conn {
                 incoming = self.next() => {
                     // Only the hot path runs in this future; anything that waits is boxed, so
                     // that an idle connection's task stays small.
-                    let next = match incoming {
-                        Incoming::Text(text) => match self.limit.as_mut().map(MessageLimit::check) {
-                            None | Some(Verdict::Pass) => self.relay(session, &text),
-                            Some(Verdict::Refuse(wait)) => Next::Error(rate_limited(wait)),
-                            Some(Verdict::Drop) => Next::Done,
-                            Some(Verdict::Close) => {
-                                metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
-                                return CloseCode::PolicyViolation;
-                            }
-                        },
-                        other => Next::Other(other),
+                    let next = match (self.limit_data(&incoming), incoming) {
+                        (Verdict::Pass, Incoming::Text(text)) => self.relay(session, &text),
+                        (Verdict::Pass, other) => Next::Other(other),
+                        (Verdict::Refuse(wait), _) => Next::Error(rate_limited(wait)),
+                        (Verdict::Drop, _) => Next::Done,
+                        (Verdict::Close, _) => return CloseCode::PolicyViolation,
                     };
                     if !matches!(next, Next::Done)
                         && let Some(code) = Box::pin(self.slow(session, next)).await

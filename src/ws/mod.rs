@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Identity, bearer_token};
+use crate::client_ip::budget_key;
 use crate::credentials::Credentials;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
@@ -168,19 +169,11 @@ async fn accept(
             "this node is shutting down; reconnect",
         )));
     }
-    let Some(slot) = state.slots.take() else {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "max_connections").increment(1);
-        return Err(reject(ApiError::unavailable(
-            "node_full",
-            "this node holds as many WebSockets as it may; connect to another",
-        )));
-    };
     if let Some(origin) = headers.get(header::ORIGIN)
         && !origin
             .to_str()
             .is_ok_and(|origin| state.config.origin_allowed(origin))
     {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "allowed_origins").increment(1);
         return Err(reject(
             ApiError::forbidden("WebSockets from this page's origin are not allowed")
                 .with_code("origin_not_allowed"),
@@ -195,7 +188,7 @@ async fn accept(
     let ip = state.client_ip(peer.ip(), values("x-forwarded-for"), values("forwarded"));
     if let Err(wait) = state
         .throttle
-        .hit(state.upgrade_rate(), &ip.to_string())
+        .hit(state.upgrade_rate(), &budget_key(ip))
         .await
     {
         metrics::counter!(m::RATE_LIMITED, "limit" => "ip_upgrade_rate").increment(1);
@@ -220,6 +213,14 @@ async fn accept(
                 _ => ApiError::bad_request("not_websocket", e.body_text()),
             }));
         }
+    };
+    // Taken last, so that what is refused above never holds a slot meanwhile.
+    let Some(slot) = state.slots.take() else {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "max_connections").increment(1);
+        return Err(reject(ApiError::unavailable(
+            "node_full",
+            "this node holds as many WebSockets as it may; connect to another",
+        )));
     };
     let client_id = query
         .client_id

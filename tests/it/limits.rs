@@ -273,3 +273,77 @@ async fn upgrades_from_pages_of_other_origins_are_refused() {
         client.recv_type("auth_success").await;
     }
 }
+
+#[tokio::test]
+async fn frames_before_authentication_and_binary_frames_count_too() {
+    let node = spawn_node(switchboard::config::Config {
+        msg_rate: 1,
+        msg_burst: 10,
+        ..test_config()
+    });
+    let mut client = connect(&node.ws("/ws")).await.unwrap();
+    client.recv_type("auth_required").await;
+    for _ in 0..40 {
+        client
+            .send_raw(tokio_tungstenite::tungstenite::Message::Binary(
+                vec![0u8; 4].into(),
+            ))
+            .await;
+    }
+    let (frames, code) = client.drain_until_close().await;
+    assert_eq!(code, 1008, "{frames:?}");
+    let codes: Vec<&str> = frames.iter().filter_map(|f| f["code"].as_str()).collect();
+    // The burst is answered, then one rate_limited, then nothing until the close.
+    assert_eq!(codes.len(), 11, "{codes:?}");
+    assert_eq!(codes[10], "rate_limited");
+}
+
+#[tokio::test]
+async fn failed_logins_lock_an_address_but_a_name_cannot_lock_one() {
+    let add_alice = |node: &TestNode| {
+        let store = node.state.store.clone();
+        async move {
+            switchboard::accounts::add_user(&store, "alice", "password-1", None, "user", 1)
+                .await
+                .unwrap();
+        }
+    };
+    let alice_logs_in = |node: &TestNode| {
+        let request = http_client()
+            .post(node.http("/auth/login"))
+            .json(&json!({"username": "alice", "password": "password-1"}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Logins as names shaped like an address's key are not counted as names: they cannot lock
+    // the address (here 127.0.0.1) out.
+    let node = spawn_node(switchboard::config::Config {
+        lockout_threshold: 2,
+        lockout_address_threshold: 100,
+        ..test_config()
+    });
+    add_alice(&node).await;
+    for name in [
+        "ip:127.0.0.1",
+        "IP:127.0.0.1",
+        "ip:127.0.0.1",
+        "ip:127.0.0.1",
+    ] {
+        assert_eq!(login(&node, name, None).await.status(), 401, "{name}");
+    }
+    assert_eq!(alice_logs_in(&node).await, 200);
+
+    // Failures on several names from one address lock the address out of all of them.
+    let node = spawn_node(switchboard::config::Config {
+        lockout_address_threshold: 3,
+        ..test_config()
+    });
+    add_alice(&node).await;
+    for name in ["bob", "carol"] {
+        assert_eq!(login(&node, name, None).await.status(), 401);
+    }
+    let response = login(&node, "dave", None).await;
+    assert_eq!(response.status(), 429);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "address_locked");
+    assert_eq!(alice_logs_in(&node).await, 429);
+}
