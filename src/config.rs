@@ -44,6 +44,7 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("msg_rate", 0, 1_000_000),
     ("msg_burst", 1, 1_000_000),
     ("max_connections", 0, 10_000_000),
+    ("user_connections", 0, 1_000_000),
     ("ip_upgrade_rate", 0, 1_000_000_000),
     ("ip_upgrade_burst", 1, 1_000_000),
     ("auth_rate", 0, 1_000_000),
@@ -119,6 +120,8 @@ pub struct Config {
     pub msg_burst: usize,
     /// WebSocket connections this node holds at most; 0 = no limit.
     pub max_connections: usize,
+    /// Connections one user may hold across the cluster; 0 = no limit.
+    pub user_connections: usize,
     /// WebSocket upgrades one address may start per minute, cluster-wide; 0 = no limit.
     pub ip_upgrade_rate: usize,
     /// Upgrades one address may start at once above that rate.
@@ -324,6 +327,7 @@ impl Default for Config {
             msg_rate: 30,
             msg_burst: 120,
             max_connections: 0,
+            user_connections: 10,
             ip_upgrade_rate: 120,
             ip_upgrade_burst: 30,
             auth_rate: 30,
@@ -527,6 +531,7 @@ impl Config {
             ("msg_rate", self.msg_rate),
             ("msg_burst", self.msg_burst),
             ("max_connections", self.max_connections),
+            ("user_connections", self.user_connections),
             ("ip_upgrade_rate", self.ip_upgrade_rate),
             ("ip_upgrade_burst", self.ip_upgrade_burst),
             ("auth_rate", self.auth_rate),
@@ -1269,6 +1274,11 @@ mod tests {
                 "max_connections",
                 &[("SWITCHBOARD_MAX_CONNECTIONS", "many")],
                 "between 0 and 10000000",
+            ),
+            (
+                "user_connections",
+                &[("SWITCHBOARD_USER_CONNECTIONS", "2000000")],
+                "between 0 and 1000000",
             ),
             (
                 "ip_upgrade_rate",

@@ -45,6 +45,7 @@ fn config() -> Config {
     config.msg_burst = 1_000_000;
     config.ip_upgrade_rate = 100_000_000;
     config.ip_upgrade_burst = 1_000_000;
+    config.user_connections = 1_000_000;
     config
 }
 

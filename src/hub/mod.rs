@@ -120,8 +120,17 @@ impl Hub {
     }
 
     /// Registers an authenticated connection, taking over the client id from the same user's
-    /// older connection (anywhere in the cluster) or refusing another user's.
-    pub async fn connect(&self, me: &Member, handle: ConnHandle) -> Result<(), ErrorFrame> {
+    /// older connection (anywhere in the cluster) or refusing another user's. With
+    /// `max_devices` (not 0), a user who would hold more connections than that across the
+    /// cluster is refused (`rate_limited`); presence counts them, so a dead node's connections
+    /// stop counting when it is reaped. Checked after the claim: two connections racing for the
+    /// last place may both be refused, never both admitted.
+    pub async fn connect(
+        &self,
+        me: &Member,
+        handle: ConnHandle,
+        max_devices: usize,
+    ) -> Result<(), ErrorFrame> {
         match self.presence.claim(me).await? {
             Claim::Taken => {
                 return Err(ErrorFrame::new(
@@ -131,6 +140,22 @@ impl Hub {
             }
             Claim::Replaced(old) => self.replace(&old).await,
             Claim::Fresh => {}
+        }
+        if max_devices > 0 {
+            match self.presence.devices(&me.user_id).await {
+                Ok(held) if held > max_devices => {
+                    if let Err(e) = self.presence.evict(me).await {
+                        tracing::warn!(error = %e, "a refused connection stays in presence until reaped");
+                    }
+                    metrics::counter!(m::RATE_LIMITED, "limit" => "user_connections").increment(1);
+                    let message = format!(
+                        "this user holds {max_devices} connections already; close one first"
+                    );
+                    return Err(ErrorFrame::new(ErrorCode::RateLimited, message).max(max_devices));
+                }
+                // Presence out of reach: the cap is not enforced rather than everyone refused.
+                _ => {}
+            }
         }
         let (conn, credential) = (handle.conn, Arc::clone(&handle.credential));
         self.registry.insert(handle);

@@ -273,9 +273,10 @@ impl Conn {
             control: Arc::clone(&control),
             credential: Arc::new(identity.credential.clone()),
         };
-        if let Err(e) = Box::pin(hub.connect(&me, handle)).await {
+        if let Err(e) = Box::pin(hub.connect(&me, handle, config.user_connections)).await {
             let code = match e.code {
                 ErrorCode::ClientIdTaken => CloseCode::PolicyViolation,
+                ErrorCode::RateLimited => CloseCode::TryAgainLater,
                 _ => CloseCode::InternalError,
             };
             self.send_error(e).await;

@@ -347,3 +347,78 @@ async fn failed_logins_lock_an_address_but_a_name_cannot_lock_one() {
     assert_eq!(body["code"], "address_locked");
     assert_eq!(alice_logs_in(&node).await, 429);
 }
+
+/// Connects `user` to `node` with a fresh client id; `Err(code, close)` when refused.
+async fn user_connects(node: &TestNode, user: &str) -> Result<Client, (String, u16)> {
+    let mut client = connect(&node.ws(&format!("/ws?token={}", token(user))))
+        .await
+        .expect("upgrade accepted");
+    let first = client.recv().await;
+    if first["type"] == "auth_success" {
+        return Ok(client);
+    }
+    let code = client.expect_close().await;
+    Err((first["code"].as_str().unwrap_or_default().to_owned(), code))
+}
+
+#[tokio::test]
+async fn a_user_holds_at_most_user_connections_across_nodes() {
+    let config = switchboard::config::Config {
+        user_connections: 2,
+        ..test_config()
+    };
+    let nodes = spawn_memory_cluster(2, &config);
+    let first = user_connects(&nodes[0], "alice").await.unwrap();
+    let _second = user_connects(&nodes[1], "alice").await.unwrap();
+    for node in &nodes {
+        let refused = user_connects(node, "alice")
+            .await
+            .err()
+            .expect("a third is refused");
+        assert_eq!(refused, ("rate_limited".to_owned(), 1013));
+    }
+    // Other users are not affected, and a closed connection frees its place.
+    let _bob = user_connects(&nodes[0], "bob").await.unwrap();
+    first.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let _third = loop {
+        match user_connects(&nodes[0], "alice").await {
+            Ok(client) => break client,
+            Err(refused) => assert_eq!(refused.0, "rate_limited"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+    };
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_crashed_nodes_connections_stop_counting_when_it_is_reaped() {
+    use crate::cluster::{Redis, redis_config};
+    let mut config = switchboard::config::Config {
+        user_connections: 2,
+        ..redis_config(&Redis::Standalone.url())
+    };
+    config.lease_ttl = std::time::Duration::from_secs(1);
+    let mut nodes: Vec<TestNode> = (0..2)
+        .map(|_| spawn_node_on(config.clone(), Backing::FromConfig))
+        .collect();
+    let _one = user_connects(&nodes[1], "alice").await.unwrap();
+    let _two = user_connects(&nodes[1], "alice").await.unwrap();
+    assert!(user_connects(&nodes[0], "alice").await.is_err());
+    nodes.remove(1).crash();
+    // Within two lease TTLs the survivor reaps the dead node, and alice's places come back.
+    let deadline = tokio::time::Instant::now() + 4 * config.lease_ttl + WAIT;
+    loop {
+        if user_connects(&nodes[0], "alice").await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead node's connections still count"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -59,6 +59,7 @@ pub fn test_config() -> Config {
     config.msg_rate = 0;
     config.ip_upgrade_rate = 0;
     config.auth_rate = 0;
+    config.user_connections = 0;
     config
 }
 
