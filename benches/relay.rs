@@ -126,6 +126,9 @@ fn socket_edge(c: &mut Criterion) {
 /// trusted proxy and the in-process throttle's hit.
 fn limits(c: &mut Criterion) {
     let mut group = c.benchmark_group("limits");
+    group.bench_function("message_limit_new", |b| {
+        b.iter(|| MessageLimit::new(black_box(30), black_box(120)))
+    });
     let mut limit = MessageLimit::new(1_000_000_000, 1_000_000_000).unwrap();
     group.bench_function("message_rate_check", |b| {
         b.iter(|| black_box(limit.check()))

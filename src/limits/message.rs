@@ -6,6 +6,7 @@
 //! connection, however many pass in between.
 
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -42,7 +43,9 @@ impl MessageLimit {
         let rate = NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX))?;
         let burst =
             NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        let clock = DefaultClock::default();
+        // Building a clock calibrates it (tens of µs): every connection shares one.
+        static CLOCK: OnceLock<DefaultClock> = OnceLock::new();
+        let clock = CLOCK.get_or_init(DefaultClock::default).clone();
         let quota = Quota::per_second(rate).allow_burst(burst);
         Some(Self {
             limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
