@@ -78,11 +78,39 @@ pub struct Refresh {
 /// An OAuth2 error answer (RFC 6749 §5.2): the errors of `POST /auth/token` that OAuth2 defines.
 #[derive(Serialize, ToSchema)]
 pub struct OAuthError {
-    /// `invalid_request`, `unsupported_grant_type` or `invalid_grant`.
+    /// `invalid_request`, `unsupported_grant_type`, `invalid_grant`, or
+    /// `temporarily_unavailable` for a refusal by a limit.
     #[schema(example = "invalid_grant")]
     error: String,
     #[schema(example = "invalid username or password")]
     error_description: String,
+    /// Switchboard's own code, for a refusal by a limit: `rate_limited`, `account_locked`,
+    /// `address_locked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// Seconds to wait, as in `Retry-After`, for a refusal by a limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+}
+
+/// An [`ApiError`] of a limit (429) in OAuth2's shape, keeping its code and `Retry-After`.
+fn oauth_refusal(e: ApiError) -> Response {
+    if e.status != StatusCode::TOO_MANY_REQUESTS {
+        return e.into_response();
+    }
+    let body = OAuthError {
+        error: "temporarily_unavailable".to_owned(),
+        error_description: e.detail,
+        code: Some(e.code),
+        retry_after: e.retry_after,
+    };
+    let mut response = (e.status, Json(body)).into_response();
+    if let Some(seconds) = e.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+    }
+    response
 }
 
 fn now() -> i64 {
@@ -357,21 +385,28 @@ pub async fn register(
             credentials)", body = OAuthError),
         (status = 429, description = "`rate_limited`: too many requests from this address; \
             `account_locked` or `address_locked`: too many failed logins of this name or from this \
-            address. `Retry-After` and `retry_after` say how many seconds to wait",
-            body = ErrorBody),
+            address. OAuth2's shape: `error` is `temporarily_unavailable`, `code` says which; \
+            `Retry-After` and `retry_after` say how many seconds to wait",
+            body = OAuthError),
         (status = 500, response = Internal),
         (status = 503, response = DatabaseDown),
     )
 )]
 pub async fn token(
     State(state): State<AppState>,
-    Limited(ip): Limited,
+    limited: Result<Limited, ApiError>,
     body: Result<Form<PasswordGrant>, FormRejection>,
 ) -> Response {
+    let ip = match limited {
+        Ok(Limited(ip)) => ip,
+        Err(e) => return oauth_refusal(e),
+    };
     let oauth = |status: StatusCode, error: &str, description: &str| {
         let body = OAuthError {
             error: error.to_owned(),
             error_description: description.to_owned(),
+            code: None,
+            retry_after: None,
         };
         (status, Json(body)).into_response()
     };
@@ -400,7 +435,7 @@ pub async fn token(
             "invalid_grant",
             "invalid username or password",
         ),
-        Err(e) => e.into_response(),
+        Err(e) => oauth_refusal(e),
     }
 }
 

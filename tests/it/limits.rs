@@ -422,3 +422,30 @@ async fn a_crashed_nodes_connections_stop_counting_when_it_is_reaped() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_oauth2_token_endpoint_answers_limits_in_oauth2s_shape() {
+    let node = spawn_node(switchboard::config::Config {
+        auth_rate: 6,
+        auth_burst: 1,
+        ..test_config()
+    });
+    let grant = || {
+        http_client()
+            .post(node.http("/auth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "x"),
+            ])
+            .send()
+    };
+    assert_eq!(grant().await.unwrap().status(), 400, "invalid_grant first");
+    let response = grant().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(body["retry_after"].as_u64().unwrap() >= 1);
+}
