@@ -313,8 +313,7 @@ pub async fn purge_expired_tokens(store: Store, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        let now = now.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = crate::auth::unix_seconds();
         match store.purge_expired_tokens(now).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired refresh tokens deleted"),

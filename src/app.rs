@@ -96,9 +96,7 @@ pub async fn run(
 /// Creates the demo accounts on a development node's empty database and shows their passwords
 /// once, on the terminal (never in the log).
 async fn demo_users(store: crate::store::Store) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    let now = now.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    match crate::accounts::create_demo_users(&store, now).await {
+    match crate::accounts::create_demo_users(&store, crate::auth::unix_seconds()).await {
         Ok(created) if !created.is_empty() => {
             eprintln!("demo accounts on this empty development database (shown once):");
             for (name, password) in created {

@@ -3,12 +3,12 @@
 //! password, a revoked key) is written as a revocation, which every node reads from the store
 //! within seconds. Each change is recorded as a security event.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use switchboard::accounts::{self, AccountError};
-use switchboard::auth::Revocation;
+use switchboard::auth::{Revocation, unix_seconds as now};
 use switchboard::config::Config;
 use switchboard::store::{SecurityEvent, Store, StoreError};
 
@@ -48,12 +48,6 @@ pub enum ApiKeyCommand {
     List,
     /// Revoke an API key by id or name: its tokens stop on every node.
     Revoke { key: String },
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH);
-    since.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Runs `task` on the configured database.

@@ -354,7 +354,7 @@ pub fn sealer(config: &Config) -> Sealer {
 /// down it is still applied and published, and the error returned: a node that misses the bus
 /// then would not learn of it.
 pub async fn revoke(store: &Store, hub: &Hub, revocation: &Revocation) -> Result<(), StoreError> {
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let now = crate::auth::unix_seconds();
     let stored = store.add_revocation(revocation, now).await;
     if let Err(e) = hub.revoke(revocation).await {
         tracing::warn!(error = %e, "revocation not published; other nodes read it from the store");

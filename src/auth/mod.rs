@@ -400,6 +400,11 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Cla
     Ok(data.claims)
 }
 
+/// Unix seconds now, as the store keeps times.
+pub fn unix_seconds() -> i64 {
+    i64::try_from(unix_now()).unwrap_or(i64::MAX)
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH);

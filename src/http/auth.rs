@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::openapi::{DatabaseDown, Internal, InvalidBody, RateLimited, Refused, Tokens};
 use super::{Bearer, Limited};
 use crate::accounts::{self, AccountError};
-use crate::auth::{self, Revocation};
+use crate::auth::{self, Revocation, unix_seconds as now};
 use crate::credentials;
 use crate::error::{ApiError, ErrorBody};
 use crate::protocol::UserId;
@@ -113,11 +113,6 @@ fn oauth_refusal(e: ApiError) -> Response {
     response
 }
 
-fn now() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// A refused JSON body, answered as `{detail, code}` with the rejection's status.
 fn bad_body(rejection: JsonRejection) -> ApiError {
     ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
@@ -194,9 +189,7 @@ async fn record(
         ip: Some(ip.to_string()),
         detail: None,
     };
-    if let Err(e) = state.store.record_event(&event).await {
-        tracing::warn!(error = %e, kind, "security event not recorded");
-    }
+    accounts::record_event(&state.store, event).await;
 }
 
 /// Mints an access token and a new refresh token (of `family`, or a new one) for `user`.
