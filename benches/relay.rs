@@ -9,7 +9,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use switchboard::bus::Route;
 use switchboard::bus::redis::codec::{BatchWriter, decode};
 use switchboard::client_ip::TrustedProxies;
-use switchboard::limits::{MemoryThrottle, MessageLimit, Rate, Throttle};
+use switchboard::limits::{MemoryThrottle, MessageLimit, Rate, Throttle, UserBudgets, Verdict};
 use switchboard::protocol::Frame;
 use switchboard::protocol::Member;
 use switchboard::protocol::RoomGrant;
@@ -122,14 +122,14 @@ fn socket_edge(c: &mut Criterion) {
 }
 
 /// What the limits add: a connection's message-rate check for every frame it sends (the pass
-/// path, as under normal load), and per upgrade or `/auth` request the client's address behind a
+/// path, as under normal load), with its user's, and per upgrade or `/auth` request the client's address behind a
 /// trusted proxy and the in-process throttle's hit.
 fn limits(c: &mut Criterion) {
     let mut group = c.benchmark_group("limits");
     group.bench_function("message_limit_new", |b| {
         b.iter(|| MessageLimit::new(black_box(30), black_box(120)))
     });
-    let mut limit = MessageLimit::new(1_000_000_000, 1_000_000_000).unwrap();
+    let mut limit = MessageLimit::new(1_000_000_000, 1_000_000_000);
     group.bench_function("message_rate_check", |b| {
         b.iter(|| black_box(limit.check()))
     });
@@ -155,6 +155,26 @@ fn limits(c: &mut Criterion) {
     };
     group.bench_function("throttle_hit_in_process", |b| {
         b.iter(|| runtime.block_on(throttle.hit(rate, black_box("203.0.113.9"))))
+    });
+    // The connection's check and its user's, as with `user_msg_rate` on: a local spend per
+    // frame, and a refill from the throttle (in process here) once per chunk of 1000.
+    let budgets = UserBudgets::default();
+    let mut limit = MessageLimit::new(1_000_000_000, 1_000_000_000);
+    limit.with_user(budgets.get("alice"), 1_000_000_000);
+    let user_rate = Rate {
+        name: "user_msg_rate",
+        per_minute: u32::MAX,
+        burst: u32::MAX,
+    };
+    group.bench_function("message_rate_check_with_user", |b| {
+        b.iter(|| match limit.check() {
+            Verdict::Refill => {
+                let budget = std::sync::Arc::clone(limit.user().unwrap());
+                let refilled = runtime.block_on(budget.refill(&throttle, user_rate));
+                black_box(limit.settle(refilled))
+            }
+            verdict => black_box(verdict),
+        })
     });
     group.finish();
 }

@@ -45,6 +45,9 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("msg_burst", 1, 1_000_000),
     ("max_connections", 0, 10_000_000),
     ("user_connections", 0, 1_000_000),
+    ("user_msg_rate", 0, 1_000_000),
+    ("user_msg_burst", 1, 1_000_000),
+    ("ip_connections", 0, 1_000_000),
     ("ip_upgrade_rate", 0, 1_000_000_000),
     ("ip_upgrade_burst", 1, 1_000_000),
     ("auth_rate", 0, 1_000_000),
@@ -122,13 +125,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Connections one user may hold across the cluster; 0 = no limit.
     pub user_connections: usize,
+    /// Messages one user may send per second over all its connections, cluster-wide; 0 = no
+    /// limit.
+    pub user_msg_rate: usize,
+    /// Messages one user may send at once above that rate.
+    pub user_msg_burst: usize,
+    /// WebSocket connections one address may hold across the cluster; 0 = no limit.
+    pub ip_connections: usize,
     /// WebSocket upgrades one address may start per minute, cluster-wide; 0 = no limit.
     pub ip_upgrade_rate: usize,
     /// Upgrades one address may start at once above that rate.
     pub ip_upgrade_burst: usize,
-    /// Requests one address may make per minute to `POST /auth/*`, cluster-wide; 0 = no limit.
+    /// Requests one address may make per minute to each route under `/auth` and each public
+    /// `POST`, cluster-wide; 0 = no limit.
     pub auth_rate: usize,
-    /// `/auth` requests one address may make at once above that rate.
+    /// Requests one address may make to one such route at once above that rate.
     pub auth_burst: usize,
     /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` / `Forwarded` name the client.
     pub trusted_proxies: Vec<String>,
@@ -328,6 +339,9 @@ impl Default for Config {
             msg_burst: 120,
             max_connections: 0,
             user_connections: 10,
+            user_msg_rate: 60,
+            user_msg_burst: 240,
+            ip_connections: 5,
             ip_upgrade_rate: 120,
             ip_upgrade_burst: 30,
             auth_rate: 30,
@@ -532,6 +546,9 @@ impl Config {
             ("msg_burst", self.msg_burst),
             ("max_connections", self.max_connections),
             ("user_connections", self.user_connections),
+            ("user_msg_rate", self.user_msg_rate),
+            ("user_msg_burst", self.user_msg_burst),
+            ("ip_connections", self.ip_connections),
             ("ip_upgrade_rate", self.ip_upgrade_rate),
             ("ip_upgrade_burst", self.ip_upgrade_burst),
             ("auth_rate", self.auth_rate),
@@ -641,22 +658,34 @@ impl Config {
         Ok(())
     }
 
-    /// The CORS origins in force: `cors_origins`, or any when unset (development).
+    /// The CORS origins in force, as browsers send them: `cors_origins`, or any when unset
+    /// (development).
     pub fn cors_origins(&self) -> Vec<String> {
         if self.cors_origins.is_empty() {
             vec!["*".to_owned()]
         } else {
-            self.cors_origins.clone()
+            let origins = self.cors_origins.iter();
+            origins
+                .map(|o| {
+                    if o == "*" {
+                        o.clone()
+                    } else {
+                        normalize_origin(o)
+                    }
+                })
+                .collect()
         }
     }
 
     /// Whether a WebSocket upgrade from a page of `origin` is allowed.
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins.is_empty()
-            || self
-                .allowed_origins
-                .iter()
-                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        let origin = normalize_origin(origin);
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || normalize_origin(o) == origin)
     }
 
     /// Whether `POST /auth/register` creates accounts.
@@ -721,9 +750,17 @@ impl Config {
             ("allowed_origins", &self.allowed_origins),
         ] {
             for origin in origins {
+                let host = origin
+                    .strip_prefix("http://")
+                    .or_else(|| origin.strip_prefix("https://"));
                 let valid = origin == "*"
-                    || (origin.starts_with("http://") || origin.starts_with("https://"))
-                        && origin.bytes().all(|b| b.is_ascii_graphic());
+                    || host.is_some_and(|host| {
+                        let host = host.strip_suffix('/').unwrap_or(host);
+                        !host.is_empty()
+                            && host
+                                .bytes()
+                                .all(|b| b.is_ascii_graphic() && !b"/?#@".contains(&b))
+                    });
                 if !valid {
                     return Err(invalid(
                         setting,
@@ -745,6 +782,20 @@ impl Config {
             )
         })?;
         Ok(())
+    }
+}
+
+/// An origin as browsers send it: lower case, no trailing `/`, no default port.
+fn normalize_origin(origin: &str) -> String {
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let default_port = if origin.starts_with("https://") {
+        ":443"
+    } else {
+        ":80"
+    };
+    match origin.strip_suffix(default_port) {
+        Some(bare) => bare.to_owned(),
+        None => origin,
     }
 }
 
@@ -1281,6 +1332,21 @@ mod tests {
                 "between 0 and 1000000",
             ),
             (
+                "user_msg_rate",
+                &[("SWITCHBOARD_USER_MSG_RATE", "fast")],
+                "between 0 and 1000000",
+            ),
+            (
+                "user_msg_burst",
+                &[("SWITCHBOARD_USER_MSG_BURST", "0")],
+                "between 1 and 1000000",
+            ),
+            (
+                "ip_connections",
+                &[("SWITCHBOARD_IP_CONNECTIONS", "1000001")],
+                "between 0 and 1000000",
+            ),
+            (
                 "ip_upgrade_rate",
                 &[("SWITCHBOARD_IP_UPGRADE_RATE", "-1")],
                 "between 0 and 1000000000",
@@ -1481,6 +1547,38 @@ mod tests {
         };
         assert!(listed.origin_allowed("https://APP.example"));
         assert!(!listed.origin_allowed("https://evil.example"));
+        assert!(!listed.origin_allowed("https://app.example.evil.example"));
+        assert!(
+            !listed.origin_allowed("http://app.example"),
+            "another scheme"
+        );
+        // Written with a trailing slash or a default port, an origin still matches what
+        // browsers send (and the other way round).
+        let written = Config {
+            allowed_origins: vec!["https://app.example:443/".into(), "http://x.example".into()],
+            cors_origins: vec![
+                "https://App.example/".into(),
+                "http://localhost:8080".into(),
+            ],
+            ..listed
+        };
+        assert!(written.origin_allowed("https://app.example"));
+        assert!(written.origin_allowed("http://x.example:80"));
+        assert!(!written.origin_allowed("https://app.example:8443"));
+        assert_eq!(
+            written.cors_origins(),
+            ["https://app.example", "http://localhost:8080"]
+        );
+        for bad in [
+            "https://app.example/path",
+            "https://",
+            "https://a@b",
+            "https://x?y",
+        ] {
+            let e = Config::load(None, &env(&[("SWITCHBOARD_ALLOWED_ORIGINS", bad)]));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("allowed_origins"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::hub::Hub;
-use crate::limits::{NodeSlots, Rate, Throttle};
+use crate::limits::{NodeSlots, Rate, Throttle, UserBudgets};
 use crate::protocol::NodeId;
 use crate::store::Store;
 use crate::tasks::Supervisor;
@@ -29,8 +29,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The WebSockets this node holds, against `max_connections`.
     pub slots: NodeSlots,
-    /// Request rates per address, the same on every node.
+    /// Request rates per address and message rates per user, the same on every node.
     pub throttle: Arc<dyn Throttle>,
+    /// The message budgets of the users connected here.
+    pub user_budgets: Arc<UserBudgets>,
     /// Whose forwarding headers name the client.
     pub proxies: Arc<TrustedProxies>,
     /// STUN and TURN servers, and the secret that signs TURN credentials.
@@ -64,6 +66,7 @@ impl AppState {
             turn: Arc::new(Turn::from_config(&config)),
             slots: NodeSlots::new(config.max_connections),
             throttle,
+            user_budgets: Arc::default(),
             proxies: Arc::new(proxies),
             config: Arc::new(config),
             hub,
@@ -81,6 +84,16 @@ impl AppState {
             name: "ip_upgrade_rate",
             per_minute: u32::try_from(self.config.ip_upgrade_rate).unwrap_or(u32::MAX),
             burst: u32::try_from(self.config.ip_upgrade_burst).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The rate of messages per user, over all its connections.
+    pub fn user_msg_rate(&self) -> Rate {
+        let per_second = u32::try_from(self.config.user_msg_rate).unwrap_or(u32::MAX);
+        Rate {
+            name: "user_msg_rate",
+            per_minute: per_second.saturating_mul(60),
+            burst: u32::try_from(self.config.user_msg_burst).unwrap_or(u32::MAX),
         }
     }
 

@@ -46,6 +46,9 @@ fn config() -> Config {
     config.ip_upgrade_rate = 100_000_000;
     config.ip_upgrade_burst = 1_000_000;
     config.user_connections = 1_000_000;
+    config.user_msg_rate = 1_000_000;
+    config.user_msg_burst = 1_000_000;
+    config.ip_connections = 1_000_000;
     config
 }
 

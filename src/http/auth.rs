@@ -126,11 +126,15 @@ impl From<AccountError> for ApiError {
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail)
             }
             AccountError::AddressLocked(until) | AccountError::AddressLockedOut(until) => {
+                let limit = "lockout_address_threshold";
+                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => limit).increment(1);
                 let wait = (until - now()).max(1);
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "address_locked", detail)
                     .with_retry_after(u64::try_from(wait).unwrap_or(1))
             }
             AccountError::Locked(until) | AccountError::LockedOut(until) => {
+                let limit = "lockout_threshold";
+                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => limit).increment(1);
                 let wait = (until - now()).max(1);
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "account_locked", detail)
                     .with_retry_after(u64::try_from(wait).unwrap_or(1))
@@ -447,11 +451,13 @@ pub async fn token(
             "role": "user", "active": true, "created_at": 1764806400, "last_login_at": 1764806400
         })),
         (status = 401, response = Refused),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]
 pub async fn me(
     State(state): State<AppState>,
+    _: Limited,
     Bearer(identity): Bearer,
 ) -> Result<Json<Value>, ApiError> {
     match state.store.user_by_id(identity.user_id.as_str()).await? {

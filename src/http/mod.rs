@@ -51,7 +51,9 @@ impl FromRequestParts<AppState> for Bearer {
 }
 
 /// The client's address (behind trusted proxies, what they say), for a request that passed
-/// the `POST /auth/*` rate of that address: 429 `rate_limited` with `retry_after` otherwise.
+/// the request rate of that address on that endpoint (`auth_rate`, every route under `/auth`
+/// and every public POST): 429 `rate_limited` with `retry_after` otherwise. Each endpoint has
+/// its own budget, so that refreshing tokens does not spend the logins'.
 pub struct Limited(pub IpAddr);
 
 impl FromRequestParts<AppState> for Limited {
@@ -59,7 +61,11 @@ impl FromRequestParts<AppState> for Limited {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ip = client_ip(parts, state);
-        let key = crate::client_ip::budget_key(ip);
+        let endpoint = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| parts.uri.path(), |p| p.as_str());
+        let key = format!("{endpoint}|{}", crate::client_ip::budget_key(ip));
         if let Err(wait) = state.throttle.hit(state.auth_rate(), &key).await {
             return Err(rate_limited("auth_rate", wait));
         }

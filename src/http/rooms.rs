@@ -5,8 +5,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::Bearer;
-use super::openapi::{ClusterDown, Refused, RoomMembers};
+use super::openapi::{ClusterDown, RateLimited, Refused, RoomMembers};
+use super::{Bearer, Limited};
 use crate::error::{ApiError, ErrorBody};
 use crate::presence::PresenceError;
 use crate::protocol::Member;
@@ -102,11 +102,13 @@ pub async fn show(
         (status = 401, response = Refused),
         (status = 403, description = "`forbidden`: neither an admin nor in the room",
             body = ErrorBody),
+        (status = 429, response = RateLimited),
         (status = 503, response = ClusterDown),
     )
 )]
 pub async fn info(
     state: State<AppState>,
+    _: Limited,
     bearer: Bearer,
     room: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -9,8 +9,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::Bearer;
-use super::openapi::Refused;
+use super::openapi::{RateLimited, Refused};
+use super::{Bearer, Limited};
 use crate::auth::unix_now;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
@@ -52,12 +52,14 @@ fn private(body: Value) -> Response {
                 "ttl": 86400
             })),
         (status = 401, response = Refused),
+        (status = 429, response = RateLimited),
         (status = 503, description = "`turn_not_configured`: no TURN secret is set",
             body = ErrorBody),
     )
 )]
 pub async fn auth_credentials(
     State(state): State<AppState>,
+    _: Limited,
     bearer: Bearer,
 ) -> Result<Response, ApiError> {
     let c = credential(&state, &bearer)?;

@@ -3,8 +3,9 @@
 //! - [`MessageLimit`]: a connection's message rate with a burst (`msg_rate`, `msg_burst`),
 //!   local to the connection (GCRA through `governor`).
 //! - [`NodeSlots`]: the WebSockets this node holds against `max_connections`.
-//! - [`Throttle`]: request rates per address (upgrades, `/auth` requests), the same on every
-//!   node: in process ([`MemoryThrottle`]) or on Redis ([`redis::RedisThrottle`]).
+//! - [`Throttle`]: request rates per address (upgrades, `/auth` requests) and per user
+//!   (messages over all its connections, through [`UserBudgets`]), the same on every node: in
+//!   process ([`MemoryThrottle`]) or on Redis ([`redis::RedisThrottle`]).
 //!
 //! Which address a request comes from, behind trusted proxies, is [`crate::client_ip`].
 //!
@@ -13,12 +14,14 @@
 mod message;
 pub mod redis;
 mod throttle;
+mod user;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use message::{MessageLimit, Verdict};
 pub use throttle::{MemoryThrottle, Rate, Throttle};
+pub use user::{UserBudget, UserBudgets};
 
 /// The WebSockets a node holds, against its `max_connections` (0 = no limit).
 #[derive(Debug, Clone)]

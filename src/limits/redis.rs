@@ -12,8 +12,9 @@ use super::throttle::{Rate, Throttle};
 use crate::metrics as m;
 use crate::redis::{Keys, Script};
 
-/// `KEYS[1]` the bucket; `ARGV` the interval and the burst tolerance, µs. Returns 0 when the
-/// hit is counted, else the µs to wait.
+/// `KEYS[1]` the bucket; `ARGV` the interval and the burst tolerance, µs, and how many hits
+/// are wanted. Counts as many as fit now, up to that: returns `{counted, 0}`, or `{0, µs to
+/// wait}` when none fits.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -22,10 +23,11 @@ local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local wait = tat - tolerance - now
-if wait > 0 then return wait end
-local next = tat + interval
+if wait > 0 then return {0, wait} end
+local n = math.min(tonumber(ARGV[3]), math.floor((now + tolerance - tat) / interval) + 1)
+local next = tat + n * interval
 redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.ceil((next - now) / 1000) + 1)
-return 0
+return {n, 0}
 "#;
 
 pub struct RedisThrottle {
@@ -43,22 +45,27 @@ impl RedisThrottle {
 
 #[async_trait]
 impl Throttle for RedisThrottle {
-    async fn hit(&self, rate: Rate, key: &str) -> Result<(), Duration> {
+    async fn take(&self, rate: Rate, key: &str, want: u32) -> Result<u32, Duration> {
+        let want = want.max(1);
         if rate.is_off() {
-            return Ok(());
+            return Ok(want);
         }
-        let interval = rate.interval().as_micros();
+        let interval = rate.interval().as_micros().max(1);
         let tolerance = interval * u128::from(rate.burst.saturating_sub(1));
         let keys = vec![self.keys.rate(rate.name, key)];
-        let args = vec![interval.to_string(), tolerance.to_string()];
-        match self.gcra.run::<i64>(&self.client, keys, args).await {
-            Ok(0) => Ok(()),
-            Ok(wait) => Err(Duration::from_micros(u64::try_from(wait).unwrap_or(0))),
+        let args = vec![
+            interval.to_string(),
+            tolerance.to_string(),
+            want.to_string(),
+        ];
+        match self.gcra.run::<(i64, i64)>(&self.client, keys, args).await {
+            Ok((0, wait)) => Err(Duration::from_micros(u64::try_from(wait).unwrap_or(0))),
+            Ok((counted, _)) => Ok(u32::try_from(counted).unwrap_or(1).clamp(1, want)),
             Err(e) => {
                 // Limits fail open: an outage of Redis must not lock everybody out.
                 metrics::counter!(m::RATE_LIMIT_ERRORS, "limit" => rate.name).increment(1);
                 tracing::debug!(error = %e, limit = rate.name, "rate limit unchecked");
-                Ok(())
+                Ok(want)
             }
         }
     }

@@ -34,9 +34,15 @@ impl Rate {
 /// Counts hits per key against a [`Rate`], across every node that shares it.
 #[async_trait]
 pub trait Throttle: Send + Sync + 'static {
+    /// Counts up to `want` hits of `key` at once, as many as `rate` allows now (at least 1);
+    /// returns how many, or `Err(wait)` when not even one fits (nothing is counted). A
+    /// throttle that cannot reach its store lets all of them through.
+    async fn take(&self, rate: Rate, key: &str, want: u32) -> Result<u32, Duration>;
+
     /// Counts one hit of `key`; `Err(wait)` when it is over `rate` (the hit is not counted).
-    /// A throttle that cannot reach its store lets the hit through.
-    async fn hit(&self, rate: Rate, key: &str) -> Result<(), Duration>;
+    async fn hit(&self, rate: Rate, key: &str) -> Result<(), Duration> {
+        self.take(rate, key, 1).await.map(|_| ())
+    }
 }
 
 type Keyed = RateLimiter<String, HashMapStateStore<String>, DefaultClock>;
@@ -53,9 +59,9 @@ const PRUNE_AT: usize = 100_000;
 
 #[async_trait]
 impl Throttle for MemoryThrottle {
-    async fn hit(&self, rate: Rate, key: &str) -> Result<(), Duration> {
+    async fn take(&self, rate: Rate, key: &str, want: u32) -> Result<u32, Duration> {
         if rate.is_off() {
-            return Ok(());
+            return Ok(want.max(1));
         }
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = || {
@@ -76,8 +82,15 @@ impl Throttle for MemoryThrottle {
         if limiter.len() >= PRUNE_AT {
             limiter.retain_recent();
         }
+        let key = key.to_owned();
+        if let Some(n) = NonZeroU32::new(want).filter(|n| n.get() > 1)
+            && let Ok(Ok(())) = limiter.check_key_n(&key, n)
+        {
+            return Ok(n.get());
+        }
         limiter
-            .check_key(&key.to_owned())
+            .check_key(&key)
+            .map(|()| 1)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
@@ -103,6 +116,9 @@ mod tests {
             throttle.hit(rate, "b").await.is_ok(),
             "another key has its own"
         );
+        assert_eq!(throttle.take(rate, "c", 5).await, Ok(1), "all or one");
+        assert_eq!(throttle.take(rate, "c", 2).await, Ok(2));
+        assert!(throttle.take(rate, "c", 2).await.is_err());
         let off = Rate {
             per_minute: 0,
             ..rate

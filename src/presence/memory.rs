@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Claim, Joined, Member, Presence, PresenceError, RoomSummary};
+use super::{AddressHold, Claim, Joined, Member, Presence, PresenceError, RoomSummary};
 use crate::protocol::{ClientId, ConnId, RoomId, UserId};
 
 #[derive(Default)]
@@ -15,6 +15,7 @@ struct State {
     rooms: HashMap<RoomId, Vec<Member>>,
     conn_rooms: HashMap<ConnId, Vec<RoomId>>,
     devices: HashMap<UserId, usize>,
+    addresses: HashMap<String, usize>,
 }
 
 #[derive(Clone, Default)]
@@ -172,6 +173,33 @@ impl Presence for MemoryPresence {
 
     async fn devices(&self, user: &UserId) -> Result<usize, PresenceError> {
         Ok(self.lock().devices.get(user).copied().unwrap_or(0))
+    }
+
+    async fn hold_address(&self, address: &str, max: usize) -> Option<AddressHold> {
+        let mut state = self.lock();
+        let held = state.addresses.entry(address.to_owned()).or_default();
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(AddressHold {
+            address: address.to_owned(),
+            generation: 0,
+        })
+    }
+
+    async fn release_address(&self, hold: AddressHold) {
+        let mut state = self.lock();
+        if let Some(held) = state.addresses.get_mut(&hold.address) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                state.addresses.remove(&hold.address);
+            }
+        }
+    }
+
+    async fn address_connections(&self, address: &str) -> Result<usize, PresenceError> {
+        Ok(self.lock().addresses.get(address).copied().unwrap_or(0))
     }
 
     async fn check(&self) -> Result<(), PresenceError> {

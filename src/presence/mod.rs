@@ -55,6 +55,16 @@ pub struct RoomSummary {
     pub members: usize,
 }
 
+/// A connection counted against its address by [`Presence::hold_address`]; give it back with
+/// [`Presence::release_address`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressHold {
+    pub address: String,
+    /// The node's presence generation that counted it. A node that was reaped lost its counts
+    /// (the reaper released them): holds from before are released locally only.
+    pub generation: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     #[error("presence store unavailable: {0}")]
@@ -92,6 +102,20 @@ pub trait Presence: Send + Sync + 'static {
 
     /// How many connections `user` has.
     async fn devices(&self, user: &UserId) -> Result<usize, PresenceError>;
+
+    /// Counts a connection from `address` (a [`budget_key`](crate::client_ip::budget_key))
+    /// unless the cluster holds `max` from it already (`None`). The count is this node's until
+    /// released, or until a reaper takes over its lease (a crashed node frees its addresses).
+    /// A store out of reach admits (limits fail open) and counts the connection when it is
+    /// back.
+    async fn hold_address(&self, address: &str, max: usize) -> Option<AddressHold>;
+
+    /// Gives back a connection [held](Presence::hold_address) by this node.
+    async fn release_address(&self, hold: AddressHold);
+
+    /// How many connections `address` holds across the cluster (live nodes and dead ones not
+    /// reaped yet).
+    async fn address_connections(&self, address: &str) -> Result<usize, PresenceError>;
 
     /// Checks the store (for readiness).
     async fn check(&self) -> Result<(), PresenceError>;

@@ -12,6 +12,7 @@
 //! another node reaped takes a new incarnation holding nothing and reports itself
 //! [evicted](Reaped::evicted): its rooms were told its members left, so they reconnect.
 
+mod addresses;
 mod lease;
 mod mirror;
 mod queries;
@@ -28,9 +29,10 @@ use async_trait::async_trait;
 use fred::clients::Client;
 use fred::prelude::{Error as RedisError, Options};
 
-use super::{Claim, Joined, Member, Presence, PresenceError, Reaped, RoomSummary};
+use super::{AddressHold, Claim, Joined, Member, Presence, PresenceError, Reaped, RoomSummary};
 use crate::protocol::{ClientId, NodeId, RoomId, UserId};
 use crate::redis::Keys;
+use addresses::Addresses;
 use mirror::Mirror;
 use store::{Claimed, Store};
 
@@ -48,6 +50,8 @@ fn fast() -> Options {
 pub struct RedisPresence {
     store: Store,
     mirror: Mirror,
+    /// The connections per address this node counts.
+    addresses: Addresses,
     node: NodeId,
     lease_ttl: Duration,
     /// The current incarnation, `node/epoch`: the owner written into every entry.
@@ -77,6 +81,7 @@ impl RedisPresence {
                 scripts,
             },
             mirror: Mirror::default(),
+            addresses: Addresses::default(),
             owner: Mutex::new(lease::incarnation(&node)),
             node,
             lease_ttl,
@@ -194,6 +199,19 @@ impl Presence for RedisPresence {
 
     async fn devices(&self, user: &UserId) -> Result<usize, PresenceError> {
         self.store.devices(user).await.map_err(unavailable)
+    }
+
+    async fn hold_address(&self, address: &str, max: usize) -> Option<AddressHold> {
+        self.hold(address, max).await
+    }
+
+    async fn release_address(&self, hold: AddressHold) {
+        self.release(hold).await;
+    }
+
+    async fn address_connections(&self, address: &str) -> Result<usize, PresenceError> {
+        let held = self.store.address_connections(address).await;
+        held.map_err(unavailable)
     }
 
     async fn check(&self) -> Result<(), PresenceError> {

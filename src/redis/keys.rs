@@ -70,7 +70,13 @@ impl Keys {
         format!("{{{}:conn:{}}}", self.prefix, conn.0)
     }
 
-    /// SET of the connections a node incarnation holds entries for.
+    /// HASH of the connections an address holds: node incarnation → count.
+    pub fn address(&self, address: &str) -> String {
+        format!("{{{}:addr:{address}}}", self.prefix)
+    }
+
+    /// SET of the connections a node incarnation holds entries for (conn ids), and of the
+    /// addresses it counts connections of (`a:ADDRESS`).
     pub fn node(&self, incarnation: &str) -> String {
         format!("{{{}:node:{incarnation}}}", self.prefix)
     }
@@ -114,5 +120,6 @@ mod tests {
         assert_eq!(keys.node_channel(&node), "{sb:node:n-1}:bus");
         assert_eq!(keys.conn(ConnId(7)), "{sb:conn:7}");
         assert_eq!(keys.reaping(), "{sb:nodes}:reaping");
+        assert_eq!(keys.address("2001:db8::/64"), "{sb:addr:2001:db8::/64}");
     }
 }

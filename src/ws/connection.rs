@@ -13,6 +13,7 @@ use crate::auth::Identity;
 use crate::hub::Relayed;
 use crate::limits::{MessageLimit, Slot, Verdict};
 use crate::metrics::{self as m, MessageKind};
+use crate::presence::{AddressHold, Presence};
 use crate::protocol::{
     ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, Frame, Member, RoomId,
     ServerMessage, inbound,
@@ -35,6 +36,46 @@ pub struct Start {
     pub client_id: Option<ClientId>,
     /// The node slot the connection holds until it ends.
     pub slot: Slot,
+    /// The connection counted against its address until it ends.
+    pub address: AddressSlot,
+}
+
+/// A connection counted against its address, cluster-wide (`ip_connections`); given back when
+/// the connection ends, or when it is dropped (an upgrade that never completed).
+pub struct AddressSlot {
+    presence: Arc<dyn Presence>,
+    hold: Option<AddressHold>,
+}
+
+impl AddressSlot {
+    /// Counts a connection from `address`; `None` when the address holds `ip_connections`.
+    pub async fn take(state: &AppState, address: &str) -> Option<Self> {
+        let presence = Arc::clone(&state.hub.presence);
+        let max = state.config.ip_connections;
+        let hold = if max == 0 {
+            None
+        } else {
+            Some(presence.hold_address(address, max).await?)
+        };
+        Some(Self { presence, hold })
+    }
+
+    async fn release(mut self) {
+        if let Some(hold) = self.hold.take() {
+            self.presence.release_address(hold).await;
+        }
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some(hold) = self.hold.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let presence = Arc::clone(&self.presence);
+            runtime.spawn(async move { presence.release_address(hold).await });
+        }
+    }
 }
 
 /// A frame read from the client, or why there is none. After a read error the socket yields
@@ -55,8 +96,8 @@ struct Conn {
     last_seen: Instant,
     /// A frame arrived since the last keepalive tick (cheaper than reading the clock per frame).
     seen: bool,
-    /// The connection's message rate (`None`: no limit).
-    limit: Option<MessageLimit>,
+    /// The connection's message rate, and its user's once authenticated.
+    limit: MessageLimit,
 }
 
 /// What the main loop does with a frame after the hot path looked at it.
@@ -99,6 +140,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         pre_auth,
         client_id,
         slot,
+        address,
     } = start;
     let code = match Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref())).await {
         Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
@@ -107,6 +149,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
     Box::pin(conn.close(code)).await;
     drop(slot);
+    address.release().await;
 }
 
 impl Conn {
@@ -143,10 +186,33 @@ impl Conn {
         if !matches!(incoming, Incoming::Text(_) | Incoming::Binary) {
             return Verdict::Pass;
         }
-        let verdict = self
-            .limit
-            .as_mut()
-            .map_or(Verdict::Pass, MessageLimit::check);
+        let verdict = self.limit.check();
+        match verdict {
+            Verdict::Pass | Verdict::Refill => {}
+            Verdict::Refuse(_) | Verdict::Drop => {
+                metrics::counter!(m::RATE_LIMITED, "limit" => "msg_rate").increment(1);
+            }
+            Verdict::Close => {
+                metrics::counter!(m::RATE_LIMITED, "limit" => "msg_rate").increment(1);
+                metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
+            }
+        }
+        verdict
+    }
+
+    /// The verdict after a [`Verdict::Refill`]: the user's hits on this node were spent, so
+    /// take more from the cluster.
+    async fn refill(&mut self) -> Verdict {
+        let Some(budget) = self.limit.user().cloned() else {
+            return Verdict::Pass;
+        };
+        let refilled = budget
+            .refill(self.state.throttle.as_ref(), self.state.user_msg_rate())
+            .await;
+        if refilled.is_err() {
+            metrics::counter!(m::RATE_LIMITED, "limit" => "user_msg_rate").increment(1);
+        }
+        let verdict = self.limit.settle(refilled);
         if verdict == Verdict::Close {
             metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
         }
@@ -202,7 +268,8 @@ impl Conn {
                 incoming = self.next() => incoming,
             };
             match self.limit_data(&incoming) {
-                Verdict::Pass => {}
+                // No user yet: only the connection's own rate counts.
+                Verdict::Pass | Verdict::Refill => {}
                 Verdict::Refuse(wait) => {
                     self.send_error(rate_limited(wait)).await;
                     continue;
@@ -283,6 +350,10 @@ impl Conn {
             return code;
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        if config.user_msg_rate > 0 {
+            let budget = self.state.user_budgets.get(me.user_id.as_str());
+            self.limit.with_user(budget, config.user_msg_burst);
+        }
         let ice_servers = self
             .state
             .turn
@@ -385,9 +456,16 @@ impl Conn {
                 incoming = self.next() => {
                     // Only the hot path runs in this future; anything that waits is boxed, so
                     // that an idle connection's task stays small.
-                    let next = match (self.limit_data(&incoming), incoming) {
-                        (Verdict::Pass, Incoming::Text(text)) => self.relay(session, &text),
-                        (Verdict::Pass, other) => Next::Other(other),
+                    let verdict = match self.limit_data(&incoming) {
+                        Verdict::Refill => Box::pin(self.refill()).await,
+                        verdict => verdict,
+                    };
+                    let next = match (verdict, incoming) {
+                        // `refill` settles: it passes or refuses.
+                        (Verdict::Pass | Verdict::Refill, Incoming::Text(text)) => {
+                            self.relay(session, &text)
+                        }
+                        (Verdict::Pass | Verdict::Refill, other) => Next::Other(other),
                         (Verdict::Refuse(wait), _) => Next::Error(rate_limited(wait)),
                         (Verdict::Drop, _) => Next::Done,
                         (Verdict::Close, _) => return CloseCode::PolicyViolation,
@@ -532,7 +610,6 @@ impl Conn {
 
 /// The answer to the first message over the connection's rate.
 fn rate_limited(wait: std::time::Duration) -> ErrorFrame {
-    metrics::counter!(m::RATE_LIMITED, "limit" => "msg_rate").increment(1);
     ErrorFrame::new(
         ErrorCode::RateLimited,
         "too many messages: wait retry_after_ms before sending again",

@@ -28,6 +28,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
 use crate::protocol::{ClientId, ErrorCode, ErrorFrame, Frame, RoomId};
 use crate::state::AppState;
+use connection::AddressSlot;
+
+/// When an address at its `ip_connections` cap is told to try again.
+const IP_CONNECTIONS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The upgrade's query string. Unknown parameters are ignored (cache busters); duplicates of
 /// known ones are refused.
@@ -174,6 +178,7 @@ async fn accept(
             .to_str()
             .is_ok_and(|origin| state.config.origin_allowed(origin))
     {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "allowed_origins").increment(1);
         return Err(reject(
             ApiError::forbidden("WebSockets from this page's origin are not allowed")
                 .with_code("origin_not_allowed"),
@@ -222,6 +227,15 @@ async fn accept(
             "this node holds as many WebSockets as it may; connect to another",
         )));
     };
+    let address = AddressSlot::take(&state, &budget_key(ip))
+        .await
+        .ok_or_else(|| {
+            metrics::counter!(m::RATE_LIMITED, "limit" => "ip_connections").increment(1);
+            let max = state.config.ip_connections;
+            let mut e = ApiError::rate_limited("ip_connections", IP_CONNECTIONS_RETRY);
+            e.detail = format!("this address holds {max} connections already; close one first");
+            reject(e)
+        })?;
     let client_id = query
         .client_id
         .or(query.client_id_camel)
@@ -239,6 +253,7 @@ async fn accept(
         pre_auth,
         client_id,
         slot,
+        address,
     };
     Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start)))
 }

@@ -1,8 +1,11 @@
-//! Limits on one node: a connection's message rate (a browser's negotiation passes, a flood is
-//! told once, then dropped, then closed, and others' traffic goes on) and the node's
-//! connection cap.
+//! Limits: a connection's message rate (a browser's negotiation passes, a flood is told once,
+//! then dropped, then closed, and others' traffic goes on), a user's message rate and
+//! connections, an address's connections, upgrades and requests, and the node's connection
+//! cap; across nodes (in process and on Redis) where they are cluster-wide, and released when a
+//! crashed node is reaped.
 
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::*;
 
@@ -448,4 +451,263 @@ async fn the_oauth2_token_endpoint_answers_limits_in_oauth2s_shape() {
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     assert_eq!(body["code"], "rate_limited");
     assert!(body["retry_after"].as_u64().unwrap() >= 1);
+}
+
+/// What `node`'s metrics count as refused by `limit`.
+async fn refusals(node: &TestNode, limit: &str) -> f64 {
+    let text = http_get(node.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("switchboard_rate_limited_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |n| n.parse().unwrap())
+}
+
+/// Opens a WebSocket to `node` without a token, from `forwarded_for` (behind a trusted proxy);
+/// waits for `auth_required`.
+async fn open_from(node: &TestNode, forwarded_for: &str) -> Result<Client, Refused> {
+    let mut request = node.ws("/ws").into_client_request().unwrap();
+    let header = forwarded_for.parse().unwrap();
+    request.headers_mut().insert("x-forwarded-for", header);
+    let mut client = connect_request(request).await?;
+    client.recv_type("auth_required").await;
+    Ok(client)
+}
+
+/// Asserts that `forwarded_for` is refused on every node: 429 `rate_limited`.
+async fn refused_everywhere(nodes: &[TestNode], forwarded_for: &str) {
+    for node in nodes {
+        let refused = open_from(node, forwarded_for)
+            .await
+            .err()
+            .expect("the address is at its cap");
+        assert_eq!(refused.status, 429, "{:?}", refused.body);
+        assert_eq!(refused.body["code"], "rate_limited");
+        assert!(refused.body["retry_after"].as_u64() >= Some(1));
+        assert!(
+            refused.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("3 connections"),
+            "{}",
+            refused.body
+        );
+    }
+}
+
+/// Opens from `forwarded_for` on `node` until it is admitted (a place came back).
+async fn admitted_again(
+    node: &TestNode,
+    forwarded_for: &str,
+    within: std::time::Duration,
+) -> Client {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match open_from(node, forwarded_for).await {
+            Ok(client) => return client,
+            Err(refused) => assert_eq!(refused.status, 429),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn address_capped(config: switchboard::config::Config) -> switchboard::config::Config {
+    switchboard::config::Config {
+        ip_connections: 3,
+        trusted_proxies: vec!["127.0.0.0/8".into()],
+        ..config
+    }
+}
+
+/// With `ip_connections` 3 on every node of `nodes`: connections from one address count
+/// wherever they are, authenticated or not; other addresses are not affected; a closed one
+/// frees its place on every node.
+async fn address_connections_hold_across(nodes: &[TestNode]) {
+    const ADDRESS: &str = "198.51.100.20";
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let first = open_from(a, ADDRESS).await.unwrap();
+    let _second = open_from(a, ADDRESS).await.unwrap();
+    let mut third = open_from(b, ADDRESS).await.unwrap();
+    third
+        .send(json!({"type": "auth_token", "token": token("alice")}))
+        .await;
+    third.recv_type("auth_success").await;
+    refused_everywhere(nodes, ADDRESS).await;
+    let presence = &a.state.hub.presence;
+    assert_eq!(presence.address_connections(ADDRESS).await.unwrap(), 3);
+    // Another address has its own cap, also behind the same proxy.
+    let _other = open_from(b, "198.51.100.21").await.unwrap();
+    first.close().await;
+    let _back = admitted_again(b, ADDRESS, WAIT).await;
+    refused_everywhere(nodes, ADDRESS).await;
+    assert_eq!(presence.address_connections(ADDRESS).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_address_holds_at_most_ip_connections_across_nodes() {
+    let nodes = spawn_memory_cluster(2, &address_capped(test_config()));
+    address_connections_hold_across(&nodes).await;
+    assert!(refusals(&nodes[0], "ip_connections").await >= 2.0);
+    // Without a trusted proxy, a client naming another address is not believed: this
+    // machine's own connections count.
+    let direct = spawn_node(switchboard::config::Config {
+        ip_connections: 1,
+        ..test_config()
+    });
+    let _one = open_from(&direct, "198.51.100.30").await.unwrap();
+    let spoofed = open_from(&direct, "198.51.100.31")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(spoofed.status, 429);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn address_connections_hold_across_redis_nodes_and_a_crashed_nodes_are_released() {
+    use crate::cluster::{Redis, redis_config};
+    const ADDRESS: &str = "2001:db8:7:7::1";
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let mut config = address_capped(redis_config(&redis.url()));
+        config.lease_ttl = std::time::Duration::from_secs(1);
+        let mut nodes: Vec<TestNode> = (0..3)
+            .map(|_| spawn_node_on(config.clone(), Backing::FromConfig))
+            .collect();
+        address_connections_hold_across(&nodes[..2]).await;
+        // Three from one /64 on the node that crashes: refused elsewhere until it is reaped.
+        let mut held = Vec::new();
+        for host in 1..=3 {
+            let address = format!("2001:db8:7:7::{host}");
+            held.push(open_from(&nodes[2], &address).await.unwrap());
+        }
+        refused_everywhere(&nodes[..2], ADDRESS).await;
+        nodes.remove(2).crash();
+        let within = 4 * config.lease_ttl + WAIT;
+        let _back = admitted_again(&nodes[0], ADDRESS, within).await;
+        let presence = &nodes[0].state.hub.presence;
+        let counted = presence.address_connections("2001:db8:7:7::/64").await;
+        assert_eq!(
+            counted.unwrap(),
+            1,
+            "{redis:?}: the dead node's counts are gone"
+        );
+        drop(held);
+    }
+}
+
+/// Sends pings on `client` one at a time until one is refused; returns how many passed and
+/// the refusal.
+async fn pings_until_refused(
+    client: &mut Client,
+    at_most: usize,
+) -> (usize, Option<serde_json::Value>) {
+    for passed in 0..at_most {
+        client.send(json!({"type": "ping"})).await;
+        let reply = client.recv().await;
+        if reply["type"] != "pong" {
+            return (passed, Some(reply));
+        }
+    }
+    (at_most, None)
+}
+
+fn user_rate_config(config: switchboard::config::Config) -> switchboard::config::Config {
+    switchboard::config::Config {
+        user_msg_rate: 1,
+        user_msg_burst: 20,
+        ..config
+    }
+}
+
+/// With a user rate of 1 a second and a burst of 20: two connections of one user (on `a` and
+/// `b`) share the burst; another user has its own.
+async fn user_rate_holds_across(a: &TestNode, b: &TestNode) {
+    let mut first = Client::user(a, "alice", "alice-1").await;
+    let mut second = Client::user(b, "alice", "alice-2").await;
+    let mut bob = Client::user(b, "bob", "bob-1").await;
+    assert_eq!(pings_until_refused(&mut first, 15).await, (15, None));
+    let (passed, refusal) = pings_until_refused(&mut second, 15).await;
+    // 20 at once, and one more a second: the test runs well within two.
+    assert!((5..=6).contains(&passed), "{passed} passed");
+    let refusal = refusal.expect("refused");
+    assert_eq!(refusal["code"], "rate_limited", "{refusal}");
+    assert!(refusal["retry_after_ms"].as_u64().unwrap() > 0, "{refusal}");
+    assert_eq!(pings_until_refused(&mut bob, 10).await, (10, None));
+    // The refused user's other connection is refused too (silently: told once already
+    // on this connection, but not on that one).
+    let (passed, refusal) = pings_until_refused(&mut first, 3).await;
+    assert!(passed <= 1, "{passed} passed");
+    assert_eq!(refusal.expect("refused")["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn a_users_connections_share_its_message_rate() {
+    let node = spawn_node(user_rate_config(test_config()));
+    user_rate_holds_across(&node, &node).await;
+    assert!(refusals(&node, "user_msg_rate").await >= 2.0);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_users_message_rate_holds_across_redis_nodes() {
+    use crate::cluster::{Redis, redis_config};
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let config = user_rate_config(redis_config(&redis.url()));
+        let nodes = crate::cluster::spawn_cluster(2, &config);
+        user_rate_holds_across(&nodes[0], &nodes[1]).await;
+    }
+}
+
+#[tokio::test]
+async fn every_route_under_auth_and_every_post_is_limited_per_endpoint() {
+    let node = spawn_node(switchboard::config::Config {
+        auth_rate: 1,
+        auth_burst: 1,
+        ..test_config()
+    });
+    let document: serde_json::Value = http_get(node.http("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut limited = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            if method != "post" && !path.starts_with("/auth/") {
+                continue;
+            }
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let request = || {
+                http_client()
+                    .request(method.clone(), node.http(path))
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+            };
+            // Each endpoint has its own budget of one: the first passes the limit (whatever
+            // it answers then), the second is refused.
+            let first = request().await.unwrap();
+            assert_ne!(first.status(), 429, "{method} {path}");
+            let second = request().await.unwrap();
+            assert_eq!(second.status(), 429, "{method} {path}");
+            assert!(
+                second.headers().contains_key("retry-after"),
+                "{method} {path}"
+            );
+            let body: serde_json::Value = second.json().await.unwrap();
+            assert_eq!(body["code"], "rate_limited", "{method} {path}: {body}");
+            limited.push(format!("{method} {path}"));
+        }
+    }
+    assert!(limited.len() >= 7, "{limited:?}");
+    assert!(refusals(&node, "auth_rate").await >= limited.len() as f64);
 }

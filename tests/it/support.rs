@@ -60,6 +60,8 @@ pub fn test_config() -> Config {
     config.ip_upgrade_rate = 0;
     config.auth_rate = 0;
     config.user_connections = 0;
+    config.user_msg_rate = 0;
+    config.ip_connections = 0;
     config
 }
 

@@ -22,6 +22,7 @@ use fred::interfaces::{ClientLike, KeysInterface, SetsInterface, SortedSetsInter
 use fred::prelude::Error as RedisError;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use super::addresses::indexed_address;
 use super::{RedisPresence, fast};
 use crate::presence::{PresenceError, Reaped};
 use crate::protocol::Member;
@@ -143,6 +144,7 @@ impl RedisPresence {
     async fn start_over(&self, owner: String) -> Result<(), RedisError> {
         let _gate = self.gate.write().await;
         let held = self.mirror.clear();
+        self.addresses.clear();
         *self.owner_lock() = owner;
         self.renew(true).await?;
         tracing::info!(connections = held, "presence restarted empty");
@@ -162,13 +164,22 @@ impl RedisPresence {
         let owner = self.owner();
         let local = self.mirror.snapshot();
         let held: HashSet<ConnId> = local.iter().map(|h| h.member.conn).collect();
-        let stale: Vec<ConnId> = self
-            .indexed(&owner)
-            .await?
-            .into_iter()
-            .filter(|c| !held.contains(c))
-            .collect();
+        let (indexed, indexed_addresses) = self.indexed(&owner).await?;
+        let stale: Vec<ConnId> = indexed.into_iter().filter(|c| !held.contains(c)).collect();
         let mut gone = self.remove_all(stale, &owner).await?;
+        let counts = self.addresses.snapshot();
+        let counted: HashSet<&str> = counts.iter().map(|(a, _)| a.as_str()).collect();
+        let stale_addresses: Vec<_> = indexed_addresses
+            .iter()
+            .filter(|a| !counted.contains(a.as_str()))
+            .map(|a| self.store.drop_address(&owner, a))
+            .collect();
+        bounded(stale_addresses).await?;
+        let restored_addresses: Vec<_> = counts
+            .iter()
+            .map(|(a, n)| self.store.restore_address(&owner, a, *n))
+            .collect();
+        bounded(restored_addresses).await?;
         let purges: Vec<_> = local.iter().map(|h| self.store.purge_rooms(h)).collect();
         gone.extend(bounded(purges).await?.into_iter().flatten());
         let restores: Vec<_> = local
@@ -195,15 +206,21 @@ impl RedisPresence {
         })
     }
 
-    /// The connections an incarnation indexes.
-    async fn indexed(&self, owner: &str) -> Result<Vec<ConnId>, RedisError> {
+    /// The connections and the addresses an incarnation indexes.
+    async fn indexed(&self, owner: &str) -> Result<(Vec<ConnId>, Vec<String>), RedisError> {
         let cmd = self.store.client.with_options(&fast());
-        let conns: Vec<String> = cmd.smembers(self.store.keys.node(owner)).await?;
-        Ok(conns
+        let entries: Vec<String> = cmd.smembers(self.store.keys.node(owner)).await?;
+        let conns = entries
             .iter()
             .filter_map(|c| c.parse().ok())
             .map(ConnId)
-            .collect())
+            .collect();
+        let addresses = entries
+            .iter()
+            .filter_map(|e| indexed_address(e))
+            .map(str::to_owned)
+            .collect();
+        Ok((conns, addresses))
     }
 
     /// Removes what `owner` still holds of each connection.
@@ -255,8 +272,8 @@ impl RedisPresence {
     /// Removes what a dead incarnation still owns; returns what was removed even when a step
     /// failed (removals are conditional, so a later reaper announces nothing twice).
     async fn reap_one(&self, owner: &str) -> (Gone, Result<(), RedisError>) {
-        let conns = match self.indexed(owner).await {
-            Ok(conns) => conns,
+        let (conns, addresses) = match self.indexed(owner).await {
+            Ok(indexed) => indexed,
             Err(e) => return (Vec::new(), Err(e)),
         };
         let removals = conns
@@ -273,6 +290,13 @@ impl RedisPresence {
                 Ok(removed) => gone.extend(removed),
                 Err(e) => failed = Err(e),
             }
+        }
+        let drops: Vec<_> = addresses
+            .iter()
+            .map(|a| self.store.drop_address(owner, a))
+            .collect();
+        if let Err(e) = bounded(drops).await {
+            failed = Err(e);
         }
         if failed.is_ok() {
             failed = self.forget(owner).await;

@@ -165,6 +165,8 @@ return out
 
 pub use crate::redis::Script;
 
+use super::addresses;
+
 pub struct Scripts {
     pub join: Script,
     pub leave: Script,
@@ -177,6 +179,8 @@ pub struct Scripts {
     pub forget_room: Script,
     pub renew: Script,
     pub claim_dead: Script,
+    pub hold: Script,
+    pub release: Script,
 }
 
 impl Scripts {
@@ -195,6 +199,8 @@ impl Scripts {
             forget_room: load(FORGET_ROOM).await?,
             renew: load(RENEW).await?,
             claim_dead: load(CLAIM_DEAD).await?,
+            hold: load(addresses::HOLD).await?,
+            release: load(addresses::RELEASE).await?,
         })
     }
 }

@@ -91,6 +91,23 @@ async fn transcript(p: &dyn Presence, node: &NodeId) -> Vec<String> {
     log("devices alice", &p.devices(&a1.user_id).await.unwrap());
     log("devices carol", &p.devices(&c5.user_id).await.unwrap());
     log("claim m3 now", &p.claim(&m3).await.unwrap());
+    let x = "198.51.100.1";
+    let first = p.hold_address(x, 2).await;
+    log("hold x", &first.is_some());
+    log("hold x", &p.hold_address(x, 2).await.is_some());
+    log("hold x over the cap", &p.hold_address(x, 2).await.is_some());
+    log("x holds", &p.address_connections(x).await.unwrap());
+    p.release_address(first.unwrap()).await;
+    log("x holds", &p.address_connections(x).await.unwrap());
+    log("hold x again", &p.hold_address(x, 2).await.is_some());
+    log(
+        "hold y",
+        &p.hold_address("2001:db8::/64", 1).await.is_some(),
+    );
+    log(
+        "y holds",
+        &p.address_connections("2001:db8::/64").await.unwrap(),
+    );
     out
 }
 
@@ -147,6 +164,15 @@ async fn a_node_that_stops_renewing_is_reaped_once() {
     );
     d.claim(&ghost).await.unwrap();
     d.join(&room("r"), &ghost, 5).await.unwrap();
+    let address = "203.0.113.9";
+    for _ in 0..2 {
+        assert!(d.hold_address(address, 3).await.is_some());
+    }
+    assert!(survivors[0].hold_address(address, 3).await.is_some());
+    assert!(
+        survivors[1].hold_address(address, 3).await.is_none(),
+        "at the cap"
+    );
     survivors[0].claim(&live).await.unwrap();
     survivors[0].join(&room("r"), &live, 5).await.unwrap();
 
@@ -161,6 +187,11 @@ async fn a_node_that_stops_renewing_is_reaped_once() {
     assert_eq!(gone, vec![(room("r"), ghost.clone())]);
     assert_eq!(survivors[0].members(&room("r")).await.unwrap(), vec![live]);
     assert_eq!(survivors[1].devices(&ghost.user_id).await.unwrap(), 0);
+    let held = survivors[1].address_connections(address).await.unwrap();
+    assert_eq!(
+        held, 1,
+        "the dead node's connections of the address are released"
+    );
     assert_eq!(survivors[1].reap().await.unwrap(), Reaped::default());
 }
 
@@ -226,8 +257,15 @@ async fn a_node_writes_its_members_back_after_redis_lost_them() {
         }
     }
     p.leave(&room("x"), &b).await.unwrap();
+    let address = "198.51.100.50";
+    let holds = [
+        p.hold_address(address, 5).await.unwrap(),
+        p.hold_address(address, 5).await.unwrap(),
+        p.hold_address(address, 5).await.unwrap(),
+    ];
 
     forget_everything(&url, &prefix).await;
+    assert_eq!(p.address_connections(address).await.unwrap(), 0);
     assert!(p.members(&room("y")).await.unwrap().is_empty());
 
     assert!(
@@ -240,6 +278,10 @@ async fn a_node_writes_its_members_back_after_redis_lost_them() {
         vec![a.clone(), b.clone()]
     );
     assert_eq!(p.devices(&a.user_id).await.unwrap(), 1);
+    assert_eq!(p.address_connections(address).await.unwrap(), 3);
+    let [first, ..] = holds;
+    p.release_address(first).await;
+    assert_eq!(p.address_connections(address).await.unwrap(), 2);
     let claimed = p.claim(&member(&node, "a", "mallory", 3)).await.unwrap();
     assert_eq!(claimed, crate::presence::Claim::Taken);
 }
@@ -287,6 +329,8 @@ async fn a_late_node_keeps_its_members_and_a_reaped_one_is_evicted() {
     let a = member(&late, "a", "alice", 1);
     l.claim(&a).await.unwrap();
     l.join(&room("r"), &a, 5).await.unwrap();
+    let address = "198.51.100.77";
+    let old_hold = l.hold_address(address, 5).await.unwrap();
 
     // Expired, but the node renews before anyone takes its lease over: nothing was reaped and
     // nothing is announced; the survivor finds nothing dead.
@@ -308,6 +352,12 @@ async fn a_late_node_keeps_its_members_and_a_reaped_one_is_evicted() {
         }
     );
     assert_eq!(l.reap().await.unwrap(), Reaped::default(), "evicted once");
+    // The reaper released the address; a hold from before is void, so giving it back after
+    // a new connection was counted leaves that one counted.
+    assert_eq!(survivor.address_connections(address).await.unwrap(), 0);
+    let _new_hold = l.hold_address(address, 5).await.unwrap();
+    l.release_address(old_hold).await;
+    assert_eq!(survivor.address_connections(address).await.unwrap(), 1);
     assert!(survivor.members(&room("r")).await.unwrap().is_empty());
     assert_eq!(
         survivor.reap().await.unwrap(),
