@@ -490,6 +490,19 @@ impl Config {
     /// Refuses values the node cannot run with, and weak secrets in production. Each refusal
     /// names its setting, its variable and what is accepted.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let published_secret = self.jwt_secret.expose() == DEV_JWT_SECRET;
+        if self.env == Environment::Development && published_secret && !self.listen.ip().is_loopback()
+        {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is reachable from other machines, and development mode signs tokens with \
+                     the built-in jwt_secret, which anyone can read: set SWITCHBOARD_JWT_SECRET \
+                     (or SWITCHBOARD_ENV=production) to listen there, or listen on 127.0.0.1",
+                    self.listen
+                ),
+            ));
+        }
         if self.env == Environment::Production {
             let secret = self.jwt_secret.expose();
             if secret == DEV_JWT_SECRET {
@@ -530,6 +543,19 @@ impl Config {
                     "sealing_key",
                     "must be at least 32 bytes in production",
                 ));
+            }
+            let secrets = std::iter::once(("jwt_secret", &self.jwt_secret))
+                .chain(self.turn.secret.iter().map(|s| ("turn.secret", s)))
+                .chain(self.sealing_key.iter().map(|s| ("sealing_key", s)));
+            for (setting, secret) in secrets {
+                if let Some(reason) = weakness(secret.expose()) {
+                    return Err(invalid(
+                        setting,
+                        format!(
+                            "{reason}: production needs a random secret (`openssl rand -base64 32` makes one)"
+                        ),
+                    ));
+                }
             }
         }
         let counts = [
@@ -783,6 +809,52 @@ impl Config {
         })?;
         Ok(())
     }
+}
+
+/// Placeholders that sample configurations ship with (the predecessors' among them).
+const PLACEHOLDERS: [&str; 8] = [
+    "your-super-secret-key-change-this-in-production-256-bits",
+    "your-jwt-secret-key",
+    "your-256-bit-secret-key-here",
+    "your-secret-key",
+    "changeme",
+    "change-me",
+    "secret",
+    "password",
+];
+
+/// Distinct characters a secret of production needs at least (a random base64 or hex secret of
+/// 32 bytes has far more; a word or a run of one character has fewer).
+const MIN_DISTINCT_CHARS: usize = 10;
+
+/// Why `secret` is too weak for production, if it is: a known placeholder (or built on one),
+/// too few distinct characters, or one short piece repeated. Never says what the secret is.
+pub fn weakness(secret: &str) -> Option<&'static str> {
+    let lower = secret.to_ascii_lowercase();
+    let placeholder = lower == DEV_JWT_SECRET
+        || PLACEHOLDERS.iter().any(|p| lower == *p)
+        || ["change-this", "changeme", "change-me", "change_me", "your-", "do-not-use"]
+            .iter()
+            .any(|p| lower.contains(p));
+    if placeholder {
+        return Some("is a placeholder from a sample configuration");
+    }
+    let bytes = secret.as_bytes();
+    let mut seen = [false; 256];
+    let distinct = bytes
+        .iter()
+        .filter(|&&b| !std::mem::replace(&mut seen[usize::from(b)], true))
+        .count();
+    if distinct < MIN_DISTINCT_CHARS {
+        return Some("has too few distinct characters to be random");
+    }
+    // Each character equals the one a period before: `abcabcab`, `xyxyxy`.
+    let repeated = (1..=bytes.len() / 2)
+        .any(|period| bytes[period..].iter().zip(bytes).all(|(a, b)| a == b));
+    if repeated {
+        return Some("repeats one short piece");
+    }
+    None
 }
 
 /// An origin as browsers send it: lower case, no trailing `/`, no default port.
@@ -1213,7 +1285,7 @@ mod tests {
                 "allowed_origins",
                 &[
                     ("SWITCHBOARD_ENV", "production"),
-                    ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                    ("SWITCHBOARD_JWT_SECRET", "Jq3x9Vb2LmT8wZ4kR7nY1pD6sF0gH5cA"),
                     ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
                 ],
                 "must be set in production",
@@ -1271,7 +1343,7 @@ mod tests {
                 "sealing_key",
                 &[
                     ("SWITCHBOARD_ENV", "production"),
-                    ("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                    ("SWITCHBOARD_JWT_SECRET", "Jq3x9Vb2LmT8wZ4kR7nY1pD6sF0gH5cA"),
                     ("SWITCHBOARD_SEALING_KEY", "short"),
                 ],
                 "at least 32 bytes",
@@ -1514,6 +1586,90 @@ mod tests {
     }
 
     #[test]
+    fn weak_secrets_are_recognized_without_being_repeated() {
+        let weak = [
+            "your-super-secret-key-change-this-in-production-256-bits",
+            "your-jwt-secret-key",
+            "your-256-bit-secret-key-here",
+            "YOUR-JWT-SECRET-KEY",
+            &"a".repeat(40),
+            "abababababababababababababababababababab",
+            "0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef0123",
+            "1111111111222222222233333333334444444444",
+            "my-app-changeme-secret-with-enough-bytes",
+        ];
+        for secret in weak {
+            assert!(weakness(secret).is_some(), "{secret}");
+        }
+        let strong = [
+            "Jq3x9Vb2LmT8wZ4kR7nY1pD6sF0gH5cA",
+            "2c1f9d7e4b8a06f35e9d2c7b1a4f8e6d0c3b5a7f9e1d2c4b6a8f0e3d5c7b9a1f",
+            "q8ZP-fm1X_t6wN0rVb3JyK7cE2sLd9Ah",
+        ];
+        for secret in strong {
+            assert_eq!(weakness(secret), None, "{secret}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_weak_secrets_naming_the_setting_and_never_the_value() {
+        let base = [
+            ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
+            ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example"),
+        ];
+        let strong = "Jq3x9Vb2LmT8wZ4kR7nY1pD6sF0gH5cA";
+        let placeholder = "your-super-secret-key-change-this-in-production-256-bits";
+        let run = "z".repeat(40);
+        let cases = [
+            ("jwt_secret", vec![("SWITCHBOARD_JWT_SECRET", placeholder)]),
+            ("jwt_secret", vec![("SWITCHBOARD_JWT_SECRET", run.as_str())]),
+            (
+                "turn.secret",
+                vec![
+                    ("SWITCHBOARD_JWT_SECRET", strong),
+                    ("SWITCHBOARD_TURN_SECRET", "your-jwt-secret-key"),
+                ],
+            ),
+            (
+                "sealing_key",
+                vec![
+                    ("SWITCHBOARD_JWT_SECRET", strong),
+                    ("SWITCHBOARD_SEALING_KEY", "0123456789abcdef0123456789abcdef"),
+                ],
+            ),
+        ];
+        for (setting, vars) in cases {
+            let vars: Vec<_> = base.iter().copied().chain(vars.iter().copied()).collect();
+            let e = Config::load(None, &env(&vars)).unwrap_err().to_string();
+            assert!(e.contains(setting), "{setting}: {e}");
+            for (_, value) in &vars[base.len()..] {
+                assert!(!e.contains(value), "the message repeats a secret: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn development_with_the_built_in_secret_listens_only_on_loopback() {
+        let open = env(&[("SWITCHBOARD_LISTEN", "0.0.0.0:8080")]);
+        let e = Config::load(None, &open).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_LISTEN") && e.contains("SWITCHBOARD_JWT_SECRET"), "{e}");
+        let v6 = env(&[("SWITCHBOARD_LISTEN", "[::]:8080")]);
+        assert!(Config::load(None, &v6).is_err());
+        for ok in [
+            vec![("SWITCHBOARD_LISTEN", "127.0.0.1:8080")],
+            vec![("SWITCHBOARD_LISTEN", "[::1]:8080")],
+            vec![
+                ("SWITCHBOARD_LISTEN", "0.0.0.0:8080"),
+                ("SWITCHBOARD_JWT_SECRET", "a development secret of my own"),
+            ],
+        ] {
+            assert!(Config::load(None, &env(&ok)).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
     fn production_refuses_weak_secrets() {
         for secret in [None, Some("short"), Some(DEV_JWT_SECRET)] {
             let mut vars = vec![("SWITCHBOARD_ENV", "production")];
@@ -1523,7 +1679,7 @@ mod tests {
             let e = Config::load(None, &env(&vars)).unwrap_err();
             assert!(e.to_string().contains("SWITCHBOARD_JWT_SECRET"), "{e}");
         }
-        let strong = "x".repeat(40);
+        let strong = "Jq3x9Vb2LmT8wZ4kR7nY1pD6sF0gH5cA".to_owned();
         let ok = env(&[
             ("SWITCHBOARD_ENV", "production"),
             ("SWITCHBOARD_JWT_SECRET", &strong),
