@@ -491,7 +491,9 @@ impl Config {
     /// names its setting, its variable and what is accepted.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let published_secret = self.jwt_secret.expose() == DEV_JWT_SECRET;
-        if self.env == Environment::Development && published_secret && !self.listen.ip().is_loopback()
+        if self.env == Environment::Development
+            && published_secret
+            && !self.listen.ip().is_loopback()
         {
             return Err(invalid(
                 "listen",
@@ -833,9 +835,16 @@ pub fn weakness(secret: &str) -> Option<&'static str> {
     let lower = secret.to_ascii_lowercase();
     let placeholder = lower == DEV_JWT_SECRET
         || PLACEHOLDERS.iter().any(|p| lower == *p)
-        || ["change-this", "changeme", "change-me", "change_me", "your-", "do-not-use"]
-            .iter()
-            .any(|p| lower.contains(p));
+        || [
+            "change-this",
+            "changeme",
+            "change-me",
+            "change_me",
+            "your-",
+            "do-not-use",
+        ]
+        .iter()
+        .any(|p| lower.contains(p));
     if placeholder {
         return Some("is a placeholder from a sample configuration");
     }
@@ -849,8 +858,8 @@ pub fn weakness(secret: &str) -> Option<&'static str> {
         return Some("has too few distinct characters to be random");
     }
     // Each character equals the one a period before: `abcabcab`, `xyxyxy`.
-    let repeated = (1..=bytes.len() / 2)
-        .any(|period| bytes[period..].iter().zip(bytes).all(|(a, b)| a == b));
+    let repeated =
+        (1..=bytes.len() / 2).any(|period| bytes[period..].iter().zip(bytes).all(|(a, b)| a == b));
     if repeated {
         return Some("repeats one short piece");
     }
@@ -1636,7 +1645,10 @@ mod tests {
                 "sealing_key",
                 vec![
                     ("SWITCHBOARD_JWT_SECRET", strong),
-                    ("SWITCHBOARD_SEALING_KEY", "0123456789abcdef0123456789abcdef"),
+                    (
+                        "SWITCHBOARD_SEALING_KEY",
+                        "0123456789abcdef0123456789abcdef",
+                    ),
                 ],
             ),
         ];
@@ -1654,7 +1666,10 @@ mod tests {
     fn development_with_the_built_in_secret_listens_only_on_loopback() {
         let open = env(&[("SWITCHBOARD_LISTEN", "0.0.0.0:8080")]);
         let e = Config::load(None, &open).unwrap_err().to_string();
-        assert!(e.contains("SWITCHBOARD_LISTEN") && e.contains("SWITCHBOARD_JWT_SECRET"), "{e}");
+        assert!(
+            e.contains("SWITCHBOARD_LISTEN") && e.contains("SWITCHBOARD_JWT_SECRET"),
+            "{e}"
+        );
         let v6 = env(&[("SWITCHBOARD_LISTEN", "[::]:8080")]);
         assert!(Config::load(None, &v6).is_err());
         for ok in [

@@ -31,10 +31,27 @@ pub enum Action {
     Nothing,
 }
 
-/// Fields the server sets on a relayed room signal (a client's values are replaced).
-const ROOM_SET: [&str; 5] = ["to", "from", "username", "user_id", "room"];
-/// Fields the server sets on a relayed user-addressed signal.
-const USER_SET: [&str; 4] = ["sender_user_id", "from_user_id", "from", "username"];
+/// Fields a client may not set on a relayed room signal: the addressing the server consumes,
+/// and every field the server vouches for in either shape of signal (it sets its own values of
+/// those it vouches for here; a receiver must never read a client's value of the others).
+const ROOM_SET: [&str; 7] = [
+    "to",
+    "from",
+    "username",
+    "user_id",
+    "room",
+    "sender_user_id",
+    "from_user_id",
+];
+/// The same for a relayed user-addressed signal.
+const USER_SET: [&str; 6] = [
+    "sender_user_id",
+    "from_user_id",
+    "from",
+    "username",
+    "user_id",
+    "room",
+];
 
 /// An authenticated connection's signaling state.
 #[derive(Debug)]
@@ -234,7 +251,7 @@ mod tests {
             room: r, to, frame, ..
         } = handle(
             &s,
-            r#"{"type":"offer","offer":{"sdp":"x"},"to":"peer","from":"evil"}"#,
+            r#"{"type":"offer","offer":{"sdp":"x"},"to":"peer","from":"evil","sender_user_id":"evil","from_user_id":"evil","user_id":"evil"}"#,
         )
         .unwrap()
         else {
@@ -319,7 +336,7 @@ mod tests {
         let s = session(RoomGrant::Any);
         let Action::SendUser { target, frame, .. } = handle(
             &s,
-            r#"{"type":"webrtc_offer","target_user_id":"u-2","data":{"sdp":"v"},"sender_user_id":"forged"}"#,
+            r#"{"type":"webrtc_offer","target_user_id":"u-2","data":{"sdp":"v"},"sender_user_id":"forged","user_id":"forged","room":"forged","from":"forged"}"#,
         )
         .unwrap() else {
             panic!("expected SendUser")

@@ -56,6 +56,9 @@ pub enum ClientMessage<'a> {
     },
 }
 
+/// The keys the server reads to route a frame.
+const ADDRESSING: [&str; 4] = ["type", "to", "room", "target_user_id"];
+
 /// The deepest nesting of arrays and objects a frame may have.
 pub const MAX_DEPTH: usize = 32;
 
@@ -73,6 +76,23 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ErrorFrame> {
             format!("frame is not a JSON object: {}", short(&e)),
         )
     })?;
+    // A key the server reads must be there once: a receiver's parser could read another copy
+    // than the server did (JSON parsers differ on duplicates).
+    for key in ADDRESSING {
+        if body
+            .entries
+            .iter()
+            .filter(|(k, _)| k == key)
+            .nth(1)
+            .is_some()
+        {
+            return Err(ErrorFrame::new(
+                ErrorCode::InvalidField,
+                format!("field `{key}` appears more than once"),
+            )
+            .field(key));
+        }
+    }
     let kind: Cow<'_, str> = body.field("type")?.ok_or_else(|| missing("type"))?;
     Ok(match &*kind {
         "auth_token" => ClientMessage::AuthToken {
@@ -314,6 +334,23 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn refuses_a_key_it_routes_by_given_twice() {
+        for text in [
+            r#"{"type":"offer","type":"join","room":"a"}"#,
+            r#"{"type":"offer","t\u0079pe":"join"}"#,
+            r#"{"type":"offer","to":"a","to":"b"}"#,
+            r#"{"type":"join","room":"a","room":"b"}"#,
+            r#"{"type":"webrtc_offer","target_user_id":"a","target_user_id":"b"}"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidField, "{text}");
+            assert!(e.message.contains("more than once"), "{text}");
+        }
+        // Payload keys may repeat inside the payload, and other top-level keys pass as sent.
+        assert!(parse(r#"{"type":"offer","offer":{"type":"a","type":"b"},"x":1,"x":2}"#).is_ok());
     }
 
     #[test]
