@@ -149,6 +149,10 @@ pub struct Config {
     pub ping_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// How long one write to a client's socket may take; a client that stops reading is closed
+    /// after this long.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// How long a node keeps a bus subscription after its last local interest left.
@@ -350,6 +354,7 @@ impl Default for Config {
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             subscription_linger: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(3),
@@ -611,6 +616,11 @@ impl Config {
         at_least(
             "ping_interval",
             self.ping_interval,
+            Duration::from_millis(100),
+        )?;
+        at_least(
+            "write_timeout",
+            self.write_timeout,
             Duration::from_millis(100),
         )?;
         at_least("lease_ttl", self.lease_ttl, Duration::from_secs(1))?;
@@ -1263,6 +1273,11 @@ mod tests {
             (
                 "ping_interval",
                 &[("SWITCHBOARD_PING_INTERVAL", "0s")],
+                "at least 100ms",
+            ),
+            (
+                "write_timeout",
+                &[("SWITCHBOARD_WRITE_TIMEOUT", "10ms")],
                 "at least 100ms",
             ),
             (

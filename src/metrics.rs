@@ -26,6 +26,8 @@ pub const MESSAGE_ERRORS: &str = "switchboard_message_errors_total";
 pub const JOINS: &str = "switchboard_room_joins_total";
 pub const TAKEOVERS: &str = "switchboard_client_takeovers_total";
 pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
+/// Connections dropped because one write to the client took longer than `write_timeout`.
+pub const WRITE_TIMEOUTS: &str = "switchboard_write_timeouts_total";
 pub const BUS_ERRORS: &str = "switchboard_bus_errors_total";
 pub const BUS_DROPPED: &str = "switchboard_bus_dropped_total";
 /// Redis publishes (one batch each) and the envelopes they carried: their ratio is the batching.

@@ -168,11 +168,23 @@ impl Conn {
         }
     }
 
+    /// Writes one message; `false` when the socket is gone or the client stopped reading
+    /// (the write took longer than `write_timeout`).
     async fn send(&mut self, message: &ServerMessage) -> bool {
-        self.socket
-            .send(Message::Text(message.to_json().into()))
-            .await
-            .is_ok()
+        self.write(Message::Text(message.to_json().into())).await
+    }
+
+    /// Every write outside the outbox's goes through here, bounded by `write_timeout`: a client
+    /// that sends without reading cannot hold its task (and its slot) forever.
+    async fn write(&mut self, message: Message) -> bool {
+        let deadline = self.state.config.write_timeout;
+        match tokio::time::timeout(deadline, self.socket.send(message)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                metrics::counter!(m::WRITE_TIMEOUTS).increment(1);
+                false
+            }
+        }
     }
 
     async fn send_error(&mut self, error: ErrorFrame) -> bool {
@@ -483,7 +495,7 @@ impl Conn {
                     if self.last_seen.elapsed() >= config.idle_timeout {
                         return CloseCode::IdleTimeout;
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if !Box::pin(self.write(Message::Ping(Default::default()))).await {
                         return CloseCode::Normal;
                     }
                 }
@@ -505,13 +517,18 @@ impl Conn {
         self.socket.flush().await.is_ok()
     }
 
+    /// Writes what the outbox holds (before a drain's close), within `write_timeout`.
     async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Frame>) {
-        while let Ok(frame) = outbox.try_recv() {
-            if self.socket.feed(super::socket_text(frame)).await.is_err() {
-                return;
+        let deadline = self.state.config.write_timeout;
+        let _ = tokio::time::timeout(deadline, async {
+            while let Ok(frame) = outbox.try_recv() {
+                if self.socket.feed(super::socket_text(frame)).await.is_err() {
+                    return;
+                }
             }
-        }
-        let _ = self.socket.flush().await;
+            let _ = self.socket.flush().await;
+        })
+        .await;
     }
 
     /// The hot path: parses a text frame and relays a room signal without waiting; everything

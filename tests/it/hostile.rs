@@ -156,3 +156,82 @@ async fn forged_sender_fields_are_overwritten() {
         (Some("alice"), Some("alice"))
     );
 }
+
+/// A WebSocket whose TCP receive buffer is small, so that once it stops reading the server's
+/// writes to it block soon.
+async fn unread_socket(
+    node: &TestNode,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(node.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(node.ws(path), stream)
+        .await
+        .unwrap();
+    ws
+}
+
+/// Sends `frame` on `ws` without ever reading, until the server stops reading too (a send
+/// waits over a second) or `limit` frames went out.
+async fn flood_without_reading(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    frame: &str,
+    limit: usize,
+) {
+    use futures_util::SinkExt;
+    for _ in 0..limit {
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            ws.send(Message::text(frame)),
+        );
+        match sent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
+/// Waits until `node` holds no WebSocket (every connection task ended).
+async fn all_connections_end(node: &TestNode, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while node.state.slots.held() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a connection that never reads is still held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn write_bounded() -> switchboard::config::Config {
+    switchboard::config::Config {
+        write_timeout: std::time::Duration::from_millis(500),
+        auth_timeout: std::time::Duration::from_secs(120),
+        ..test_config()
+    }
+}
+
+#[tokio::test]
+async fn junk_before_authentication_from_a_client_that_never_reads_is_dropped() {
+    let node = spawn_node(write_bounded());
+    let mut ws = unread_socket(&node, "/ws").await;
+    // Each junk frame gets an error frame the client never reads.
+    flood_without_reading(&mut ws, "x", 200_000).await;
+    all_connections_end(&node, std::time::Duration::from_secs(10)).await;
+    // The node goes on serving others.
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    a.send(json!({"type": "ping"})).await;
+    a.recv_type("pong").await;
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_is_dropped() {
+    let node = spawn_node(write_bounded());
+    let mut ws = unread_socket(&node, &format!("/ws?token={}", token("mallory"))).await;
+    flood_without_reading(&mut ws, r#"{"type":"ping"}"#, 400_000).await;
+    all_connections_end(&node, std::time::Duration::from_secs(10)).await;
+    let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
+    a.send(json!({"type": "ping"})).await;
+    a.recv_type("pong").await;
+}
