@@ -11,7 +11,6 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -76,6 +75,7 @@ pub async fn run(
     }
     let startup = Arc::new(Startup::new(node.clone(), dependencies));
     let cors = cors(&config.cors_origins());
+    let header_read_timeout = config.header_read_timeout;
     let phases = Arc::new(Phases {
         starting: Some(crate::http::starting_routes().with_state(Arc::clone(&startup))),
         ready: OnceLock::new(),
@@ -90,7 +90,7 @@ pub async fn run(
         }
         state
     };
-    serve_phases(listener, phases, cors, ready, shutdown).await
+    serve_phases(listener, phases, cors, ready, shutdown, header_read_timeout).await
 }
 
 /// Creates the demo accounts on a development node's empty database and shows their passwords
@@ -214,7 +214,16 @@ pub async fn serve_state(
         starting: None,
         ready: OnceLock::from((state.clone(), router(state.clone()))),
     });
-    serve_phases(listener, phases, cors, std::future::ready(state), shutdown).await
+    let header_read_timeout = state.config.header_read_timeout;
+    serve_phases(
+        listener,
+        phases,
+        cors,
+        std::future::ready(state),
+        shutdown,
+        header_read_timeout,
+    )
+    .await
 }
 
 /// What the listener serves: the starting routes until the node is ready, then its router.
@@ -243,6 +252,7 @@ async fn serve_phases(
     cors: CorsLayer,
     ready: impl Future<Output = AppState> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    header_read_timeout: Duration,
 ) -> anyhow::Result<()> {
     let current = Arc::clone(&phases);
     let app = Router::new()
@@ -264,19 +274,9 @@ async fn serve_phases(
             let _ = drained_tx.send(());
         }
     };
-    // Signals are small frames that must leave at once: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop);
+    let server = crate::server::serve(listener, app, header_read_timeout, stop);
     tokio::select! {
-        served = server.into_future() => served?,
+        () = server => {},
         () = async { let _ = drained_rx.await; tokio::time::sleep(CLOSE_GRACE).await } => {
             tracing::warn!(grace = ?CLOSE_GRACE, "connections still open after the drain; stopping");
         }

@@ -48,6 +48,8 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("user_msg_rate", 0, 1_000_000),
     ("user_msg_burst", 1, 1_000_000),
     ("ip_connections", 0, 1_000_000),
+    ("max_unauthenticated", 0, 10_000_000),
+    ("ip_unauthenticated", 0, 1_000_000),
     ("ip_upgrade_rate", 0, 1_000_000_000),
     ("ip_upgrade_burst", 1, 1_000_000),
     ("auth_rate", 0, 1_000_000),
@@ -132,6 +134,10 @@ pub struct Config {
     pub user_msg_burst: usize,
     /// WebSocket connections one address may hold across the cluster; 0 = no limit.
     pub ip_connections: usize,
+    /// WebSockets waiting to authenticate this node holds at most; 0 = no limit.
+    pub max_unauthenticated: usize,
+    /// WebSockets waiting to authenticate one address may hold on this node; 0 = no limit.
+    pub ip_unauthenticated: usize,
     /// WebSocket upgrades one address may start per minute, cluster-wide; 0 = no limit.
     pub ip_upgrade_rate: usize,
     /// Upgrades one address may start at once above that rate.
@@ -149,6 +155,10 @@ pub struct Config {
     pub ping_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// How long a client may take to send a request's head (its line and headers); a
+    /// connection that sends nothing, or trickles, is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// How long one write to a client's socket may take; a client that stops reading is closed
     /// after this long.
     #[serde(with = "humantime_serde")]
@@ -346,6 +356,8 @@ impl Default for Config {
             user_msg_rate: 60,
             user_msg_burst: 240,
             ip_connections: 5,
+            max_unauthenticated: 1000,
+            ip_unauthenticated: 10,
             ip_upgrade_rate: 120,
             ip_upgrade_burst: 30,
             auth_rate: 30,
@@ -355,6 +367,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             subscription_linger: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(3),
@@ -582,6 +595,8 @@ impl Config {
             ("user_msg_rate", self.user_msg_rate),
             ("user_msg_burst", self.user_msg_burst),
             ("ip_connections", self.ip_connections),
+            ("max_unauthenticated", self.max_unauthenticated),
+            ("ip_unauthenticated", self.ip_unauthenticated),
             ("ip_upgrade_rate", self.ip_upgrade_rate),
             ("ip_upgrade_burst", self.ip_upgrade_burst),
             ("auth_rate", self.auth_rate),
@@ -616,6 +631,11 @@ impl Config {
         at_least(
             "ping_interval",
             self.ping_interval,
+            Duration::from_millis(100),
+        )?;
+        at_least(
+            "header_read_timeout",
+            self.header_read_timeout,
             Duration::from_millis(100),
         )?;
         at_least(
@@ -1440,6 +1460,16 @@ mod tests {
             (
                 "ip_connections",
                 &[("SWITCHBOARD_IP_CONNECTIONS", "1000001")],
+                "between 0 and 1000000",
+            ),
+            (
+                "max_unauthenticated",
+                &[("SWITCHBOARD_MAX_UNAUTHENTICATED", "-3")],
+                "between 0 and 10000000",
+            ),
+            (
+                "ip_unauthenticated",
+                &[("SWITCHBOARD_IP_UNAUTHENTICATED", "x")],
                 "between 0 and 1000000",
             ),
             (

@@ -29,6 +29,7 @@ pub mod presence;
 pub mod protocol;
 pub mod redis;
 pub mod registry;
+mod server;
 pub mod signaling;
 pub mod state;
 pub mod store;

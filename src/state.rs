@@ -13,7 +13,7 @@ use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::hub::Hub;
-use crate::limits::{NodeSlots, Rate, Throttle, UserBudgets};
+use crate::limits::{NodeSlots, Pending, Rate, Throttle, UserBudgets};
 use crate::protocol::NodeId;
 use crate::store::Store;
 use crate::tasks::Supervisor;
@@ -29,6 +29,9 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The WebSockets this node holds, against `max_connections`.
     pub slots: NodeSlots,
+    /// The WebSockets waiting to authenticate, against `max_unauthenticated` and
+    /// `ip_unauthenticated`.
+    pub pending: Pending,
     /// Request rates per address and message rates per user, the same on every node.
     pub throttle: Arc<dyn Throttle>,
     /// The message budgets of the users connected here.
@@ -65,6 +68,7 @@ impl AppState {
             credentials,
             turn: Arc::new(Turn::from_config(&config)),
             slots: NodeSlots::new(config.max_connections),
+            pending: Pending::new(config.max_unauthenticated, config.ip_unauthenticated),
             throttle,
             user_budgets: Arc::default(),
             proxies: Arc::new(proxies),

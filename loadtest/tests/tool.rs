@@ -49,6 +49,8 @@ fn config() -> Config {
     config.user_msg_rate = 1_000_000;
     config.user_msg_burst = 1_000_000;
     config.ip_connections = 1_000_000;
+    config.ip_unauthenticated = 1_000_000;
+    config.max_unauthenticated = 1_000_000;
     config
 }
 

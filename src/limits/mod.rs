@@ -3,6 +3,8 @@
 //! - [`MessageLimit`]: a connection's message rate with a burst (`msg_rate`, `msg_burst`),
 //!   local to the connection (GCRA through `governor`).
 //! - [`NodeSlots`]: the WebSockets this node holds against `max_connections`.
+//! - [`Pending`]: the WebSockets that have not authenticated yet, per node and per address
+//!   (`max_unauthenticated`, `ip_unauthenticated`).
 //! - [`Throttle`]: request rates per address (upgrades, `/auth` requests) and per user
 //!   (messages over all its connections, through [`UserBudgets`]), the same on every node: in
 //!   process ([`MemoryThrottle`]) or on Redis ([`redis::RedisThrottle`]).
@@ -12,6 +14,7 @@
 //! Every limit is a setting, and `0` turns it off.
 
 mod message;
+mod pending;
 pub mod redis;
 mod throttle;
 mod user;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use message::{MessageLimit, Verdict};
+pub use pending::{Pending, PendingFull, PendingSlot};
 pub use throttle::{MemoryThrottle, Rate, Throttle};
 pub use user::{UserBudget, UserBudgets};
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Identity;
 use crate::hub::Relayed;
-use crate::limits::{MessageLimit, Slot, Verdict};
+use crate::limits::{MessageLimit, PendingSlot, Slot, Verdict};
 use crate::metrics::{self as m, MessageKind};
 use crate::presence::{AddressHold, Presence};
 use crate::protocol::{
@@ -38,6 +38,8 @@ pub struct Start {
     pub slot: Slot,
     /// The connection counted against its address until it ends.
     pub address: AddressSlot,
+    /// A place among the sockets waiting to authenticate, until this one has.
+    pub pending: Option<PendingSlot>,
 }
 
 /// A connection counted against its address, cluster-wide (`ip_connections`); given back when
@@ -141,8 +143,11 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         client_id,
         slot,
         address,
+        pending,
     } = start;
-    let code = match Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref())).await {
+    let authenticated = Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref())).await;
+    drop(pending);
+    let code = match authenticated {
         Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
         Err(code) => code,
     };

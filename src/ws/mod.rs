@@ -25,6 +25,7 @@ use crate::auth::{Identity, bearer_token};
 use crate::client_ip::budget_key;
 use crate::credentials::Credentials;
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::PendingFull;
 use crate::metrics as m;
 use crate::protocol::{ClientId, ErrorCode, ErrorFrame, Frame, RoomId};
 use crate::state::AppState;
@@ -94,10 +95,13 @@ type WsQueryResult = Result<Query<WsQuery>, QueryRejection>;
             HTTP request; `origin_not_allowed`: a page of an origin not in `allowed_origins`",
             body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many upgrades from this address \
-            (`ip_upgrade_rate`); `Retry-After` says how long to wait", body = ErrorBody),
+            (`ip_upgrade_rate`), too many of its WebSockets open across the cluster \
+            (`ip_connections`) or waiting to authenticate (`ip_unauthenticated`); `Retry-After` \
+            says how long to wait", body = ErrorBody),
         (status = 503, description = "`draining`: the node is shutting down; `node_full`: it \
-            holds `max_connections`; connect to another. `unavailable`: the API key the token \
-            names cannot be loaded now", body = ErrorBody),
+            holds `max_connections`, or `max_unauthenticated` WebSockets waiting to \
+            authenticate; connect to another. `unavailable`: the API key the token names \
+            cannot be loaded now", body = ErrorBody),
     )
 )]
 pub async fn room_endpoint(
@@ -138,10 +142,13 @@ pub async fn room_endpoint(
         (status = 403, description = "`origin_not_allowed`: a page of an origin not in \
             `allowed_origins`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many upgrades from this address \
-            (`ip_upgrade_rate`); `Retry-After` says how long to wait", body = ErrorBody),
+            (`ip_upgrade_rate`), too many of its WebSockets open across the cluster \
+            (`ip_connections`) or waiting to authenticate (`ip_unauthenticated`); `Retry-After` \
+            says how long to wait", body = ErrorBody),
         (status = 503, description = "`draining`: the node is shutting down; `node_full`: it \
-            holds `max_connections`; connect to another. `unavailable`: the API key the token \
-            names cannot be loaded now", body = ErrorBody),
+            holds `max_connections`, or `max_unauthenticated` WebSockets waiting to \
+            authenticate; connect to another. `unavailable`: the API key the token names \
+            cannot be loaded now", body = ErrorBody),
     )
 )]
 pub async fn root_endpoint(
@@ -227,6 +234,30 @@ async fn accept(
             "this node holds as many WebSockets as it may; connect to another",
         )));
     };
+    // A socket that authenticates by message holds a pending place until it does.
+    let pending = match pre_auth {
+        Some(_) => None,
+        None => Some(state.pending.take(&budget_key(ip)).map_err(|full| {
+            let (limit, e) = match full {
+                PendingFull::Node => (
+                    "max_unauthenticated",
+                    ApiError::unavailable(
+                        "node_full",
+                        "this node holds as many WebSockets waiting to authenticate as it may; \
+                         try again, or send the token with the upgrade",
+                    ),
+                ),
+                PendingFull::Address => {
+                    let mut e = ApiError::rate_limited("ip_unauthenticated", IP_CONNECTIONS_RETRY);
+                    e.detail =
+                        "too many WebSockets from this address wait to authenticate".to_owned();
+                    ("ip_unauthenticated", e)
+                }
+            };
+            metrics::counter!(m::RATE_LIMITED, "limit" => limit).increment(1);
+            reject(e)
+        })?),
+    };
     let address = AddressSlot::take(&state, &budget_key(ip))
         .await
         .ok_or_else(|| {
@@ -254,6 +285,7 @@ async fn accept(
         client_id,
         slot,
         address,
+        pending,
     };
     Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start)))
 }

@@ -235,3 +235,62 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_dropped() {
     a.send(json!({"type": "ping"})).await;
     a.recv_type("pong").await;
 }
+
+/// Reads `stream` until the server closes it; `false` when it is still open after `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let drained = tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    drained.await.is_ok()
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let node = spawn_node(switchboard::config::Config {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..test_config()
+    });
+    // A connection that sends nothing, and one that trickles a header every 100 ms.
+    let mut silent = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    trickle
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = trickle.into_split();
+    let trickling = tokio::spawn(async move {
+        for n in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let line = format!("X-Slow-{n}: 1\r\n");
+            if writer.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let within = std::time::Duration::from_secs(5);
+    assert!(
+        closed_within(&mut silent, within).await,
+        "a silent connection stays open"
+    );
+    let ended = tokio::time::timeout(within, async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    assert!(ended.await.is_ok(), "a trickling connection stays open");
+    trickling.abort();
+    // Whole requests are served as before.
+    assert_eq!(http_get(node.http("/healthz")).await.unwrap().status(), 200);
+}

@@ -714,3 +714,47 @@ async fn every_route_under_auth_and_every_post_is_limited_per_endpoint() {
     assert!(limited.len() >= 7, "{limited:?}");
     assert!(refusals(&node, "auth_rate").await >= limited.len() as f64);
 }
+
+#[tokio::test]
+async fn sockets_waiting_to_authenticate_are_capped_per_node_and_per_address() {
+    let node = spawn_node(switchboard::config::Config {
+        max_unauthenticated: 3,
+        ip_unauthenticated: 2,
+        trusted_proxies: vec!["127.0.0.0/8".into()],
+        ..test_config()
+    });
+    let (x, y, z) = ("198.51.100.1", "198.51.100.2", "198.51.100.3");
+    let mut first = open_from(&node, x).await.unwrap();
+    let _second = open_from(&node, x).await.unwrap();
+    let refused = open_from(&node, x)
+        .await
+        .err()
+        .expect("the address is at its cap");
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["code"], "rate_limited");
+    let _third = open_from(&node, y).await.unwrap();
+    let refused = open_from(&node, z)
+        .await
+        .err()
+        .expect("the node is at its cap");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.body["code"], "node_full");
+    assert!(refusals(&node, "max_unauthenticated").await >= 1.0);
+    assert!(refusals(&node, "ip_unauthenticated").await >= 1.0);
+    // A token with the upgrade does not wait: it is not capped here.
+    let mut request = node
+        .ws(&format!("/ws?token={}", token("zed")))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", z.parse().unwrap());
+    let mut with_token = connect_request(request).await.unwrap();
+    with_token.recv_type("auth_success").await;
+    // Once one authenticates, its place comes back.
+    first
+        .send(json!({"type": "auth_token", "token": token("alice")}))
+        .await;
+    first.recv_type("auth_success").await;
+    let _again = admitted_again(&node, x, WAIT).await;
+}

@@ -62,6 +62,7 @@ pub fn test_config() -> Config {
     config.user_connections = 0;
     config.user_msg_rate = 0;
     config.ip_connections = 0;
+    config.ip_unauthenticated = 0;
     config
 }
 
