@@ -1301,6 +1301,16 @@ mod tests {
                 "at least 100ms",
             ),
             (
+                "header_read_timeout",
+                &[("SWITCHBOARD_HEADER_READ_TIMEOUT", "forever")],
+                "",
+            ),
+            (
+                "header_read_timeout",
+                &[("SWITCHBOARD_HEADER_READ_TIMEOUT", "1ms")],
+                "at least 100ms",
+            ),
+            (
                 "idle_timeout",
                 &[("SWITCHBOARD_IDLE_TIMEOUT", "1s")],
                 "ping_interval",

@@ -1,9 +1,11 @@
 //! Cluster-wide room and presence queries over bearer tokens.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::openapi::{ClusterDown, RateLimited, Refused, RoomMembers};
 use super::{Bearer, Limited};
@@ -20,24 +22,71 @@ impl From<PresenceError> for ApiError {
     }
 }
 
-/// Rooms and their member counts, cluster-wide.
+/// The rooms a page of `GET /api/rooms` holds at most, unless `limit` says fewer.
+const PAGE: usize = 100;
+/// The largest `limit`.
+const MAX_PAGE: usize = 1000;
+
+/// A page of `GET /api/rooms`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RoomsPage {
+    /// Rooms per page, 1–1000 (default 100).
+    limit: Option<usize>,
+    /// The `next` of the previous page: rooms after this name.
+    after: Option<String>,
+}
+
+/// Rooms and their member counts, cluster-wide, in name order.
+///
+/// Admins see every room; other tokens the rooms their grant allows (a token without a room
+/// grant, all). With more than a page, `next` names the `after` of the next page.
 #[utoipa::path(
     get,
     path = "/api/rooms",
     tag = "rooms",
     security(("bearer" = [])),
+    params(RoomsPage),
     responses(
-        (status = 200, description = "Every room of the cluster and its member count",
-            body = Object, example = json!({"rooms": [{"room": "demo", "members": 2}]})),
+        (status = 200, description = "The rooms the token may see and their member counts",
+            body = Object, example = json!({"rooms": [{"room": "demo", "members": 2}],
+                "next": "demo"})),
+        (status = 400, description = "`invalid_query`: a bad `limit` or `after`",
+            body = ErrorBody),
         (status = 401, response = Refused),
         (status = 503, response = ClusterDown),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Bearer(_): Bearer,
+    Bearer(identity): Bearer,
+    page: Result<Query<RoomsPage>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let rooms = state.hub.presence.rooms().await?;
+    let invalid = |detail: String| ApiError::bad_request("invalid_query", detail);
+    let Query(page) = page.map_err(|e| invalid(e.body_text()))?;
+    let limit = page.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(invalid(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let after = match page.after.as_deref() {
+        Some(after) => Some(RoomId::parse(after).map_err(|e| invalid(e.to_string()))?),
+        None => None,
+    };
+    let mut rooms: Vec<_> = state
+        .hub
+        .presence
+        .rooms()
+        .await?
+        .into_iter()
+        .filter(|r| identity.admin || identity.rooms.allows(&r.room))
+        .filter(|r| after.as_ref().is_none_or(|after| r.room > *after))
+        .collect();
+    rooms.sort_by(|a, b| a.room.cmp(&b.room));
+    if rooms.len() > limit {
+        rooms.truncate(limit);
+        let next = rooms.last().map(|r| r.room.clone());
+        return Ok(Json(json!({ "rooms": rooms, "next": next })));
+    }
     Ok(Json(json!({ "rooms": rooms })))
 }
 
@@ -118,6 +167,9 @@ pub async fn info(
 /// Whether a user is online.
 ///
 /// Online, and on how many devices, anywhere in the cluster.
+///
+/// For the user itself and for admins: whether someone is online is not every token holder's
+/// business (room members see each other through `users_in_room` and `user_joined`).
 #[utoipa::path(
     get,
     path = "/api/users/{user_id}/presence",
@@ -129,17 +181,24 @@ pub async fn info(
             body = Object, example = json!({"user_id": "alice", "online": true, "devices": 2})),
         (status = 400, description = "`invalid_user`", body = ErrorBody),
         (status = 401, response = Refused),
+        (status = 403, description = "`forbidden`: neither the user nor an admin",
+            body = ErrorBody),
         (status = 503, response = ClusterDown),
     )
 )]
 pub async fn presence(
     State(state): State<AppState>,
-    Bearer(_): Bearer,
+    Bearer(identity): Bearer,
     user: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(user) = user.map_err(|e| ApiError::bad_request("invalid_user", e.body_text()))?;
     let user =
         UserId::parse(&user).map_err(|e| ApiError::bad_request("invalid_user", e.to_string()))?;
+    if !identity.admin && identity.user_id != user {
+        return Err(ApiError::forbidden(
+            "only the user and admins may read a user's presence",
+        ));
+    }
     let devices = state.hub.presence.devices(&user).await?;
     Ok(Json(
         json!({ "user_id": user, "online": devices > 0, "devices": devices }),

@@ -143,15 +143,58 @@ async fn user_presence() {
     let node = spawn_node(test_config());
     let _phone = Client::user(&node, "bob", "p").await;
     let _laptop = Client::user(&node, "bob", "l").await;
-    let (status, body) = get(&node.http("/api/users/bob/presence"), Some(&token("alice"))).await;
+    let (status, body) = get(&node.http("/api/users/bob/presence"), Some(&token("bob"))).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"user_id":"bob","online":true,"devices":2}));
-    let (_, body) = get(
-        &node.http("/api/users/nobody/presence"),
-        Some(&token("alice")),
-    )
-    .await;
-    assert_eq!(body["online"], false);
+    // Another user may not ask; an admin may.
+    let (status, body) = get(&node.http("/api/users/bob/presence"), Some(&token("alice"))).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let admin = token_with("root", |c| c.role = Some("admin".into()));
+    let (status, body) = get(&node.http("/api/users/nobody/presence"), Some(&admin)).await;
+    assert_eq!((status, body["online"].as_bool()), (200, Some(false)));
+}
+
+#[tokio::test]
+async fn the_room_list_shows_what_a_token_may_see_a_page_at_a_time() {
+    let node = spawn_node(test_config());
+    let mut clients = Vec::new();
+    for room in ["acme-1", "acme-2", "acme-3", "other"] {
+        clients.push(
+            Client::join(&node, room, "alice", &format!("c-{room}"))
+                .await
+                .0,
+        );
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // A token granted `acme-*` sees those rooms only.
+    let acme = token_with("eve", |c| c.rooms = Some(vec!["acme-*".into()]));
+    let (status, body) = get(&node.http("/api/rooms"), Some(&acme)).await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&body), ["acme-1", "acme-2", "acme-3"]);
+    assert!(body.get("next").is_none());
+    // Pages: `next` is the `after` of the following page.
+    let admin = token_with("root", |c| c.role = Some("admin".into()));
+    let (_, first) = get(&node.http("/api/rooms?limit=3"), Some(&admin)).await;
+    assert_eq!(names(&first), ["acme-1", "acme-2", "acme-3"]);
+    assert_eq!(first["next"], "acme-3");
+    let (_, second) = get(&node.http("/api/rooms?limit=3&after=acme-3"), Some(&admin)).await;
+    assert_eq!(names(&second), ["other"]);
+    assert!(second.get("next").is_none());
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=bad%20room"] {
+        let (status, body) = get(&node.http(&format!("/api/rooms?{bad}")), Some(&admin)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
     // No ghost remains, and nothing is announced twice.
     let (_, body) = get(&nodes[0], "/api/rooms/crash", "alice").await;
     assert_eq!(member_ids(&body), ["a1", "c1"]);
-    let (_, body) = get(&nodes[1], "/api/users/bob/presence", "alice").await;
+    let (_, body) = get(&nodes[1], "/api/users/bob/presence", "bob").await;
     assert_eq!(body, json!({"user_id":"bob","online":false,"devices":0}));
     a.send(json!({"type":"webrtc_offer","target_user_id":"bob","data":{}}))
         .await;
@@ -213,7 +213,7 @@ async fn a_client_id_taken_while_redis_lost_it_closes_the_older_connection() {
         member_ids(body) == ["a1", "b1"] || member_ids(body) == ["b1", "a1"]
     })
     .await;
-    let (_, body) = get(&nodes[0], "/api/users/alice/presence", "bob").await;
+    let (_, body) = get(&nodes[0], "/api/users/alice/presence", "alice").await;
     assert_eq!(body["devices"], 1);
 }
 
@@ -298,7 +298,7 @@ async fn a_redis_restart_keeps_local_delivery_and_recovers_without_reconnecting(
     poll(
         &nodes[0],
         "/api/users/bob/presence",
-        "alice",
+        "bob",
         WAIT,
         |_, body| body["devices"] == 1,
     )

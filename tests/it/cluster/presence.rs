@@ -27,7 +27,7 @@ async fn rest_views_are_cluster_wide(redis: Redis) {
             body["rooms"],
             json!([{"room":"p1","members":2},{"room":"p2","members":1}])
         );
-        let (_, body) = get(node, "/api/users/bob/presence", "observer").await;
+        let (_, body) = get(node, "/api/users/bob/presence", "bob").await;
         assert_eq!(body, json!({"user_id":"bob","online":true,"devices":2}));
     }
     let (status, body) = get(&nodes[2], "/api/rooms/p1", "alice").await;
@@ -41,7 +41,7 @@ async fn rest_views_are_cluster_wide(redis: Redis) {
     poll(
         &nodes[0],
         "/api/users/bob/presence",
-        "alice",
+        "bob",
         WAIT,
         |_, body| body["online"] == false,
     )
@@ -108,7 +108,7 @@ async fn takeover_across_nodes_closes_the_old_connection(redis: Redis) {
     bob.send(json!({"type":"signal","to":"dev-1","data":{"n":1}}))
         .await;
     assert_eq!(new.recv_type("signal").await["from"], "b1");
-    let (_, body) = get(&nodes[2], "/api/users/alice/presence", "bob").await;
+    let (_, body) = get(&nodes[2], "/api/users/alice/presence", "alice").await;
     assert_eq!(body["devices"], 1);
 
     // Another user cannot take it.
