@@ -21,7 +21,7 @@ mod removal;
 mod scripts;
 mod store;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,6 +60,8 @@ pub struct RedisPresence {
     dirty: AtomicBool,
     /// Shared by writes, exclusive for reconciliation, so it sees no write half-done.
     gate: tokio::sync::RwLock<()>,
+    /// Where the next sweep of the room index starts.
+    sweep_from: AtomicUsize,
     /// Departures that failed to reach Redis, and so were never announced: the next
     /// reconciliation announces them.
     departed: Mutex<Vec<(RoomId, Member)>>,
@@ -79,7 +81,9 @@ impl RedisPresence {
                 client,
                 keys,
                 scripts,
+                room_grace_s: queries::ROOM_INDEX_GRACE_S,
             },
+            sweep_from: AtomicUsize::new(0),
             mirror: Mirror::default(),
             addresses: Addresses::default(),
             owner: Mutex::new(lease::incarnation(&node)),

@@ -32,6 +32,8 @@ use crate::protocol::{ConnId, NodeId, RoomId};
 const REAP_BATCH: usize = 16;
 /// Connections reconciled or reaped concurrently.
 const PARALLEL: usize = 32;
+/// Room index entries one lease period checks.
+const SWEEP_BATCH: usize = 256;
 
 type Gone = Vec<(RoomId, Member)>;
 
@@ -134,6 +136,7 @@ impl RedisPresence {
         // disk holds only stale leases): reap from the next period on.
         if lease == Lease::Held {
             tick.gone.extend(self.reap_dead().await);
+            self.sweep_rooms().await;
         }
         Ok(tick)
     }
@@ -230,6 +233,20 @@ impl RedisPresence {
             .map(|conn| self.store.remove_conn(conn, Some(owner), None))
             .collect();
         Ok(bounded(removals).await?.into_iter().flatten().collect())
+    }
+
+    /// Drops one batch of rooms that emptied from the room index, where the last sweep ended.
+    async fn sweep_rooms(&self) {
+        let from = self.sweep_from.load(Ordering::Acquire);
+        match self.store.sweep_rooms(from, SWEEP_BATCH).await {
+            Ok((next, forgotten)) => {
+                self.sweep_from.store(next, Ordering::Release);
+                if forgotten > 0 {
+                    tracing::debug!(forgotten, "dropped empty rooms from the room index");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "sweeping the room index failed"),
+        }
     }
 
     /// Takes over expired incarnations and removes their entries. Errors are logged: an

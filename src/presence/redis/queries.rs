@@ -10,8 +10,8 @@ use crate::protocol::Member;
 use crate::protocol::{RoomId, UserId};
 
 /// How long an empty room stays in the room index after its last join, in seconds (a join
-/// touches the index before it reaches the room).
-const ROOM_INDEX_GRACE_S: u64 = 60;
+/// touches the index a moment before it reaches the room).
+pub const ROOM_INDEX_GRACE_S: u64 = 10;
 
 impl Store {
     pub async fn members(&self, room: &RoomId) -> Result<Vec<Member>> {
@@ -40,16 +40,53 @@ impl Store {
                 _ => empty.push(room),
             }
         }
-        let grace = ROOM_INDEX_GRACE_S.to_string();
-        join_all(empty.iter().map(|room| {
+        self.forget_rooms(&empty).await;
+        summaries.sort_by(|a, b| a.room.cmp(&b.room));
+        Ok(summaries)
+    }
+
+    /// Drops `rooms` (found empty) from the index, each unless a join touched it within the
+    /// grace. Best effort: what stays is dropped by a later sweep.
+    async fn forget_rooms(&self, rooms: &[RoomId]) -> usize {
+        let grace = self.room_grace_s.to_string();
+        let forgotten = join_all(rooms.iter().map(|room| {
             let args = vec![room.to_string(), grace.clone()];
             self.scripts
                 .forget_room
                 .run::<i64>(&self.client, vec![self.keys.rooms()], args)
         }))
         .await;
-        summaries.sort_by(|a, b| a.room.cmp(&b.room));
-        Ok(summaries)
+        forgotten.into_iter().filter(|f| matches!(f, Ok(1))).count()
+    }
+
+    /// Checks `batch` entries of the room index from position `from` and drops the empty ones
+    /// past the grace; returns where the next sweep starts (0 after the end). Run by every node
+    /// each lease period, so rooms that emptied are dropped even when nobody lists them, and
+    /// the index holds the rooms with members plus those emptied within a few periods.
+    pub async fn sweep_rooms(&self, from: usize, batch: usize) -> Result<(usize, usize)> {
+        let end = i64::try_from(from + batch - 1).unwrap_or(i64::MAX);
+        let start = i64::try_from(from).unwrap_or(0);
+        let names: Vec<String> = self
+            .cmd()
+            .zrange(self.keys.rooms(), start, end, None, false, None, false)
+            .await?;
+        let rooms: Vec<RoomId> = names.iter().filter_map(|r| RoomId::parse(r).ok()).collect();
+        let cmd = self.cmd();
+        let counts =
+            try_join_all(rooms.iter().map(|r| cmd.zcard::<i64, _>(self.keys.room(r)))).await?;
+        let empty: Vec<RoomId> = rooms
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, n)| *n == 0)
+            .map(|(room, _)| room)
+            .collect();
+        let forgotten = self.forget_rooms(&empty).await;
+        let next = if names.len() < batch {
+            0
+        } else {
+            from + batch - forgotten
+        };
+        Ok((next, forgotten))
     }
 
     pub async fn devices(&self, user: &UserId) -> Result<usize> {

@@ -112,7 +112,7 @@ return 1
 /// join touched it within the grace period (that join may not have reached the room yet).
 const FORGET_ROOM: &str = r#"
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) < tonumber(redis.call('TIME')[1]) - tonumber(ARGV[2]) then
+if s and tonumber(s) <= tonumber(redis.call('TIME')[1]) - tonumber(ARGV[2]) then
   return redis.call('ZREM', KEYS[1], ARGV[1])
 end
 return 0

@@ -31,6 +31,9 @@ pub struct Store {
     pub client: Client,
     pub keys: Keys,
     pub scripts: Scripts,
+    /// How long an empty room stays in the room index after its last join, in seconds (a join
+    /// touches the index a moment before it reaches the room).
+    pub room_grace_s: u64,
 }
 
 pub(super) fn room_field(room: &RoomId) -> String {

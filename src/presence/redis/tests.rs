@@ -378,3 +378,58 @@ async fn a_late_node_keeps_its_members_and_a_reaped_one_is_evicted() {
     l.join(&room("r"), &again, 5).await.unwrap();
     assert_eq!(survivor.members(&room("r")).await.unwrap(), vec![again]);
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn rooms_that_emptied_leave_the_room_index_without_a_listing() {
+    for var in [
+        "SWITCHBOARD_TEST_REDIS_URL",
+        "SWITCHBOARD_TEST_REDIS_CLUSTER_URL",
+    ] {
+        let (url, prefix, node) = (url(var), prefix(), NodeId::generate());
+        let target = crate::redis::url::parse(&url).unwrap();
+        let client = crate::redis::client(&target).await.unwrap();
+        let keys = crate::redis::Keys::new(&prefix);
+        let mut p = super::RedisPresence::start(
+            client.clone(),
+            keys.clone(),
+            node.clone(),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+        p.store.room_grace_s = 0;
+        // A client joining and leaving rooms of random names, and one room that stays.
+        let m = member(&node, "m", "mallory", 1);
+        p.claim(&m).await.unwrap();
+        for n in 0..600 {
+            let r = room(&format!("random-{n}"));
+            p.join(&r, &m, 5).await.unwrap();
+            p.leave(&r, &m).await.unwrap();
+        }
+        let a = member(&node, "a", "alice", 2);
+        p.claim(&a).await.unwrap();
+        p.join(&room("kept"), &a, 5).await.unwrap();
+        let indexed = || async {
+            let n: i64 = client.zcard(keys.rooms()).await.unwrap();
+            n
+        };
+        assert_eq!(indexed().await, 601, "{var}");
+        // Lease periods sweep it, a batch each, without anyone listing rooms.
+        for _ in 0..4 {
+            p.reap().await.unwrap();
+        }
+        assert_eq!(
+            indexed().await,
+            1,
+            "{var}: only the room with a member stays"
+        );
+        assert_eq!(
+            p.rooms().await.unwrap(),
+            vec![crate::presence::RoomSummary {
+                room: room("kept"),
+                members: 1
+            }]
+        );
+    }
+}
