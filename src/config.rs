@@ -49,6 +49,8 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("user_msg_burst", 1, 1_000_000),
     ("ip_connections", 0, 1_000_000),
     ("max_unauthenticated", 0, 10_000_000),
+    ("user_signal_rate", 0, 1_000_000),
+    ("user_signal_burst", 1, 1_000_000),
     ("ip_unauthenticated", 0, 1_000_000),
     ("ip_upgrade_rate", 0, 1_000_000_000),
     ("ip_upgrade_burst", 1, 1_000_000),
@@ -103,6 +105,18 @@ pub enum Environment {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Whom a connection may send user-addressed signals (`webrtc_offer`, ...) to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSignals {
+    /// Any user of the deployment (a directory of users who call each other by id).
+    Any,
+    /// Users it shares a room with.
+    SharedRoom,
+    /// Users its token's `peers` claim names (admins: anyone).
+    Grant,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +194,12 @@ pub struct Config {
     /// Threads of the node's runtime; 0 = one per core available to the process.
     pub worker_threads: usize,
     pub log_format: LogFormat,
+    /// Whom user-addressed signals may go to: `any`, `shared_room` or `grant`.
+    pub user_signals: UserSignals,
+    /// User-addressed signals one user may send per second, cluster-wide; 0 = no limit.
+    pub user_signal_rate: usize,
+    /// User-addressed signals one user may send at once above that rate.
+    pub user_signal_burst: usize,
     pub log_level: String,
     /// The longest an access token may live (from `iat` to `exp`); longer ones are refused.
     #[serde(with = "humantime_serde")]
@@ -375,6 +395,9 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             worker_threads: 0,
             log_format: LogFormat::Text,
+            user_signals: UserSignals::Any,
+            user_signal_rate: 20,
+            user_signal_burst: 100,
             log_level: "info".into(),
             max_token_lifetime: Duration::from_secs(30 * 86_400),
             registration: String::new(),
@@ -596,6 +619,8 @@ impl Config {
             ("user_msg_burst", self.user_msg_burst),
             ("ip_connections", self.ip_connections),
             ("max_unauthenticated", self.max_unauthenticated),
+            ("user_signal_rate", self.user_signal_rate),
+            ("user_signal_burst", self.user_signal_burst),
             ("ip_unauthenticated", self.ip_unauthenticated),
             ("ip_upgrade_rate", self.ip_upgrade_rate),
             ("ip_upgrade_burst", self.ip_upgrade_burst),
@@ -1350,6 +1375,21 @@ mod tests {
                 "between 0 and",
             ),
             ("log_format", &[("SWITCHBOARD_LOG_FORMAT", "xml")], "`json`"),
+            (
+                "user_signals",
+                &[("SWITCHBOARD_USER_SIGNALS", "everyone")],
+                "`shared_room`",
+            ),
+            (
+                "user_signal_rate",
+                &[("SWITCHBOARD_USER_SIGNAL_RATE", "-1")],
+                "between 0 and 1000000",
+            ),
+            (
+                "user_signal_burst",
+                &[("SWITCHBOARD_USER_SIGNAL_BURST", "0")],
+                "between 1 and 1000000",
+            ),
             (
                 "log_level",
                 &[("SWITCHBOARD_LOG_LEVEL", "info,switchboard=loud")],

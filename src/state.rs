@@ -101,6 +101,16 @@ impl AppState {
         }
     }
 
+    /// The rate of user-addressed signals per sending user.
+    pub fn user_signal_rate(&self) -> Rate {
+        let per_second = u32::try_from(self.config.user_signal_rate).unwrap_or(u32::MAX);
+        Rate {
+            name: "user_signal_rate",
+            per_minute: per_second.saturating_mul(60),
+            burst: u32::try_from(self.config.user_signal_burst).unwrap_or(u32::MAX),
+        }
+    }
+
     /// The rate of `POST /auth/*` requests per address.
     pub fn auth_rate(&self) -> Rate {
         Rate {

@@ -54,6 +54,10 @@ pub struct Claims {
     pub jti: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// The user ids (and `prefix*` patterns) this token may send user-addressed signals to
+    /// when `user_signals` is `grant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
 }
@@ -78,6 +82,8 @@ pub struct Identity {
     pub user_id: UserId,
     pub name: String,
     pub rooms: RoomGrant,
+    /// The `peers` claim: whom user-addressed signals may go to under the `grant` policy.
+    pub peers: Vec<String>,
     pub admin: bool,
     pub credential: Credential,
 }
@@ -353,6 +359,7 @@ impl Tokens {
             user_id,
             name,
             rooms: claims.rooms.map_or(RoomGrant::Any, RoomGrant::Only),
+            peers: claims.peers.unwrap_or_default(),
             admin: claims.role.as_deref() == Some("admin"),
             credential: Credential {
                 jti: Some(revocation_id(&claims.sub, claims.jti.as_deref(), token)),
@@ -422,6 +429,7 @@ pub fn claims(user: &UserId, name: &str, ttl: Duration) -> Claims {
         nbf: None,
         jti: Some(uuid::Uuid::new_v4().to_string()),
         rooms: None,
+        peers: None,
         role: None,
     }
 }

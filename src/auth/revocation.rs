@@ -157,6 +157,7 @@ mod tests {
             user_id: UserId::parse(user).unwrap(),
             name: user.into(),
             rooms: RoomGrant::Any,
+            peers: Vec::new(),
             admin: false,
             credential: Credential {
                 jti: jti.map(Into::into),

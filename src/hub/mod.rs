@@ -22,10 +22,10 @@ use crate::auth::{Revocation, Revoked};
 use crate::bus::{Bus, BusError, Envelope, Inbound, Route, Topic};
 use crate::metrics as m;
 use crate::presence::{Claim, Joined, Presence, PresenceError};
-use crate::protocol::Member;
 use crate::protocol::{
     CloseCode, ErrorCode, ErrorFrame, Frame, NodeId, PeerView, RoomId, ServerMessage,
 };
+use crate::protocol::{Member, UserId};
 use crate::registry::{ConnHandle, Registry};
 
 pub use relay::Relayed;
@@ -263,6 +263,17 @@ impl Hub {
             self.announce_left(room, me).await?;
         }
         Ok(())
+    }
+
+    /// Whether `user` has a connection in one of `rooms`, cluster-wide.
+    pub async fn shares_room(&self, rooms: &[RoomId], user: &UserId) -> Result<bool, ErrorFrame> {
+        for room in rooms {
+            let members = self.presence.members(room).await?;
+            if members.iter().any(|m| &m.user_id == user) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Cleans up after a closed connection.

@@ -35,10 +35,15 @@ impl RoomGrant {
     pub fn allows(&self, room: &RoomId) -> bool {
         match self {
             Self::Any => true,
-            Self::Only(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => room.as_str().starts_with(prefix),
-                None => p == room.as_str(),
-            }),
+            Self::Only(patterns) => matches_any(patterns, room.as_str()),
         }
     }
+}
+
+/// Whether `name` is one of `patterns`: a name, or `prefix*` for every name it starts.
+pub fn matches_any(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
 }

@@ -50,7 +50,7 @@ use serde::Serialize;
 pub use frame::Frame;
 pub use ids::{ClientId, ConnId, InvalidId, NodeId, RoomId, UserId};
 pub use inbound::{ClientMessage, RoomSignalKind, UserSignalKind};
-pub use member::{Member, RoomGrant};
+pub use member::{Member, RoomGrant, matches_any};
 
 /// WebSocket close codes the server sends, and what a client should do about each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,13 +10,14 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::auth::Identity;
+use crate::config::UserSignals;
 use crate::hub::Relayed;
 use crate::limits::{MessageLimit, PendingSlot, Slot, Verdict};
 use crate::metrics::{self as m, MessageKind};
 use crate::presence::{AddressHold, Presence};
 use crate::protocol::{
     ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, Frame, Member, RoomId,
-    ServerMessage, inbound,
+    ServerMessage, UserId, inbound, matches_any,
 };
 use crate::registry::{ConnHandle, Control};
 use crate::signaling::{Action, Session};
@@ -100,6 +101,16 @@ struct Conn {
     seen: bool,
     /// The connection's message rate, and its user's once authenticated.
     limit: MessageLimit,
+    /// Whom its user-addressed signals may go to, once authenticated.
+    peers: Peers,
+}
+
+/// What a token says of whom its user-addressed signals may go to.
+#[derive(Default)]
+struct Peers {
+    admin: bool,
+    /// The `peers` claim (for the `grant` policy).
+    names: Vec<String>,
 }
 
 /// What the main loop does with a frame after the hot path looked at it.
@@ -130,6 +141,7 @@ pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Outp
         last_seen: Instant::now(),
         seen: false,
         limit,
+        peers: Peers::default(),
     });
     run_boxed(conn, start)
 }
@@ -385,6 +397,10 @@ impl Conn {
             ice_servers: (!ice_servers.is_empty()).then_some(ice_servers),
         };
         let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
+        self.peers = Peers {
+            admin: identity.admin,
+            names: identity.peers,
+        };
         drop(config);
         let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
@@ -620,7 +636,10 @@ impl Conn {
                 frame,
             } => {
                 m::message_in(MessageKind::User(kind));
-                hub.send_user(&session.me, &target, frame.into()).await
+                match may_signal(&self.state, &self.peers, session, &target).await {
+                    Ok(()) => hub.send_user(&session.me, &target, frame.into()).await,
+                    Err(e) => Err(e),
+                }
             }
         };
         match result {
@@ -628,6 +647,44 @@ impl Conn {
             Err(e) => self.send_error(e).await,
         }
     }
+}
+
+/// Whether a connection (its `session`, its token's `peers`) may send a user-addressed signal
+/// to `target` now: within its user's `user_signal_rate`, and allowed by `user_signals`. A
+/// refused target is answered `forbidden` whether it is online or not, so refusals reveal
+/// nothing.
+async fn may_signal(
+    state: &AppState,
+    peers: &Peers,
+    session: &Session,
+    target: &UserId,
+) -> Result<(), ErrorFrame> {
+    let user = session.me.user_id.as_str();
+    if let Err(wait) = state.throttle.hit(state.user_signal_rate(), user).await {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "user_signal_rate").increment(1);
+        return Err(ErrorFrame::new(
+            ErrorCode::RateLimited,
+            "too many user-addressed signals: wait retry_after_ms before sending again",
+        )
+        .retry_after(wait));
+    }
+    let allowed = peers.admin
+        || *target == session.me.user_id
+        || match state.config.user_signals {
+            UserSignals::Any => true,
+            UserSignals::Grant => matches_any(&peers.names, target.as_str()),
+            UserSignals::SharedRoom => state.hub.shares_room(session.rooms(), target).await?,
+        };
+    if allowed {
+        return Ok(());
+    }
+    metrics::counter!(m::RATE_LIMITED, "limit" => "user_signals").increment(1);
+    let mut e = ErrorFrame::new(
+        ErrorCode::Forbidden,
+        "this connection may not send signals to that user (user_signals)",
+    );
+    e.target_user_id = Some(target.clone());
+    Err(e)
 }
 
 /// The answer to the first message over the connection's rate.

@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod node;
 mod openapi;
+mod policy;
 mod readme;
 mod store;
 mod turn;

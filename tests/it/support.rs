@@ -63,6 +63,7 @@ pub fn test_config() -> Config {
     config.user_msg_rate = 0;
     config.ip_connections = 0;
     config.ip_unauthenticated = 0;
+    config.user_signal_rate = 0;
     config
 }
 
