@@ -223,6 +223,7 @@ pub fn free_port() -> u16 {
 }
 
 // After the macro, so that its textual scope covers them.
+mod attack;
 mod failure;
 mod presence;
 mod protocol;
