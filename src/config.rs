@@ -858,6 +858,13 @@ impl Config {
                 ));
             }
         }
+        // tracing-subscriber's directive parser panics on some non-ASCII text: refuse it first.
+        if !filter_text_is_safe(&self.log_level) {
+            return Err(invalid(
+                "log_level",
+                "not a filter like `info` or `info,switchboard=debug` (printable ASCII only)",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             invalid(
                 "log_level",
@@ -919,6 +926,12 @@ pub fn weakness(secret: &str) -> Option<&'static str> {
         return Some("repeats one short piece");
     }
     None
+}
+
+/// Whether `filter` is text tracing-subscriber's filter parser can be given: printable ASCII
+/// (its parser slices at byte offsets and panics inside multi-byte characters).
+pub fn filter_text_is_safe(filter: &str) -> bool {
+    filter.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 /// An origin as browsers send it: lower case, no trailing `/`, no default port.
@@ -1375,6 +1388,11 @@ mod tests {
                 "between 0 and",
             ),
             ("log_format", &[("SWITCHBOARD_LOG_FORMAT", "xml")], "`json`"),
+            (
+                "log_level",
+                &[("SWITCHBOARD_LOG_LEVEL", " switchboard\u{fffd}=debuf")],
+                "printable ASCII",
+            ),
             (
                 "user_signals",
                 &[("SWITCHBOARD_USER_SIGNALS", "everyone")],

@@ -6,9 +6,15 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Config, LogFormat};
 
 pub fn init(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // `RUST_LOG` wins when it is a filter the parser can take (it panics on some non-ASCII
+    // text); `log_level` was checked when the config loaded.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| crate::config::filter_text_is_safe(f))
+        .and_then(|f| EnvFilter::try_new(f).ok());
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&config.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

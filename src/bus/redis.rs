@@ -56,6 +56,8 @@ struct Shared {
     wanted: Mutex<HashSet<String>>,
     /// Serialises subscription commands with re-subscription.
     ops: tokio::sync::Mutex<()>,
+    /// Each sender's share of the publish queue.
+    shares: publisher::Shares,
 }
 
 pub struct RedisBus {
@@ -86,6 +88,7 @@ impl RedisBus {
             subscriber,
             wanted: Mutex::default(),
             ops: tokio::sync::Mutex::new(()),
+            shares: publisher::Shares::default(),
         });
         tasks.spawn(
             "bus-inbound",
@@ -224,9 +227,20 @@ impl Bus for RedisBus {
             envelope,
             reply: None,
         };
-        self.queue.try_send(outgoing).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BusError::Overloaded(publisher::QUEUE),
-            mpsc::error::TrySendError::Closed(_) => stopped(),
+        let poster = publisher::poster(&outgoing);
+        if let Some(conn) = poster
+            && !self.shared.shares.take(conn)
+        {
+            return Err(BusError::Overloaded(publisher::SHARE as usize));
+        }
+        self.queue.try_send(outgoing).map_err(|e| {
+            if let Some(conn) = poster {
+                self.shared.shares.give_back(conn);
+            }
+            match e {
+                mpsc::error::TrySendError::Full(_) => BusError::Overloaded(publisher::QUEUE),
+                mpsc::error::TrySendError::Closed(_) => stopped(),
+            }
         })
     }
 

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use fred::clients::Client;
@@ -32,6 +33,55 @@ use crate::redis::Keys;
 
 /// Envelopes a node may have queued for Redis before posts are refused as overloaded.
 pub const QUEUE: usize = 16_384;
+/// Posted envelopes one sender may have queued: a sixteenth of the queue, so that one
+/// connection flooding the cluster (or fifteen) cannot fill the queue every other connection's
+/// cross-node signals go through.
+pub const SHARE: u32 = (QUEUE / 16) as u32;
+/// Slots senders are counted in (a connection id, which is random, picks its slot; two
+/// connections that share one share its place).
+const SHARE_SLOTS: usize = 4096;
+
+/// Each sender's posted envelopes in the queue, against [`SHARE`].
+pub struct Shares {
+    slots: Box<[AtomicU32]>,
+}
+
+impl Default for Shares {
+    fn default() -> Self {
+        Self {
+            slots: (0..SHARE_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+impl Shares {
+    fn slot(&self, conn: ConnId) -> &AtomicU32 {
+        &self.slots[(conn.0 as usize) % SHARE_SLOTS]
+    }
+
+    /// Counts one envelope of `conn` into the queue; `false` when it holds its share already.
+    pub fn take(&self, conn: ConnId) -> bool {
+        let slot = self.slot(conn);
+        if slot.fetch_add(1, Ordering::AcqRel) >= SHARE {
+            slot.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// An envelope of `conn` left the queue.
+    pub fn give_back(&self, conn: ConnId) {
+        self.slot(conn).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The sender whose share a posted envelope counts against.
+pub fn poster(out: &Outgoing) -> Option<ConnId> {
+    match out.reply {
+        Some(_) => None,
+        None => sender(&out.envelope.route),
+    }
+}
 /// The most envelopes one round takes from the queue.
 const ROUND_ENVELOPES: usize = 4096;
 /// A batch past this size is closed and the channel's next envelopes start another.
@@ -81,6 +131,11 @@ pub struct Context {
 pub async fn run(ctx: Context, mut queue: mpsc::Receiver<Outgoing>) {
     let mut round = Vec::with_capacity(ROUND_ENVELOPES);
     while queue.recv_many(&mut round, ROUND_ENVELOPES).await > 0 {
+        for out in &round {
+            if let Some(conn) = poster(out) {
+                ctx.shared.shares.give_back(conn);
+            }
+        }
         let batches = pack(&ctx, round.drain(..));
         let results = join_all(batches.iter().map(|b| publish(&ctx, b))).await;
         let mut told = HashSet::new();

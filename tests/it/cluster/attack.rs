@@ -183,3 +183,46 @@ async fn an_attacker_does_not_disturb_an_honest_call_and_redis_stays_bounded() {
         before.0, before.1, after.0, after.1
     );
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn one_flooding_connection_cannot_take_the_publish_queue_from_everyone_else() {
+    let redis = RedisProcess::start();
+    let config = redis_config(&redis.url());
+    let nodes = spawn_cluster(2, &config);
+    let (mut flooder, _) = Client::join(&nodes[0], "flood", "mallory", "flooder").await;
+    let (_sink, _) = Client::join(&nodes[1], "flood", "sink", "sink").await;
+    flooder.recv_type("user_joined").await;
+    let (mut honest, _) = Client::join(&nodes[0], "call", "alice", "honest").await;
+    let (mut peer, _) = Client::join(&nodes[1], "call", "bob", "peer").await;
+    honest.recv_type("user_joined").await;
+
+    // Redis stops answering: nothing leaves the node's queue while the flood comes in.
+    redis.pause();
+    let flood = r#"{"type":"offer","to":"sink","offer":{"sdp":"v=0"}}"#;
+    for _ in 0..20_000 {
+        flooder.send_text(flood).await;
+    }
+    flooder.send(json!({"type": "ping"})).await;
+    let mut refused = 0;
+    loop {
+        let reply = flooder.recv().await;
+        match reply["type"].as_str() {
+            Some("pong") => break,
+            _ => {
+                assert_eq!(reply["code"], "unavailable", "{reply}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the flooder was never refused");
+    // Another connection's signal still gets a place in the queue, and arrives once Redis
+    // answers again.
+    honest
+        .send(json!({"type": "offer", "to": "peer", "offer": {"sdp": "honest"}}))
+        .await;
+    redis.resume();
+    let offer = peer.recv_type("offer").await;
+    assert_eq!(offer["offer"]["sdp"], "honest");
+    assert_eq!(offer["from"], "honest");
+}
