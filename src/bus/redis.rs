@@ -229,7 +229,10 @@ impl Bus for RedisBus {
         };
         let poster = publisher::poster(&outgoing);
         if let Some(conn) = poster
-            && !self.shared.shares.take(conn)
+            && !self
+                .shared
+                .shares
+                .take(conn, self.queue.capacity() < publisher::PRESSED)
         {
             return Err(BusError::Overloaded(publisher::SHARE as usize));
         }

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::Admin;
 use super::openapi::HealthReport;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, Startup};
@@ -52,6 +53,31 @@ struct Report {
     errors: Vec<String>,
 }
 
+/// What an error says to a caller that is not an admin: that the service is down, not how (a
+/// dependency's error names hosts, users and internals). The log has the whole error.
+const UNAVAILABLE: &str = "unavailable";
+
+impl Report {
+    /// The report for `admin` as it is; for anyone else with each error reduced to
+    /// [`UNAVAILABLE`].
+    fn for_caller(mut self, admin: bool) -> Self {
+        if admin {
+            return self;
+        }
+        for entry in self.services.values_mut() {
+            if let Some(error) = entry.get_mut("error") {
+                *error = json!(UNAVAILABLE);
+            }
+        }
+        for error in &mut self.errors {
+            if let Some((service, _)) = error.split_once(": ") {
+                *error = format!("{service}: {UNAVAILABLE}");
+            }
+        }
+        self
+    }
+}
+
 impl Report {
     fn add(&mut self, service: &str, backend: Option<&str>, result: Result<(), String>) {
         let mut entry = Map::new();
@@ -63,6 +89,7 @@ impl Report {
             entry.insert("backend".into(), json!(backend));
         }
         if let Err(error) = result {
+            tracing::debug!(service, error = %error, "health check: a service is down");
             entry.insert("error".into(), json!(error));
             self.errors.push(format!("{service}: {error}"));
         }
@@ -118,8 +145,11 @@ async fn report(state: &AppState) -> Report {
         (status = 503, response = HealthReport),
     )
 )]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let Report { services, errors } = report(&state).await;
+pub async fn health(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> (StatusCode, Json<Value>) {
+    let Report { services, errors } = report(&state).await.for_caller(admin);
     let status = match (errors.is_empty(), state.is_draining()) {
         (false, _) => "unhealthy",
         (true, true) => "degraded",
@@ -154,8 +184,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         (status = 503, response = HealthReport),
     )
 )]
-pub async fn health_slash(state: State<AppState>) -> (StatusCode, Json<Value>) {
-    health(state).await
+pub async fn health_slash(state: State<AppState>, admin: Admin) -> (StatusCode, Json<Value>) {
+    health(state, admin).await
 }
 
 fn code(status: &str) -> StatusCode {
@@ -180,7 +210,10 @@ fn code(status: &str) -> StatusCode {
             waits for), `draining`, `dependency_down` or `task_failed`", body = ErrorBody),
     )
 )]
-pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn readiness(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Json<Value>, ApiError> {
     if let Some(ended) = state.supervisor.ended() {
         return Err(ApiError::unavailable(
             "task_failed",
@@ -202,7 +235,7 @@ pub async fn readiness(State(state): State<AppState>) -> Result<Json<Value>, Api
             ),
         ));
     }
-    let Report { services, errors } = report(&state).await;
+    let Report { services, errors } = report(&state).await.for_caller(admin);
     if !errors.is_empty() {
         return Err(ApiError::unavailable(
             "dependency_down",

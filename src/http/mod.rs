@@ -50,6 +50,33 @@ impl FromRequestParts<AppState> for Bearer {
     }
 }
 
+/// Whether the request carries an admin's bearer token (what may see dependency errors).
+pub struct Admin(pub bool);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer_token);
+        let admin = match token {
+            Some(token) => state
+                .credentials
+                .verify(token)
+                .await
+                .is_ok_and(|identity| identity.admin),
+            None => false,
+        };
+        Ok(Self(admin))
+    }
+}
+
 /// The client's address (behind trusted proxies, what they say), for a request that passed
 /// the request rate of that address on that endpoint (`auth_rate`, every route under `/auth`
 /// and every public POST): 429 `rate_limited` with `retry_after` otherwise. Each endpoint has

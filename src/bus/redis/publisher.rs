@@ -33,10 +33,12 @@ use crate::redis::Keys;
 
 /// Envelopes a node may have queued for Redis before posts are refused as overloaded.
 pub const QUEUE: usize = 16_384;
-/// Posted envelopes one sender may have queued: a sixteenth of the queue, so that one
-/// connection flooding the cluster (or fifteen) cannot fill the queue every other connection's
-/// cross-node signals go through.
+/// Posted envelopes one sender may have queued once the queue is half full: a sixteenth of it,
+/// so that one connection flooding the cluster (or several) cannot fill the queue every other
+/// connection's cross-node signals go through. Below half full a sender may burst past it.
 pub const SHARE: u32 = (QUEUE / 16) as u32;
+/// Free places in the queue below which shares are enforced.
+pub const PRESSED: usize = QUEUE / 2;
 /// Slots senders are counted in (a connection id, which is random, picks its slot; two
 /// connections that share one share its place).
 const SHARE_SLOTS: usize = 4096;
@@ -59,10 +61,11 @@ impl Shares {
         &self.slots[(conn.0 as usize) % SHARE_SLOTS]
     }
 
-    /// Counts one envelope of `conn` into the queue; `false` when it holds its share already.
-    pub fn take(&self, conn: ConnId) -> bool {
+    /// Counts one envelope of `conn` into the queue; `false` when it holds its share already
+    /// and the queue is `pressed` (half full).
+    pub fn take(&self, conn: ConnId, pressed: bool) -> bool {
         let slot = self.slot(conn);
-        if slot.fetch_add(1, Ordering::AcqRel) >= SHARE {
+        if slot.fetch_add(1, Ordering::AcqRel) >= SHARE && pressed {
             slot.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
