@@ -431,6 +431,101 @@ fn config_values(runs: u64) {
 
 /// The inputs per target of a long run: `FUZZ_ITERATIONS`, or 0 when it is unset (the test
 /// script includes ignored tests, and a long run is for a person to start).
+/// REST bodies and query strings, through the router of a node in this process (SQLite in
+/// memory, limits off): every request is answered, never with a 500, and every refusal is JSON
+/// `{detail, code}`. Bodies that reach a password check cost an argon2 hash, so this target
+/// runs far fewer inputs a second than the others.
+fn requests(runs: u64) {
+    use tower::ServiceExt;
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    config.database.url = switchboard::config::Secret::new("sqlite::memory:");
+    (
+        config.auth_rate,
+        config.lockout_threshold,
+        config.lockout_address_threshold,
+    ) = (0, 0, 0);
+    let admin = {
+        let tokens = Tokens::new(config.jwt_secret.expose().as_bytes());
+        let mut claims = switchboard::auth::claims(
+            &UserId::parse("root").unwrap(),
+            "root",
+            std::time::Duration::from_secs(3600),
+        );
+        claims.role = Some("admin".into());
+        tokens.mint(&claims)
+    };
+    let router = runtime.block_on(async {
+        let node = switchboard::app::node_id(&config);
+        let store = switchboard::backends::open_store(&config).await.unwrap();
+        let backends = switchboard::backends::Backends::standalone(&node, store);
+        switchboard::app::router(switchboard::app::build(config, node, backends))
+    });
+    let corpus: Vec<Vec<u8>> = [
+        r#"POST /auth/login {"username":"alice","password":"correct horse battery"}"#,
+        r#"POST /auth/register {"username":"bob","password":"a long password","email":"b@x.example"}"#,
+        r#"POST /auth/refresh {"refresh_token":"rt_abc"}"#,
+        r#"POST /auth/logout {"refresh_token":"rt_abc"}"#,
+        "POST /auth/token grant_type=password&username=alice&password=secret&scope=",
+        r#"POST /api/rooms/lobby/info {}"#,
+        "GET /api/rooms?limit=10&after=lobby {}",
+        "GET /api/rooms/lobby {}",
+        "GET /api/users/alice/presence {}",
+        "GET /ws?token=abc&client_id=c-1 {}",
+        "GET /api/webrtc/ice-servers {}",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let mut mutator = Mutator::new(seed(), corpus);
+    for _ in 0..runs {
+        let input = mutator.next();
+        let text = String::from_utf8_lossy(&input).into_owned();
+        let (head, body) = text.split_once(' ').unwrap_or(("GET", &text));
+        let (path, body) = body.split_once(' ').unwrap_or((body, ""));
+        let method = if head == "POST" { "POST" } else { "GET" };
+        let Ok(mut request) = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {admin}"))
+            .header(
+                "content-type",
+                if path.starts_with("/auth/token") {
+                    "application/x-www-form-urlencoded"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(axum::body::Body::from(body.to_owned()))
+        else {
+            continue;
+        };
+        // As the server does for every connection.
+        let peer = std::net::SocketAddr::from(([203, 0, 113, 9], 40000));
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let response = runtime.block_on(router.clone().oneshot(request)).unwrap();
+        let status = response.status();
+        assert_ne!(status.as_u16(), 500, "{text:?}");
+        if status.is_client_error() || status.is_server_error() {
+            let bytes = runtime
+                .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+                .unwrap();
+            let body: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{status} not JSON ({e}) for {text:?}"));
+            let coded = body["code"].is_string() || body["error"].is_string();
+            assert!(coded, "{status} {body} for {text:?}");
+        }
+    }
+    report("requests", runs, started);
+}
+
 fn long_runs() -> u64 {
     let runs = std::env::var("FUZZ_ITERATIONS")
         .ok()
@@ -450,6 +545,13 @@ fn short_pass_of_every_target() {
     addresses(SHORT);
     ids(SHORT);
     config_values(SHORT / 10);
+    requests(SHORT / 10);
+}
+
+#[test]
+#[ignore = "long: FUZZ_ITERATIONS inputs per target, run by hand"]
+fn long_run_requests() {
+    requests(long_runs());
 }
 
 #[test]
