@@ -432,9 +432,10 @@ fn config_values(runs: u64) {
 /// The inputs per target of a long run: `FUZZ_ITERATIONS`, or 0 when it is unset (the test
 /// script includes ignored tests, and a long run is for a person to start).
 /// REST bodies and query strings, through the router of a node in this process (SQLite in
-/// memory, limits off): every request is answered, never with a 500, and every refusal is JSON
-/// `{detail, code}`. Bodies that reach a password check cost an argon2 hash, so this target
-/// runs far fewer inputs a second than the others.
+/// memory, rate limits off): every request is answered, never with a 500, and every refusal is
+/// JSON `{detail, code}`. A password check costs an argon2 hash (~18 ms), so the fuzzed address
+/// is locked out after one failed login (a locked address is refused after its body was read
+/// and checked, before any hash) and registration is closed (refused after the body was read).
 fn requests(runs: u64) {
     use tower::ServiceExt;
     let started = Instant::now();
@@ -445,11 +446,10 @@ fn requests(runs: u64) {
         .unwrap();
     let mut config = Config::default();
     config.database.url = switchboard::config::Secret::new("sqlite::memory:");
-    (
-        config.auth_rate,
-        config.lockout_threshold,
-        config.lockout_address_threshold,
-    ) = (0, 0, 0);
+    config.auth_rate = 0;
+    config.lockout_threshold = 0;
+    config.lockout_address_threshold = 1;
+    config.registration = "closed".into();
     let admin = {
         let tokens = Tokens::new(config.jwt_secret.expose().as_bytes());
         let mut claims = switchboard::auth::claims(
@@ -482,6 +482,20 @@ fn requests(runs: u64) {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
+    let peer = std::net::SocketAddr::from(([203, 0, 113, 9], 40000));
+    let lock = axum::http::Request::post("/auth/login")
+        .header("content-type", "application/json")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(axum::body::Body::from(
+            r#"{"username":"nobody","password":"wrong password"}"#,
+        ))
+        .unwrap();
+    let locked = runtime.block_on(router.clone().oneshot(lock)).unwrap();
+    assert_eq!(
+        locked.status().as_u16(),
+        429,
+        "one failed login locks the address"
+    );
     let mut mutator = Mutator::new(seed(), corpus);
     for _ in 0..runs {
         let input = mutator.next();
@@ -506,7 +520,6 @@ fn requests(runs: u64) {
             continue;
         };
         // As the server does for every connection.
-        let peer = std::net::SocketAddr::from(([203, 0, 113, 9], 40000));
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
