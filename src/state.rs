@@ -84,40 +84,26 @@ impl AppState {
 
     /// The rate of WebSocket upgrades per address.
     pub fn upgrade_rate(&self) -> Rate {
-        Rate {
-            name: "ip_upgrade_rate",
-            per_minute: u32::try_from(self.config.ip_upgrade_rate).unwrap_or(u32::MAX),
-            burst: u32::try_from(self.config.ip_upgrade_burst).unwrap_or(u32::MAX),
-        }
+        let c = &self.config;
+        Rate::per_minute("ip_upgrade_rate", c.ip_upgrade_rate, c.ip_upgrade_burst)
     }
 
     /// The rate of messages per user, over all its connections.
     pub fn user_msg_rate(&self) -> Rate {
-        let per_second = u32::try_from(self.config.user_msg_rate).unwrap_or(u32::MAX);
-        Rate {
-            name: "user_msg_rate",
-            per_minute: per_second.saturating_mul(60),
-            burst: u32::try_from(self.config.user_msg_burst).unwrap_or(u32::MAX),
-        }
+        let c = &self.config;
+        Rate::per_second("user_msg_rate", c.user_msg_rate, c.user_msg_burst)
     }
 
     /// The rate of user-addressed signals per sending user.
     pub fn user_signal_rate(&self) -> Rate {
-        let per_second = u32::try_from(self.config.user_signal_rate).unwrap_or(u32::MAX);
-        Rate {
-            name: "user_signal_rate",
-            per_minute: per_second.saturating_mul(60),
-            burst: u32::try_from(self.config.user_signal_burst).unwrap_or(u32::MAX),
-        }
+        let c = &self.config;
+        Rate::per_second("user_signal_rate", c.user_signal_rate, c.user_signal_burst)
     }
 
-    /// The rate of `POST /auth/*` requests per address.
+    /// The rate of requests per address to each route under `/auth` and each public `POST`.
     pub fn auth_rate(&self) -> Rate {
-        Rate {
-            name: "auth_rate",
-            per_minute: u32::try_from(self.config.auth_rate).unwrap_or(u32::MAX),
-            burst: u32::try_from(self.config.auth_burst).unwrap_or(u32::MAX),
-        }
+        let c = &self.config;
+        Rate::per_minute("auth_rate", c.auth_rate, c.auth_burst)
     }
 
     /// The client's address of a request from `peer` with these forwarding header values.

@@ -21,6 +21,20 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `per_minute` hits a minute sustained (0 = off), `burst` at once; settings saturate.
+    pub fn per_minute(name: &'static str, per_minute: usize, burst: usize) -> Self {
+        Self {
+            name,
+            per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
+            burst: u32::try_from(burst).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// `per_second` hits a second sustained (0 = off), `burst` at once; settings saturate.
+    pub fn per_second(name: &'static str, per_second: usize, burst: usize) -> Self {
+        Self::per_minute(name, per_second.saturating_mul(60), burst)
+    }
+
     pub fn is_off(&self) -> bool {
         self.per_minute == 0
     }
