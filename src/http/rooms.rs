@@ -72,6 +72,7 @@ pub async fn list(
         Some(after) => Some(RoomId::parse(after).map_err(|e| invalid(e.to_string()))?),
         None => None,
     };
+    // In name order already: pages follow it.
     let mut rooms: Vec<_> = state
         .hub
         .presence
@@ -81,7 +82,6 @@ pub async fn list(
         .filter(|r| identity.admin || identity.rooms.allows(&r.room))
         .filter(|r| after.as_ref().is_none_or(|after| r.room > *after))
         .collect();
-    rooms.sort_by(|a, b| a.room.cmp(&b.room));
     if rooms.len() > limit {
         rooms.truncate(limit);
         let next = rooms.last().map(|r| r.room.clone());

@@ -97,7 +97,7 @@ pub trait Presence: Send + Sync + 'static {
     /// Every member of `room`, in join order.
     async fn members(&self, room: &RoomId) -> Result<Vec<Member>, PresenceError>;
 
-    /// Every non-empty room.
+    /// Every non-empty room, in name order.
     async fn rooms(&self) -> Result<Vec<RoomSummary>, PresenceError>;
 
     /// How many connections `user` has.

@@ -198,11 +198,9 @@ async fn accept(
             .filter_map(|v| v.to_str().ok())
     };
     let ip = state.client_ip(peer.ip(), values("x-forwarded-for"), values("forwarded"));
-    if let Err(wait) = state
-        .throttle
-        .hit(state.upgrade_rate(), &budget_key(ip))
-        .await
-    {
+    // What the address limits count: the address, or its /64 for IPv6.
+    let address = budget_key(ip);
+    if let Err(wait) = state.throttle.hit(state.upgrade_rate(), &address).await {
         metrics::counter!(m::RATE_LIMITED, "limit" => "ip_upgrade_rate").increment(1);
         return Err(reject(ApiError::rate_limited("ip_upgrade_rate", wait)));
     }
@@ -237,7 +235,7 @@ async fn accept(
     // A socket that authenticates by message holds a pending place until it does.
     let pending = match pre_auth {
         Some(_) => None,
-        None => Some(state.pending.take(&budget_key(ip)).map_err(|full| {
+        None => Some(state.pending.take(&address).map_err(|full| {
             let (limit, e) = match full {
                 PendingFull::Node => (
                     "max_unauthenticated",
@@ -258,15 +256,13 @@ async fn accept(
             reject(e)
         })?),
     };
-    let address = AddressSlot::take(&state, &budget_key(ip))
-        .await
-        .ok_or_else(|| {
-            metrics::counter!(m::RATE_LIMITED, "limit" => "ip_connections").increment(1);
-            let max = state.config.ip_connections;
-            let mut e = ApiError::rate_limited("ip_connections", IP_CONNECTIONS_RETRY);
-            e.detail = format!("this address holds {max} connections already; close one first");
-            reject(e)
-        })?;
+    let address = AddressSlot::take(&state, &address).await.ok_or_else(|| {
+        metrics::counter!(m::RATE_LIMITED, "limit" => "ip_connections").increment(1);
+        let max = state.config.ip_connections;
+        let mut e = ApiError::rate_limited("ip_connections", IP_CONNECTIONS_RETRY);
+        e.detail = format!("this address holds {max} connections already; close one first");
+        reject(e)
+    })?;
     let client_id = query
         .client_id
         .or(query.client_id_camel)

@@ -134,11 +134,6 @@ pub struct Context {
 pub async fn run(ctx: Context, mut queue: mpsc::Receiver<Outgoing>) {
     let mut round = Vec::with_capacity(ROUND_ENVELOPES);
     while queue.recv_many(&mut round, ROUND_ENVELOPES).await > 0 {
-        for out in &round {
-            if let Some(conn) = poster(out) {
-                ctx.shared.shares.give_back(conn);
-            }
-        }
         let batches = pack(&ctx, round.drain(..));
         let results = join_all(batches.iter().map(|b| publish(&ctx, b))).await;
         let mut told = HashSet::new();
@@ -159,6 +154,10 @@ fn pack(ctx: &Context, round: impl Iterator<Item = Outgoing>) -> Vec<Batch> {
     let mut latest: HashMap<ConnId, usize> = HashMap::new();
     for out in round {
         let sender = sender(&out.envelope.route);
+        // A posted envelope leaves its sender's share as it leaves the queue.
+        if let (None, Some(conn)) = (&out.reply, sender) {
+            ctx.shared.shares.give_back(conn);
+        }
         let behind = sender.and_then(|c| latest.get(&c)).copied().unwrap_or(0);
         let at = match open.get(&out.topic) {
             Some(&at) if at >= behind && batches[at].writer.size() < BATCH_BYTES => at,
