@@ -161,7 +161,7 @@ fn logins(c: &mut Criterion) {
         let state = switchboard::app::build(config, node, backends);
         tokio::spawn(switchboard::app::serve_state(
             state,
-            listener,
+            switchboard::app::Listeners::public_only(listener),
             std::future::pending(),
         ));
         let hash = accounts::hash_password("correct horse battery")

@@ -10,10 +10,11 @@ use switchboard::bus::Route;
 use switchboard::bus::redis::codec::{BatchWriter, decode};
 use switchboard::client_ip::TrustedProxies;
 use switchboard::limits::{MemoryThrottle, MessageLimit, Rate, Throttle, UserBudgets, Verdict};
-use switchboard::protocol::Frame;
+use switchboard::metrics::MessageKind;
 use switchboard::protocol::Member;
 use switchboard::protocol::RoomGrant;
 use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId, UserId, inbound};
+use switchboard::protocol::{Frame, RoomSignalKind, Stamp, unix_micros};
 use switchboard::signaling::{Action, Session};
 use switchboard::ws::socket_text;
 
@@ -81,7 +82,7 @@ fn codec(c: &mut Criterion) {
     let encode = || {
         let mut batch = BatchWriter::new(&origin);
         for _ in 0..BATCH {
-            batch.push(&route, ice.as_bytes());
+            batch.push(&route, Stamp::new(unix_micros(), 1), ice.as_bytes());
         }
         batch.finish()
     };
@@ -179,5 +180,39 @@ fn limits(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_handle, codec, socket_edge, limits);
+/// What the relay's metrics add per signal: its stamp on receipt (a clock read), and on each
+/// write its delivery count and latency sample (the clock read once per write batch, here once
+/// per frame, as when every batch holds one), with the outbox's depth noted. The recorder is
+/// installed, as in a node, with its upkeep thread folding the samples in.
+fn relay_metrics(c: &mut Criterion) {
+    let handle = switchboard::metrics::install();
+    let mut group = c.benchmark_group("relay_metrics");
+    let kind = MessageKind::Room(RoomSignalKind::IceCandidate);
+    group.bench_function("stamp_on_receipt", |b| {
+        b.iter(|| black_box(kind.stamp_now()))
+    });
+    let stamp = kind.stamp_now();
+    group.bench_function("delivered", |b| {
+        b.iter(|| switchboard::metrics::delivered(black_box(stamp), black_box(unix_micros())))
+    });
+    group.bench_function("delivered_remote", |b| {
+        b.iter(|| {
+            switchboard::metrics::delivered(black_box(stamp.remote()), black_box(unix_micros()))
+        })
+    });
+    group.bench_function("outbox_depth", |b| {
+        b.iter(|| switchboard::metrics::outbox_depth(black_box(3)))
+    });
+    group.finish();
+    black_box(handle.render().len());
+}
+
+criterion_group!(
+    benches,
+    parse_and_handle,
+    codec,
+    socket_edge,
+    limits,
+    relay_metrics
+);
 criterion_main!(benches);

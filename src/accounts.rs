@@ -372,10 +372,20 @@ pub async fn find_api_key(store: &Store, key: &str) -> Result<ApiKey, AccountErr
 
 /// Records a security event; a failure to record is logged, never fatal.
 pub async fn record_event(store: &Store, event: SecurityEvent) {
+    let (kind, user, ip) = (&event.kind, event.user_id.as_deref(), event.ip.as_deref());
+    // Never the username: a password typed into the name field would land in the log.
+    if SUCCESSES.contains(&kind.as_str()) {
+        tracing::info!(event = %kind, user_id = user, ip, "security event");
+    } else {
+        tracing::warn!(event = %kind, user_id = user, ip, "security event");
+    }
     if let Err(e) = store.record_event(&event).await {
         tracing::warn!(error = %e, kind = %event.kind, "security event not recorded");
     }
 }
+
+/// Security events that are not refusals or alarms (logged at info, the others at warn).
+const SUCCESSES: &[&str] = &["login_succeeded", "logged_out", "registered"];
 
 /// What an import did.
 #[derive(Debug, Default, PartialEq, Eq)]

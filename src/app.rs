@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::backends::Backends;
 use crate::config::{Config, Environment};
@@ -32,7 +31,36 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// REST bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Binds the node's listener with a backlog sized for connection storms.
+/// The node's listeners: the public one (HTTP and WebSockets), and the metrics listener unless
+/// `metrics_listen` is `off`.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `listen` and `metrics_listen`.
+    pub fn bind(config: &Config) -> std::io::Result<Self> {
+        let public = bind(config.listen)?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("metrics_listen {addr}: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(Self { public, metrics })
+    }
+
+    /// The public listener alone: no metrics listener.
+    pub fn public_only(public: TcpListener) -> Self {
+        Self {
+            public,
+            metrics: None,
+        }
+    }
+}
+
+/// Binds a listener with a backlog sized for connection storms.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -62,7 +90,7 @@ pub fn node_id(config: &Config) -> NodeId {
 /// `unavailable` and readiness name it.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let node = node_id(&config);
@@ -77,7 +105,14 @@ pub async fn run(
     let cors = cors(&config.cors_origins());
     let header_read_timeout = config.header_read_timeout;
     let phases = Arc::new(Phases {
-        starting: Some(crate::http::starting_routes().with_state(Arc::clone(&startup))),
+        starting: Some(Routers {
+            public: crate::http::starting_routes()
+                .route_layer(axum::middleware::from_fn(
+                    crate::http::observe::matched_starting,
+                ))
+                .with_state(Arc::clone(&startup)),
+            operator: crate::http::operator::starting_routes().with_state(Arc::clone(&startup)),
+        }),
         ready: OnceLock::new(),
     });
     let ready = async move {
@@ -90,7 +125,15 @@ pub async fn run(
         }
         state
     };
-    serve_phases(listener, phases, cors, ready, shutdown, header_read_timeout).await
+    serve_phases(
+        listeners,
+        phases,
+        cors,
+        ready,
+        shutdown,
+        header_read_timeout,
+    )
+    .await
 }
 
 /// Creates the demo accounts on a development node's empty database and shows their passwords
@@ -161,19 +204,23 @@ async fn until_up<T, F: Future<Output = anyhow::Result<T>>>(
 /// Serves on `listener` with the given backends until `shutdown` resolves, then drains.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     node: NodeId,
     backends: Backends,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_state(build(config, node, backends), listener, shutdown).await
+    serve_state(build(config, node, backends), listeners, shutdown).await
 }
 
 /// The node's router: the REST routes and the WebSocket endpoints, their OpenAPI document at
 /// `/openapi.json`, the body limit, and JSON errors for unknown routes and methods and for
-/// oversized bodies.
+/// oversized bodies. Each matched route names itself and the client's address to the
+/// request's span and metrics.
 pub fn router(state: AppState) -> Router {
+    let observe =
+        axum::middleware::from_fn_with_state(state.clone(), crate::http::observe::matched);
     crate::http::openapi::serve(crate::http::routes().merge(crate::ws::routes()))
+        .route_layer(observe)
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -206,17 +253,17 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// process should exit non-zero so that an orchestrator replaces it.
 pub async fn serve_state(
     state: AppState,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cors = cors(&state.config.cors_origins());
     let phases = Arc::new(Phases {
         starting: None,
-        ready: OnceLock::from((state.clone(), router(state.clone()))),
+        ready: OnceLock::from((state.clone(), Routers::ready(&state))),
     });
     let header_read_timeout = state.config.header_read_timeout;
     serve_phases(
-        listener,
+        listeners,
         phases,
         cors,
         std::future::ready(state),
@@ -226,28 +273,52 @@ pub async fn serve_state(
     .await
 }
 
-/// What the listener serves: the starting routes until the node is ready, then its router.
+/// What the listeners serve: the starting routes until the node is ready, then its routers.
 struct Phases {
-    starting: Option<Router>,
-    ready: OnceLock<(AppState, Router)>,
+    starting: Option<Routers>,
+    ready: OnceLock<(AppState, Routers)>,
 }
 
-impl Phases {
-    fn current(&self) -> Router {
-        match (self.ready.get(), &self.starting) {
-            (Some((_, router)), _) => router.clone(),
-            (None, Some(starting)) => starting.clone(),
-            (None, None) => Router::new()
-                .fallback(|| async { ApiError::unavailable("starting", "this node is starting") }),
+/// The routers of the public listener and of the metrics listener.
+#[derive(Clone)]
+struct Routers {
+    public: Router,
+    operator: Router,
+}
+
+impl Routers {
+    fn ready(state: &AppState) -> Self {
+        Self {
+            public: router(state.clone()),
+            operator: crate::http::operator::routes().with_state(state.clone()),
         }
     }
 }
 
-/// Serves `listener`: the phases' current router, with CORS and request spans, until the
-/// node is ready (`ready`, unless it already is), then until `shutdown` or the end of an
-/// essential task, and a drain. The node stops at most [`CLOSE_GRACE`] after the drain.
+impl Phases {
+    fn current(&self) -> Routers {
+        match (self.ready.get(), &self.starting) {
+            (Some((_, routers)), _) => routers.clone(),
+            (None, Some(starting)) => starting.clone(),
+            (None, None) => {
+                let starting = Router::new().fallback(|| async {
+                    ApiError::unavailable("starting", "this node is starting")
+                });
+                Routers {
+                    public: starting.clone(),
+                    operator: starting,
+                }
+            }
+        }
+    }
+}
+
+/// Serves the listeners: on the public one the phases' current router, with CORS, request ids,
+/// spans and metrics; on the metrics listener its routes; until the node is ready (`ready`,
+/// unless it already is), then until `shutdown` or the end of an essential task, and a drain.
+/// The node stops at most [`CLOSE_GRACE`] after the drain; the metrics listener with it.
 async fn serve_phases(
-    listener: TcpListener,
+    listeners: Listeners,
     phases: Arc<Phases>,
     cors: CorsLayer,
     ready: impl Future<Output = AppState> + Send + 'static,
@@ -257,15 +328,26 @@ async fn serve_phases(
     let current = Arc::clone(&phases);
     let app = Router::new()
         .fallback_service(tower::service_fn(move |request: Request| {
-            current.current().oneshot(request)
+            current.current().public.oneshot(request)
         }))
         .layer(cors)
-        .layer(
-            // Spans carry the path only: query strings may hold tokens.
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
-        );
+        .layer(axum::middleware::from_fn(crate::http::observe::requests));
+    let operator = listeners.metrics.map(|listener| {
+        let current = Arc::clone(&phases);
+        let app = Router::new().fallback_service(tower::service_fn(move |request: Request| {
+            current.current().operator.oneshot(request)
+        }));
+        (listener, app)
+    });
+    let (operator_stop, operator_stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(async move {
+        if let Some((listener, app)) = operator {
+            let stop = async {
+                let _ = operator_stopped.await;
+            };
+            crate::server::serve(listener, app, header_read_timeout, stop).await;
+        }
+    });
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = {
         let phases = Arc::clone(&phases);
@@ -274,13 +356,15 @@ async fn serve_phases(
             let _ = drained_tx.send(());
         }
     };
-    let server = crate::server::serve(listener, app, header_read_timeout, stop);
+    let server = crate::server::serve(listeners.public, app, header_read_timeout, stop);
     tokio::select! {
         () = server => {},
         () = async { let _ = drained_rx.await; tokio::time::sleep(CLOSE_GRACE).await } => {
             tracing::warn!(grace = ?CLOSE_GRACE, "connections still open after the drain; stopping");
         }
     }
+    let _ = operator_stop.send(());
+    let _ = tokio::time::timeout(CLOSE_GRACE, operator).await;
     if let Some((state, _)) = phases.ready.get() {
         // Connections still checked out (a request cut short) must not hold the stop up.
         let _ = tokio::time::timeout(CLOSE_GRACE, state.store.close()).await;
@@ -309,7 +393,7 @@ async fn lifecycle(
     };
     if phases.ready.get().is_none() {
         tracing::info!("connected; serving");
-        let _ = phases.ready.set((state.clone(), router(state.clone())));
+        let _ = phases.ready.set((state.clone(), Routers::ready(&state)));
     }
     tokio::select! {
         () = shutdown => {}

@@ -161,7 +161,11 @@ pub async fn connect(
     store: Store,
 ) -> anyhow::Result<Backends> {
     let target = redis::url::parse(url)?;
-    let clients = redis::Clients::connect(&target).await?;
+    let events = redis::Events {
+        reconnected: || metrics::counter!(crate::metrics::REDIS_RECONNECTS).increment(1),
+        failed: || metrics::counter!(crate::metrics::REDIS_ERRORS).increment(1),
+    };
+    let clients = redis::Clients::connect(&target, events).await?;
     let mut tasks = Tasks::default();
     match start(&target, prefix, node, lease_ttl, &clients, &mut tasks).await {
         Ok((bus, inbound, presence, throttle)) => {

@@ -124,6 +124,10 @@ pub enum UserSignals {
 pub struct Config {
     pub env: Environment,
     pub listen: SocketAddr,
+    /// Where `/metrics` and the whole health report are served, apart from the public port;
+    /// `off` serves them nowhere.
+    #[serde(with = "listen_or_off")]
+    pub metrics_listen: Option<SocketAddr>,
     /// This node's id; random when unset.
     #[serde(with = "optional")]
     pub node_id: Option<String>,
@@ -325,6 +329,37 @@ mod seconds_or_duration {
     }
 }
 
+/// An address to listen on, or `off`.
+mod listen_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(addr) => serializer.collect_str(addr),
+            None => serializer.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.trim() {
+            "off" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{addr:?} is neither an IP address and port nor `off`"
+                ))
+            }),
+        }
+    }
+}
+
 /// The database a node uses when none is configured: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/switchboard.db";
 
@@ -363,6 +398,7 @@ impl Default for Config {
         Self {
             env: Environment::Development,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             node_id: None,
             jwt_secret: Secret::new(DEV_JWT_SECRET),
             max_message_bytes: 64 * 1024,
@@ -531,6 +567,17 @@ impl Config {
     /// Refuses values the node cannot run with, and weak secrets in production. Each refusal
     /// names its setting, its variable and what is accepted.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(metrics) = self.metrics_listen
+            && metrics.port() != 0
+            && metrics == self.listen
+        {
+            return Err(invalid(
+                "metrics_listen",
+                format!(
+                    "{metrics} is listen's address too: choose a port other than listen's, or `off`"
+                ),
+            ));
+        }
         let published_secret = self.jwt_secret.expose() == DEV_JWT_SECRET;
         if self.env == Environment::Development
             && published_secret
@@ -1155,6 +1202,9 @@ fn expected(path: &str, default: Option<&toml::Value>) -> String {
     if let Some((min, max)) = range(path) {
         return format!("a whole number between {min} and {max}");
     }
+    if path == "metrics_listen" {
+        return "an IP address and port such as 0.0.0.0:9090, or `off`".to_owned();
+    }
     let what = match default {
         Some(toml::Value::Integer(_)) => "a whole number",
         Some(toml::Value::Boolean(_)) => "true or false",
@@ -1295,6 +1345,19 @@ mod tests {
                 "0.0.0.0:8080",
             ),
             ("node_id", &[("SWITCHBOARD_NODE_ID", "bad id")], ""),
+            (
+                "metrics_listen",
+                &[("SWITCHBOARD_METRICS_LISTEN", "9090")],
+                "0.0.0.0:9090, or `off`",
+            ),
+            (
+                "metrics_listen",
+                &[
+                    ("SWITCHBOARD_LISTEN", "127.0.0.1:9999"),
+                    ("SWITCHBOARD_METRICS_LISTEN", "127.0.0.1:9999"),
+                ],
+                "other than listen",
+            ),
             (
                 "jwt_secret",
                 &[

@@ -211,23 +211,28 @@ fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let listener = switchboard::app::bind(config.listen)?;
-        let addr = listener.local_addr()?;
+        let listeners = switchboard::app::Listeners::bind(&config)?;
+        let addr = listeners.public.local_addr()?;
+        let metrics = match &listeners.metrics {
+            Some(listener) => format!("http://{}/metrics", listener.local_addr()?),
+            None => "off".to_owned(),
+        };
         let mode = if config.redis.url.is_some() {
             "Redis cluster"
         } else {
             "standalone, in-process bus"
         };
-        tracing::info!(%addr, mode, env = ?config.env, "switchboard listening");
+        tracing::info!(%addr, %metrics, mode, env = ?config.env, "switchboard listening");
         if config.env == Environment::Development {
             let command = this_command(env);
             eprintln!("switchboard listening on http://{addr} ({mode}, development mode)");
             eprintln!("  WebSocket: ws://{addr}/ws/{{room}}   health: http://{addr}/health");
+            eprintln!("  metrics: {metrics}");
             eprintln!("  get a token: {command} token mint --user alice --name Alice");
             eprintln!("  (token mint reads the same settings as this node: its SWITCHBOARD_* variables and --config)");
         }
         // The drain is bounded by `shutdown_timeout`, and the node stops shortly after it.
-        switchboard::app::run(config, listener, shutdown).await
+        switchboard::app::run(config, listeners, shutdown).await
     })
 }
 

@@ -1,12 +1,24 @@
-//! Metric names. Labels are bounded: message type, close code, route — never a room, user or
+//! Metric names, their help texts, and the recorder. Every name is a `const` here and is
+//! described in `docs/metrics.md` (a test checks both ways). Labels are bounded: message type,
+//! scope, close code, route template, limit name, reason, result — never a room, user or
 //! client id.
+//!
+//! The relay path counts through handles resolved once ([`message_in`], [`delivered`]): the
+//! labelled lookup showed in profiles.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::protocol::{RoomSignalKind, UserSignalKind};
+use crate::protocol::{RoomSignalKind, Stamp, UserSignalKind, unix_micros};
 
+/// `version` and `commit` of the running binary; always 1.
+pub const BUILD_INFO: &str = "switchboard_build_info";
+/// 1 while the node is ready (what `/readyz` answers 200 for), else 0.
+pub const READY: &str = "switchboard_ready";
 pub const CONNECTIONS: &str = "switchboard_connections";
 pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
@@ -22,40 +34,362 @@ pub const REVOCATIONS: &str = "switchboard_revocations_total";
 /// Loads of the external issuer's JWKS, by outcome (`ok`, `error`).
 pub const JWKS_LOADS: &str = "switchboard_jwks_loads_total";
 pub const MESSAGES_IN: &str = "switchboard_messages_received_total";
+/// Relayed signals written to a recipient's socket, by type and scope (`local`: the sender is
+/// on this node; `remote`: it came over the bus).
+pub const MESSAGES_DELIVERED: &str = "switchboard_messages_delivered_total";
+/// From a signal's receipt on the sender's node to its write on the recipient's socket.
+pub const RELAY_LATENCY: &str = "switchboard_relay_latency_seconds";
 pub const MESSAGE_ERRORS: &str = "switchboard_message_errors_total";
 pub const JOINS: &str = "switchboard_room_joins_total";
 pub const TAKEOVERS: &str = "switchboard_client_takeovers_total";
 pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
 /// Connections dropped because one write to the client took longer than `write_timeout`.
 pub const WRITE_TIMEOUTS: &str = "switchboard_write_timeouts_total";
+/// The most frames any connection's outbox held at a write since the previous scrape.
+pub const OUTBOX_HIGH_WATER: &str = "switchboard_outbox_high_water";
 pub const BUS_ERRORS: &str = "switchboard_bus_errors_total";
 pub const BUS_DROPPED: &str = "switchboard_bus_dropped_total";
 /// Redis publishes (one batch each) and the envelopes they carried: their ratio is the batching.
 pub const BUS_BATCHES: &str = "switchboard_bus_batches_published_total";
 pub const BUS_ENVELOPES: &str = "switchboard_bus_envelopes_published_total";
+/// How long one publish of a batch took, until Redis answered.
+pub const BUS_PUBLISH: &str = "switchboard_bus_publish_seconds";
+/// Envelopes per published batch.
+pub const BUS_BATCH_SIZE: &str = "switchboard_bus_batch_envelopes";
 /// Posted envelopes that reached no other node, by `reason` (`no_receiver`, `unavailable`).
 pub const BUS_RETURNED: &str = "switchboard_bus_returned_total";
 /// `user_left` announcements not delivered because a newer connection of the client is in the
 /// room (they arrived after its `user_joined`).
 pub const STALE_LEAVES: &str = "switchboard_stale_leaves_total";
 pub const HTTP_REJECTED: &str = "switchboard_upgrades_rejected_total";
+/// Reconnections of the node's Redis clients.
+pub const REDIS_RECONNECTS: &str = "switchboard_redis_reconnects_total";
+/// Connection errors of the node's Redis clients.
+pub const REDIS_ERRORS: &str = "switchboard_redis_errors_total";
+/// Dead nodes whose members and counts this node removed, by `result` (`ok`, `error`).
+pub const PRESENCE_REAPS: &str = "switchboard_presence_reaps_total";
+/// HTTP requests answered, by method, route template and status.
+pub const HTTP_REQUESTS: &str = "switchboard_http_requests_total";
+/// How long HTTP requests took to answer, by method and route template.
+pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
+/// Database operations, by operation.
+pub const STORE_QUERY: &str = "switchboard_store_query_seconds";
+/// Database operations that failed, by operation.
+pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
 
-/// Counts one relayed message of `kind`, through handles resolved once (the labelled lookup
-/// showed in profiles of the relay path).
-pub fn message_in(kind: MessageKind) {
-    static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
-    let counters = COUNTERS.get_or_init(|| {
-        let rooms = RoomSignalKind::ALL.iter().map(|k| k.as_str());
-        let users = UserSignalKind::ALL.iter().map(|k| k.as_str());
-        rooms
-            .chain(users)
-            .map(|t| metrics::counter!(MESSAGES_IN, "type" => t))
-            .collect()
-    });
-    counters[kind.index()].increment(1);
+/// Every metric with its kind and help text, for the `# HELP` lines and `docs/metrics.md`.
+pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "The running binary's version and commit; always 1.",
+    ),
+    (
+        READY,
+        Kind::Gauge,
+        "1 while the node is ready for new clients, else 0.",
+    ),
+    (
+        CONNECTIONS,
+        Kind::Gauge,
+        "Authenticated WebSocket connections on this node.",
+    ),
+    (
+        CONNECTIONS_OPENED,
+        Kind::Counter,
+        "WebSocket connections opened.",
+    ),
+    (
+        CONNECTIONS_CLOSED,
+        Kind::Counter,
+        "WebSocket connections closed, by close code.",
+    ),
+    (
+        AUTH_FAILURES,
+        Kind::Counter,
+        "Refused credentials, by reason.",
+    ),
+    (
+        RATE_LIMITED,
+        Kind::Counter,
+        "Requests, messages and connections refused by a limit, by limit.",
+    ),
+    (
+        RATE_LIMIT_ERRORS,
+        Kind::Counter,
+        "Limit checks that could not reach Redis and let the request through, by limit.",
+    ),
+    (TURN_CREDENTIALS, Kind::Counter, "TURN credentials issued."),
+    (
+        REVOCATIONS,
+        Kind::Counter,
+        "Revocations this node applied, by kind.",
+    ),
+    (
+        JWKS_LOADS,
+        Kind::Counter,
+        "Loads of the external issuer's keys, by outcome.",
+    ),
+    (
+        MESSAGES_IN,
+        Kind::Counter,
+        "Signals received from clients, by type.",
+    ),
+    (
+        MESSAGES_DELIVERED,
+        Kind::Counter,
+        "Signals written to a recipient's socket, by type and scope.",
+    ),
+    (
+        RELAY_LATENCY,
+        Kind::Histogram,
+        "Seconds from a signal's receipt on the sender's node to its write on the recipient's socket, by scope.",
+    ),
+    (
+        MESSAGE_ERRORS,
+        Kind::Counter,
+        "Error frames sent to clients, by code.",
+    ),
+    (JOINS, Kind::Counter, "Room joins."),
+    (
+        TAKEOVERS,
+        Kind::Counter,
+        "Connections replaced by a newer one with the same client id.",
+    ),
+    (
+        SLOW_CONSUMERS,
+        Kind::Counter,
+        "Connections closed because their outbox was full.",
+    ),
+    (
+        WRITE_TIMEOUTS,
+        Kind::Counter,
+        "Connections closed because a write took longer than write_timeout.",
+    ),
+    (
+        OUTBOX_HIGH_WATER,
+        Kind::Gauge,
+        "The most frames any outbox held at a write since the previous scrape.",
+    ),
+    (BUS_ERRORS, Kind::Counter, "Bus operations that failed."),
+    (
+        BUS_DROPPED,
+        Kind::Counter,
+        "Bus messages dropped: malformed, or the inbound queue was full.",
+    ),
+    (BUS_BATCHES, Kind::Counter, "Batches published on the bus."),
+    (
+        BUS_ENVELOPES,
+        Kind::Counter,
+        "Envelopes published on the bus.",
+    ),
+    (
+        BUS_PUBLISH,
+        Kind::Histogram,
+        "Seconds one publish of a batch took until Redis answered.",
+    ),
+    (
+        BUS_BATCH_SIZE,
+        Kind::Histogram,
+        "Envelopes per published batch.",
+    ),
+    (
+        BUS_RETURNED,
+        Kind::Counter,
+        "Posted envelopes that reached no other node, by reason.",
+    ),
+    (
+        STALE_LEAVES,
+        Kind::Counter,
+        "user_left announcements overtaken by a newer join and not delivered.",
+    ),
+    (
+        HTTP_REJECTED,
+        Kind::Counter,
+        "WebSocket upgrades refused, by code.",
+    ),
+    (
+        REDIS_RECONNECTS,
+        Kind::Counter,
+        "Reconnections of the node's Redis clients.",
+    ),
+    (
+        REDIS_ERRORS,
+        Kind::Counter,
+        "Connection errors of the node's Redis clients.",
+    ),
+    (
+        PRESENCE_REAPS,
+        Kind::Counter,
+        "Dead nodes this node removed from presence, by result.",
+    ),
+    (
+        HTTP_REQUESTS,
+        Kind::Counter,
+        "HTTP requests answered, by method, route and status.",
+    ),
+    (
+        HTTP_DURATION,
+        Kind::Histogram,
+        "Seconds HTTP requests took to answer, by method and route.",
+    ),
+    (
+        STORE_QUERY,
+        Kind::Histogram,
+        "Seconds database operations took, by operation.",
+    ),
+    (
+        STORE_ERRORS,
+        Kind::Counter,
+        "Database operations that failed, by operation.",
+    ),
+];
+
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-/// A relayed message type, as [`message_in`] counts it.
+/// Relay latency buckets, seconds: 100 µs (a local delivery) to 2.5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Request and query buckets, seconds (a login's password hash takes tens of milliseconds).
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Envelopes per batch.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+];
+/// How often histogram samples are folded into their buckets (without it they would pile up
+/// between scrapes).
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Installs the process-wide Prometheus recorder once, with every metric described and the
+/// build info set; later calls return the same handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = || {
+                let buckets = [
+                    (RELAY_LATENCY, LATENCY_BUCKETS),
+                    (BUS_PUBLISH, LATENCY_BUCKETS),
+                    (HTTP_DURATION, REQUEST_BUCKETS),
+                    (STORE_QUERY, REQUEST_BUCKETS),
+                    (BUS_BATCH_SIZE, BATCH_BUCKETS),
+                ];
+                buckets
+                    .into_iter()
+                    .fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+                        builder
+                            .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+                            .expect("bucket lists are not empty")
+                    })
+            };
+            let handle = builder()
+                .install_recorder()
+                .unwrap_or_else(|_| builder().build_recorder().handle());
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("a thread for the metrics upkeep");
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    for &(name, kind, help) in ALL {
+        let unit = name.ends_with("_seconds").then_some(Unit::Seconds);
+        match (kind, unit) {
+            (Kind::Counter, _) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, _) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => metrics::describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => COMMIT)
+        .set(1.0);
+    // Present from the first scrape, so that rates and alerts see a zero rather than nothing.
+    for name in UNLABELLED_COUNTERS {
+        metrics::counter!(*name).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS).increment(0.0);
+}
+
+/// The counters without labels.
+const UNLABELLED_COUNTERS: &[&str] = &[
+    CONNECTIONS_OPENED,
+    TURN_CREDENTIALS,
+    JOINS,
+    TAKEOVERS,
+    SLOW_CONSUMERS,
+    WRITE_TIMEOUTS,
+    BUS_ERRORS,
+    BUS_DROPPED,
+    BUS_BATCHES,
+    BUS_ENVELOPES,
+    STALE_LEAVES,
+    REDIS_RECONNECTS,
+    REDIS_ERRORS,
+];
+
+/// The commit the binary was built from (`build.rs`), or `unknown`.
+pub const COMMIT: &str = env!("SWITCHBOARD_COMMIT");
+
+/// The text to serve for a scrape: the gauges that are read rather than kept (`ready`, the
+/// outbox high-water mark, which starts over) set first.
+pub fn render(handle: &PrometheusHandle, ready: bool) -> String {
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    let high = OUTBOX_HIGH.swap(0, Ordering::Relaxed);
+    metrics::gauge!(OUTBOX_HIGH_WATER).set(high as f64);
+    handle.render()
+}
+
+/// A request, connection or message refused by limit `limit`: counted, and logged at warn as
+/// the security event `rate_limited` (the span names the route and the client's address).
+pub fn limit_hit(limit: &'static str) {
+    metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
+    tracing::warn!(event = "rate_limited", limit, "refused by a limit");
+}
+
+/// A refusal that is counted but not logged: the messages a connection goes on sending after
+/// its first refusal was answered (and logged), dropped until its rate allows again.
+pub fn limit_dropped(limit: &'static str) {
+    metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+/// Credentials refused for `reason` (`expired`, `invalid`, `revoked`, `forbidden`, `login`,
+/// ...): counted, and logged at warn as the security event `auth_failure`.
+pub fn auth_failure(reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+    tracing::warn!(event = "auth_failure", reason, "credentials refused");
+}
+
+/// The deepest outbox seen at a write since the last scrape.
+static OUTBOX_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes that an outbox held `depth` frames at a write (a load, and a store only when it is
+/// the deepest yet).
+pub fn outbox_depth(depth: usize) {
+    if depth > OUTBOX_HIGH.load(Ordering::Relaxed) {
+        OUTBOX_HIGH.fetch_max(depth, Ordering::Relaxed);
+    }
+}
+
+/// A relayed signal's type, as [`message_in`] and [`delivered`] count it.
 #[derive(Debug, Clone, Copy)]
 pub enum MessageKind {
     Room(RoomSignalKind),
@@ -71,18 +405,67 @@ impl MessageKind {
             Self::User(kind) => RoomSignalKind::ALL.len() + kind as usize,
         }
     }
+
+    /// The stamp of a signal of this kind received now: its tag is its index + 1 (0 is "not a
+    /// signal").
+    pub fn stamp_now(self) -> Stamp {
+        Stamp::new(unix_micros(), self.index() as u8 + 1)
+    }
 }
 
-/// Installs the process-wide Prometheus recorder once; later calls return the same handle.
-pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
-        })
-        .clone()
+/// Every signal type's name, in [`MessageKind::index`] order.
+fn type_names() -> impl Iterator<Item = &'static str> {
+    let rooms = RoomSignalKind::ALL.iter().map(|k| k.as_str());
+    rooms.chain(UserSignalKind::ALL.iter().map(|k| k.as_str()))
+}
+
+/// Counts one relayed message of `kind`.
+pub fn message_in(kind: MessageKind) {
+    static COUNTERS: OnceLock<Vec<Counter>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        type_names()
+            .map(|t| metrics::counter!(MESSAGES_IN, "type" => t))
+            .collect()
+    });
+    counters[kind.index()].increment(1);
+}
+
+/// The delivery counters, local then remote for each type, and the latency per scope.
+struct Delivery {
+    counters: Vec<Counter>,
+    latency: [Histogram; 2],
+}
+
+fn delivery() -> &'static Delivery {
+    static DELIVERY: OnceLock<Delivery> = OnceLock::new();
+    DELIVERY.get_or_init(|| Delivery {
+        counters: type_names()
+            .flat_map(|t| {
+                ["local", "remote"].map(
+                    |scope| metrics::counter!(MESSAGES_DELIVERED, "type" => t, "scope" => scope),
+                )
+            })
+            .collect(),
+        latency: ["local", "remote"]
+            .map(|scope| metrics::histogram!(RELAY_LATENCY, "scope" => scope)),
+    })
+}
+
+/// Counts one signal written to a socket at `now` (microseconds of the Unix epoch) and records
+/// its latency since its receipt. Frames that are not relayed signals are not counted. A
+/// receipt "after" `now` (clocks of two hosts out of step) counts as no time at all.
+pub fn delivered(stamp: Stamp, now: u64) {
+    let tag = stamp.tag() as usize;
+    if tag == 0 {
+        return;
+    }
+    let delivery = delivery();
+    let remote = usize::from(stamp.is_remote());
+    if let Some(counter) = delivery.counters.get((tag - 1) * 2 + remote) {
+        counter.increment(1);
+        let micros = now.saturating_sub(stamp.micros());
+        delivery.latency[remote].record(micros as f64 / 1e6);
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +481,59 @@ mod tests {
             .collect();
         let indexes: Vec<usize> = kinds.iter().map(|k| k.index()).collect();
         assert_eq!(indexes, (0..kinds.len()).collect::<Vec<_>>());
+        assert!(kinds.len() < 127, "tags fit the stamp's 7 bits");
+        assert_eq!(type_names().count(), kinds.len());
+    }
+
+    #[test]
+    fn every_metric_is_described_once_with_a_name_that_fits_its_kind() {
+        let mut names: Vec<&str> = ALL.iter().map(|(name, _, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len(), "a metric is listed twice");
+        for (name, kind, help) in ALL {
+            assert!(name.starts_with("switchboard_"), "{name}");
+            assert!(!help.is_empty() && help.ends_with('.'), "{name}: {help}");
+            assert_eq!(
+                name.ends_with("_total"),
+                *kind == Kind::Counter,
+                "{name}: counters and only counters end in _total"
+            );
+        }
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_the_metrics_of_the_code() {
+        let doc = include_str!("../docs/metrics.md");
+        let documented: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `switchboard_")?.split('`').next())
+            .collect();
+        let code: std::collections::BTreeSet<&str> = ALL
+            .iter()
+            .map(|(name, _, _)| name.strip_prefix("switchboard_").unwrap())
+            .collect();
+        assert_eq!(documented, code);
+        for (name, kind, _) in ALL {
+            let row = doc
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{name}` |")))
+                .unwrap();
+            let kind = format!("| {} |", format!("{kind:?}").to_lowercase());
+            assert!(row.contains(&kind), "{name}: {row}");
+        }
+    }
+
+    #[test]
+    fn the_outbox_high_water_mark_keeps_the_deepest_and_starts_over_at_each_scrape() {
+        let handle = install();
+        outbox_depth(3);
+        outbox_depth(40);
+        outbox_depth(7);
+        let text = render(&handle, true);
+        assert!(text.contains("switchboard_outbox_high_water 40"), "{text}");
+        let text = render(&handle, false);
+        assert!(text.contains("switchboard_outbox_high_water 0"), "{text}");
+        assert!(text.contains("switchboard_ready 0"), "{text}");
     }
 }

@@ -1,9 +1,18 @@
-//! Logging: text or JSON lines to stderr, filtered by `log_level` (or `RUST_LOG`). Nothing
-//! logged carries a token, a secret or a signal's payload.
+//! Logging: text or JSON lines to stderr, filtered by `log_level` (or `RUST_LOG`); colours only
+//! when stderr is a terminal. Nothing logged carries a token, a secret or a signal's payload.
+//! Each HTTP request has a span (`http`: its request id, route and client address) and each
+//! WebSocket connection one inside it (`ws`: the node and, once authenticated, the client id);
+//! security events are `warn` lines with a stable `event` field (`docs/metrics.md` lists them).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
+
+/// Crates whose `trace` lines show what a frame carries (a signal's SDP, a token in
+/// `auth_token`): capped at `debug` whatever the filter says.
+const PAYLOAD_CAPS: [&str; 2] = ["tungstenite=debug", "tokio_tungstenite=debug"];
 
 pub fn init(config: &Config) {
     // `RUST_LOG` wins when it is a filter the parser can take (it panics on some non-ASCII
@@ -15,11 +24,31 @@ pub fn init(config: &Config) {
     let filter = from_env
         .or_else(|| EnvFilter::try_new(&config.log_level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let filter = PAYLOAD_CAPS
+        .iter()
+        .filter_map(|cap| cap.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_caps_are_directives() {
+        for cap in PAYLOAD_CAPS {
+            assert!(
+                cap.parse::<tracing_subscriber::filter::Directive>().is_ok(),
+                "{cap}"
+            );
+        }
+    }
 }

@@ -25,9 +25,13 @@ fn node(config: Config) -> String {
             let listener = app::bind(config.listen).unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             let state = app::build(config, id, backends);
-            app::serve_state(state, listener, std::future::pending())
-                .await
-                .unwrap();
+            app::serve_state(
+                state,
+                app::Listeners::public_only(listener),
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
         });
     });
     let addr = rx.recv_timeout(Duration::from_secs(10)).expect("node up");

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::{Bus, Envelope, Inbound, Route, Topic, Undelivered};
-use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, Stamp, UserId};
 
 pub type Node = (Box<dyn Bus>, mpsc::Receiver<Inbound>, NodeId);
 
@@ -54,6 +54,7 @@ fn envelope(origin: &NodeId, topic: &Topic, n: usize) -> Envelope {
         origin: origin.clone(),
         route,
         payload: Bytes::from(format!(r#"{{"type":"signal","n":{n}}}"#)),
+        stamp: Stamp::NONE,
     }
 }
 
@@ -163,6 +164,7 @@ async fn every_route_round_trips((a, mut b): (Node, Node)) {
             origin: a.2.clone(),
             route,
             payload: Bytes::from_static("{\"sdp\":\"v=0\\r\\n ü\"}".as_bytes()),
+            stamp: Stamp::new(1_764_900_000_000_000, 3),
         };
         a.0.publish(&topic, sent.clone()).await.unwrap();
         assert_eq!(recv(&mut b.1).await, sent);

@@ -26,7 +26,7 @@ mod contract;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, Stamp, UserId};
 
 /// What a node listens to: a room's traffic, a user's, or what is addressed to the node itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -143,6 +143,9 @@ pub struct Envelope {
     /// The JSON text frame, ready to send (UTF-8; empty for [`Route::Kick`] and
     /// [`Route::Bounce`]; the revocation's JSON for [`Route::Revoke`]).
     pub payload: Bytes,
+    /// A relayed signal's receipt time and kind on its origin ([`Stamp::NONE`] for anything
+    /// else), for the relay latency and delivery counts of the node that delivers it.
+    pub stamp: Stamp,
 }
 
 /// Why a posted envelope came back.

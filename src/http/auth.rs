@@ -126,15 +126,14 @@ impl From<AccountError> for ApiError {
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail)
             }
             AccountError::AddressLocked(until) | AccountError::AddressLockedOut(until) => {
-                let limit = "lockout_address_threshold";
-                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => limit).increment(1);
+                // Logged as the security event the login recorded.
+                crate::metrics::limit_dropped("lockout_address_threshold");
                 let wait = (until - now()).max(1);
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "address_locked", detail)
                     .with_retry_after(u64::try_from(wait).unwrap_or(1))
             }
             AccountError::Locked(until) | AccountError::LockedOut(until) => {
-                let limit = "lockout_threshold";
-                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => limit).increment(1);
+                crate::metrics::limit_dropped("lockout_threshold");
                 let wait = (until - now()).max(1);
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "account_locked", detail)
                     .with_retry_after(u64::try_from(wait).unwrap_or(1))

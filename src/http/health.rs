@@ -214,6 +214,17 @@ pub async fn readiness(
     State(state): State<AppState>,
     Admin(admin): Admin,
 ) -> Result<Json<Value>, ApiError> {
+    let services = check(&state, admin).await?;
+    Ok(Json(json!({"status": "ready", "services": services})))
+}
+
+/// Whether the node is ready (what `/readyz` answers 200 for).
+pub async fn check_ready(state: &AppState) -> Result<(), ApiError> {
+    check(state, true).await.map(drop)
+}
+
+/// Readiness: the services' entries, or why the node is not ready.
+async fn check(state: &AppState, admin: bool) -> Result<Map<String, Value>, ApiError> {
     if let Some(ended) = state.supervisor.ended() {
         return Err(ApiError::unavailable(
             "task_failed",
@@ -235,14 +246,14 @@ pub async fn readiness(
             ),
         ));
     }
-    let Report { services, errors } = report(&state).await.for_caller(admin);
+    let Report { services, errors } = report(state).await.for_caller(admin);
     if !errors.is_empty() {
         return Err(ApiError::unavailable(
             "dependency_down",
             format!("a dependency is down: {}", errors.join("; ")),
         ));
     }
-    Ok(Json(json!({"status": "ready", "services": services})))
+    Ok(services)
 }
 
 /// `/health` while the node is still connecting to its dependencies.

@@ -1,11 +1,15 @@
-//! The REST surface: health, metrics, the cluster queries and the `/auth` API, the bearer token
-//! extractor, and the OpenAPI document ([`openapi`]). Routes live in [`health`], [`rooms`] and
-//! [`auth`], each registered with its OpenAPI operation; [`crate::app`] merges them with the
-//! WebSocket endpoints into the node's router.
+//! The REST surface: health, the cluster queries, the `/auth` API and TURN credentials, the
+//! bearer token extractor, and the OpenAPI document ([`openapi`]). Routes live in [`health`],
+//! [`rooms`], [`auth`] and [`turn`], each registered with its OpenAPI operation; [`crate::app`]
+//! merges them with the WebSocket endpoints into the node's router. The metrics listener's
+//! routes are in [`operator`]; what every request leaves behind (request id, span, metrics) in
+//! [`observe`].
 
 mod auth;
 mod health;
+pub mod observe;
 pub mod openapi;
+pub mod operator;
 mod rooms;
 mod turn;
 
@@ -13,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::routing::get;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,16 +34,16 @@ impl FromRequestParts<AppState> for Bearer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            crate::metrics::auth_failure("missing");
+            ApiError::unauthorized("missing Authorization: Bearer token")
+        })?;
+        let token = header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+            crate::metrics::auth_failure("malformed");
+            ApiError::unauthorized("Authorization must be `Bearer <token>`")
+        })?;
         let identity = state.credentials.verify(token).await.map_err(|e| {
+            crate::metrics::auth_failure(e.reason());
             let status = match e {
                 AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::UNAUTHORIZED,
@@ -123,7 +127,7 @@ pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
 
 /// 429 `rate_limited` for limit `name`, counted.
 fn rate_limited(name: &'static str, wait: std::time::Duration) -> ApiError {
-    metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => name).increment(1);
+    crate::metrics::limit_hit(name);
     ApiError::rate_limited(name, wait)
 }
 
@@ -136,7 +140,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health_slash))
         .routes(routes!(health::liveness))
         .routes(routes!(health::readiness))
-        .routes(routes!(metrics))
         .routes(routes!(rooms::list))
         .routes(routes!(rooms::show))
         .routes(routes!(rooms::info))
@@ -166,19 +169,4 @@ pub fn starting_routes() -> Router<Arc<Startup>> {
         .fallback(|| async {
             ApiError::unavailable("starting", "this node is starting; try another node")
         })
-}
-
-/// Prometheus metrics.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "metrics",
-    responses((
-        status = 200,
-        description = "The node's metrics in the Prometheus text format",
-        content_type = "text/plain"
-    ))
-)]
-async fn metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
 }

@@ -44,7 +44,6 @@ const BEARER: &str = "bearer";
         (name = "auth", description = "Accounts, access tokens and refresh tokens"),
         (name = "websocket", description = "The signaling endpoints: WebSocket upgrades"),
         (name = "webrtc", description = "TURN credentials and ICE servers for RTCPeerConnection"),
-        (name = "metrics", description = "Prometheus metrics"),
         (name = "docs", description = "This document and its browsable page"),
     ),
     components(

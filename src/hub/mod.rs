@@ -25,7 +25,7 @@ use crate::presence::{Claim, Joined, Presence, PresenceError};
 use crate::protocol::{
     CloseCode, ErrorCode, ErrorFrame, Frame, NodeId, PeerView, RoomId, ServerMessage,
 };
-use crate::protocol::{Member, UserId};
+use crate::protocol::{Member, Stamp, UserId};
 use crate::registry::{ConnHandle, Registry};
 
 pub use relay::Relayed;
@@ -105,6 +105,11 @@ impl Hub {
             return 0;
         }
         metrics::counter!(m::REVOCATIONS, "kind" => revocation.kind()).increment(1);
+        tracing::warn!(
+            event = "revocation",
+            kind = revocation.kind(),
+            "revocation applied"
+        );
         let stops = |h: &ConnHandle| revocation.stops(h.user.as_str(), &h.credential);
         self.registry.close_where(stops, CloseCode::Revoked)
     }
@@ -114,7 +119,7 @@ impl Hub {
     pub async fn revoke(&self, revocation: &Revocation) -> Result<(), BusError> {
         self.apply_revocation(revocation);
         let payload = serde_json::to_vec(revocation).expect("a revocation serializes");
-        self.publish(&Topic::Cluster, Route::Revoke, payload.into())
+        self.publish(&Topic::Cluster, Route::Revoke, payload.into(), Stamp::NONE)
             .await
             .map(|_| ())
     }
@@ -147,7 +152,7 @@ impl Hub {
                     if let Err(e) = self.presence.evict(me).await {
                         tracing::warn!(error = %e, "a refused connection stays in presence until reaped");
                     }
-                    metrics::counter!(m::RATE_LIMITED, "limit" => "user_connections").increment(1);
+                    m::limit_hit("user_connections");
                     let message = format!(
                         "this user holds {max_devices} connections already; close one first"
                     );
@@ -181,7 +186,7 @@ impl Hub {
                 conn: old.conn,
             };
             let topic = Topic::Node(old.node.clone());
-            if let Err(e) = self.publish(&topic, kick, Bytes::new()).await {
+            if let Err(e) = self.publish(&topic, kick, Bytes::new(), Stamp::NONE).await {
                 tracing::warn!(error = %e, "could not reach the replaced connection's node");
             }
         }
@@ -333,7 +338,7 @@ impl Hub {
     ) -> Result<(), ErrorFrame> {
         let frame = Frame::from(message.to_json());
         self.registry.deliver_room(room, member.conn, &frame);
-        self.publish(&Topic::Room(room.clone()), route, frame.into())
+        self.publish(&Topic::Room(room.clone()), route, frame.into(), Stamp::NONE)
             .await?;
         Ok(())
     }
@@ -343,11 +348,13 @@ impl Hub {
         topic: &Topic,
         route: Route,
         payload: Bytes,
+        stamp: Stamp,
     ) -> Result<usize, BusError> {
         let envelope = Envelope {
             origin: self.node.clone(),
             route,
             payload,
+            stamp,
         };
         let result = self.bus.publish(topic, envelope).await;
         if result.is_err() {

@@ -7,8 +7,6 @@
 //! `peer_not_found`. Room broadcasts are posted on the room's topic. User-addressed signals
 //! wait for the bus, since `user_offline` depends on who received them.
 
-use bytes::Bytes;
-
 use super::{Hub, Seat};
 use crate::auth::Revocation;
 use crate::bus::{Envelope, Inbound, Route, Topic, Undelivered};
@@ -54,7 +52,7 @@ impl Hub {
                 room: room.clone(),
                 except: me.conn,
             };
-            self.post(Topic::Room(room.clone()), route, frame.into())?;
+            self.post(Topic::Room(room.clone()), route, frame)?;
             return Ok(Relayed::Done);
         };
         let frame = match self.registry.deliver_client(to, Some(room), frame) {
@@ -110,7 +108,7 @@ impl Hub {
             client: to.clone(),
             from: me.conn,
         };
-        self.post(Topic::Node(node), route, frame.into())
+        self.post(Topic::Node(node), route, frame)
     }
 
     /// The node of `client` in `room` according to presence; re-seeds the room's roster, which
@@ -141,7 +139,8 @@ impl Hub {
             except: me.conn,
         };
         let topic = Topic::User(target.clone());
-        let published = self.publish(&topic, route, frame.into());
+        let stamp = frame.stamp();
+        let published = self.publish(&topic, route, frame.into(), stamp);
         // A node keeps listening to a user's topic for the subscription linger after the user's
         // last connection there left: a receiver count alone does not prove the user online.
         let (published, devices) = if local == 0 {
@@ -167,11 +166,13 @@ impl Hub {
         Ok(())
     }
 
-    fn post(&self, topic: Topic, route: Route, payload: Bytes) -> Result<(), ErrorFrame> {
+    fn post(&self, topic: Topic, route: Route, frame: Frame) -> Result<(), ErrorFrame> {
+        let stamp = frame.stamp();
         let envelope = Envelope {
             origin: self.node.clone(),
             route,
-            payload,
+            payload: frame.into_bytes(),
+            stamp,
         };
         self.bus.post(topic, envelope).map_err(|e| {
             metrics::counter!(m::BUS_ERRORS).increment(1);
@@ -194,6 +195,7 @@ impl Hub {
             origin,
             route,
             payload,
+            stamp,
         } = envelope;
         match route {
             Route::Kick { conn, .. } => {
@@ -220,6 +222,7 @@ impl Hub {
             metrics::counter!(m::BUS_DROPPED).increment(1);
             return;
         };
+        let frame = frame.stamped(stamp.remote());
         match route {
             Route::Room { room, except } => {
                 self.registry.deliver_room(&room, except, &frame);
@@ -274,7 +277,7 @@ impl Hub {
     /// Tells node `origin` that `client` is not in `room` here.
     fn bounce(&self, origin: NodeId, room: RoomId, client: ClientId, conn: ConnId) {
         let route = Route::Bounce { room, client, conn };
-        let _ = self.post(Topic::Node(origin), route, Bytes::new());
+        let _ = self.post(Topic::Node(origin), route, Frame::from_static(""));
     }
 
     /// A posted envelope reached no other node: tells its sender.

@@ -47,7 +47,7 @@ mod member;
 
 use serde::Serialize;
 
-pub use frame::Frame;
+pub use frame::{Frame, Stamp, unix_micros};
 pub use ids::{ClientId, ConnId, InvalidId, NodeId, RoomId, UserId};
 pub use inbound::{ClientMessage, RoomSignalKind, UserSignalKind};
 pub use member::{Member, RoomGrant, matches_any};

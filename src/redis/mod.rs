@@ -57,18 +57,35 @@ pub struct Clients {
     pub commands: Client,
 }
 
+/// What the clients' owner hears of their connections (the node counts them).
+#[derive(Debug, Clone, Copy)]
+pub struct Events {
+    /// A connection came back after it was lost.
+    pub reconnected: fn(),
+    /// A connection failed (it is being re-established).
+    pub failed: fn(),
+}
+
+impl Events {
+    /// Nothing is told.
+    pub const NONE: Self = Self {
+        reconnected: || {},
+        failed: || {},
+    };
+}
+
 impl Clients {
     /// Connects all three, or none: a failure closes those already connected.
-    pub async fn connect(target: &Target) -> anyhow::Result<Self> {
-        let publisher = client(target).await?;
-        let subscriber = match self::subscriber(target).await {
+    pub async fn connect(target: &Target, events: Events) -> anyhow::Result<Self> {
+        let publisher = client_with(target, events).await?;
+        let subscriber = match subscriber_with(target, events).await {
             Ok(subscriber) => subscriber,
             Err(e) => {
                 let _ = publisher.quit().await;
                 return Err(e);
             }
         };
-        match client(target).await {
+        match client_with(target, events).await {
             Ok(commands) => Ok(Self {
                 publisher,
                 subscriber,
@@ -93,19 +110,27 @@ impl Clients {
 
 /// A connected command client (one connection per shard).
 pub async fn client(target: &Target) -> anyhow::Result<Client> {
+    client_with(target, Events::NONE).await
+}
+
+async fn client_with(target: &Target, events: Events) -> anyhow::Result<Client> {
     let client = builder(target, EVENT_BUFFER)
         .build()
         .context("building the Redis client")?;
-    init(&client, &target.redacted).await?;
+    init(&client, &target.redacted, events).await?;
     Ok(client)
 }
 
 /// A connected subscriber client, buffering pub/sub messages for one inbound task.
 pub async fn subscriber(target: &Target) -> anyhow::Result<SubscriberClient> {
+    subscriber_with(target, Events::NONE).await
+}
+
+async fn subscriber_with(target: &Target, events: Events) -> anyhow::Result<SubscriberClient> {
     let client = builder(target, SUBSCRIBER_BUFFER)
         .build_subscriber_client()
         .context("building the Redis subscriber")?;
-    init(&client, &target.redacted).await?;
+    init(&client, &target.redacted, events).await?;
     Ok(client)
 }
 
@@ -131,23 +156,41 @@ fn builder(target: &Target, buffer: usize) -> Builder {
     builder
 }
 
-/// Connects a client (failing when Redis is unreachable) and logs its connection errors.
-/// A client that could not connect is shut down, so that it does not go on retrying.
-async fn init(client: &impl EventInterface, redis: &str) -> anyhow::Result<()> {
+/// Connects a client (failing when Redis is unreachable), logs its connection errors and
+/// tells `events` of them and of reconnections. A client that could not connect is shut down,
+/// so that it does not go on retrying.
+async fn init(client: &impl EventInterface, redis: &str, events: Events) -> anyhow::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
     let mut errors = client.error_rx();
+    let mut reconnects = client.reconnect_rx();
     if let Err(e) = client.init().await {
         let _ = client.quit().await;
         return Err(e).with_context(|| format!("connecting to Redis at {redis}"));
     }
+    // fred announces the first connections as "reconnections" too.
+    while reconnects.try_recv().is_ok() {}
     tokio::spawn(async move {
         loop {
             match errors.recv().await {
                 Ok((error, server)) => {
+                    (events.failed)();
                     let server = server.map(|s| s.to_string()).unwrap_or_default();
                     tracing::warn!(%error, %server, "Redis connection error; reconnecting");
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                Err(RecvError::Lagged(n)) => (0..n).for_each(|_| (events.failed)()),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match reconnects.recv().await {
+                Ok(server) => {
+                    (events.reconnected)();
+                    tracing::info!(%server, "Redis connection re-established");
+                }
+                Err(RecvError::Lagged(n)) => (0..n).for_each(|_| (events.reconnected)()),
+                Err(RecvError::Closed) => break,
             }
         }
     });

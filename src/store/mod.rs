@@ -22,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use records::{ApiKey, NewUser, RefreshToken, SecurityEvent, User};
 
 use crate::auth::Revocation;
+use crate::metrics as m;
 
 const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens \
     (id, user_id, family_id, token_hash, created_at, expires_at, revoked, replaced_by) \
@@ -174,23 +175,32 @@ impl Store {
 
     /// Applies the migrations the database lacks; a no-op when it is current.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let result = match &self.pool {
-            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
-            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
-        };
-        result.map_err(|e| StoreError::Migrate(e.to_string()))
+        timed("migrate", async move {
+            let result = match &self.pool {
+                Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+                Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            };
+            result.map_err(|e| StoreError::Migrate(e.to_string()))
+        })
+        .await
     }
 
     /// The versions of the migrations applied, in order.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        const SQL: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await?))
+        timed("applied_migrations", async move {
+            const SQL: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+            Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_all(pool).await?))
+        })
+        .await
     }
 
     /// Checks that the database answers (for readiness).
     pub async fn check(&self) -> Result<(), StoreError> {
-        execute!(self, "SELECT 1")?;
-        Ok(())
+        timed("check", async move {
+            execute!(self, "SELECT 1")?;
+            Ok(())
+        })
+        .await
     }
 
     /// Closes every pooled connection.
@@ -199,84 +209,108 @@ impl Store {
     }
 
     pub async fn create_user(&self, new: &NewUser<'_>, now: i64) -> Result<User, StoreError> {
-        const SQL: &str = "INSERT INTO users \
-            (id, username, username_key, email, password_hash, role, active, created_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7)";
-        let id = uuid::Uuid::new_v4().to_string();
-        let key = username_key(new.username);
-        execute!(
-            self,
-            SQL,
-            &id,
-            new.username,
-            &key,
-            new.email,
-            new.password_hash,
-            new.role,
-            now
-        )
-        .map_err(duplicate("a user with this username"))?;
-        Ok(User {
-            id,
-            username: new.username.to_owned(),
-            email: new.email.map(str::to_owned),
-            password_hash: new.password_hash.to_owned(),
-            role: new.role.to_owned(),
-            active: true,
-            created_at: now,
-            last_login_at: None,
+        timed("create_user", async move {
+            const SQL: &str = "INSERT INTO users \
+                (id, username, username_key, email, password_hash, role, active, created_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7)";
+            let id = uuid::Uuid::new_v4().to_string();
+            let key = username_key(new.username);
+            execute!(
+                self,
+                SQL,
+                &id,
+                new.username,
+                &key,
+                new.email,
+                new.password_hash,
+                new.role,
+                now
+            )
+            .map_err(duplicate("a user with this username"))?;
+            Ok(User {
+                id,
+                username: new.username.to_owned(),
+                email: new.email.map(str::to_owned),
+                password_hash: new.password_hash.to_owned(),
+                role: new.role.to_owned(),
+                active: true,
+                created_at: now,
+                last_login_at: None,
+            })
         })
+        .await
     }
 
     /// The user called `username`, in any case.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT * FROM users WHERE username_key = $1";
-        let key = username_key(username);
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(&key).fetch_optional(pool).await?))
+        timed("user_by_name", async move {
+            const SQL: &str = "SELECT * FROM users WHERE username_key = $1";
+            let key = username_key(username);
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(&key).fetch_optional(pool).await?))
+        })
+        .await
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT * FROM users WHERE id = $1";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+        timed("user_by_id", async move {
+            const SQL: &str = "SELECT * FROM users WHERE id = $1";
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+        })
+        .await
     }
 
     /// Every user, by username.
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        const SQL: &str = "SELECT * FROM users ORDER BY username_key";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?))
+        timed("users", async move {
+            const SQL: &str = "SELECT * FROM users ORDER BY username_key";
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?))
+        })
+        .await
     }
 
     /// Replaces a user's password hash; `false` when there is no such user.
     pub async fn set_password(&self, id: &str, hash: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
-        Ok(execute!(self, SQL, id, hash)? == 1)
+        timed("set_password", async move {
+            const SQL: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
+            Ok(execute!(self, SQL, id, hash)? == 1)
+        })
+        .await
     }
 
     /// Enables or disables a user; `false` when there is no such user.
     pub async fn set_active(&self, id: &str, active: bool) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET active = $2 WHERE id = $1";
-        Ok(execute!(self, SQL, id, active)? == 1)
+        timed("set_active", async move {
+            const SQL: &str = "UPDATE users SET active = $2 WHERE id = $1";
+            Ok(execute!(self, SQL, id, active)? == 1)
+        })
+        .await
     }
 
     /// Removes a user and its refresh tokens; `false` when there is no such user.
     pub async fn remove_user(&self, id: &str) -> Result<bool, StoreError> {
-        const TOKENS: &str = "DELETE FROM refresh_tokens WHERE user_id = $1";
-        const USER: &str = "DELETE FROM users WHERE id = $1";
-        let removed = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
-            let done = sqlx::query(USER).bind(id).execute(&mut *tx).await?;
-            tx.commit().await?;
-            done.rows_affected()
-        });
-        Ok(removed == 1)
+        timed("remove_user", async move {
+            const TOKENS: &str = "DELETE FROM refresh_tokens WHERE user_id = $1";
+            const USER: &str = "DELETE FROM users WHERE id = $1";
+            let removed = on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(TOKENS).bind(id).execute(&mut *tx).await?;
+                let done = sqlx::query(USER).bind(id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                done.rows_affected()
+            });
+            Ok(removed == 1)
+        })
+        .await
     }
 
     /// Records a successful login at `now`.
     pub async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE users SET last_login_at = $2 WHERE id = $1";
-        execute!(self, SQL, id, now)?;
-        Ok(())
+        timed("record_login", async move {
+            const SQL: &str = "UPDATE users SET last_login_at = $2 WHERE id = $1";
+            execute!(self, SQL, id, now)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Counts a login attempt of `username` at `now` before its password is checked, so that
@@ -289,44 +323,50 @@ impl Store {
         now: i64,
         rule: LockoutRule,
     ) -> Result<LoginAttempt, StoreError> {
-        const SQL: &str = "INSERT INTO login_failures \
-            (username_key, failures, updated_at, locked_until) \
-            VALUES ($1, 1, $2, CASE WHEN $3 <= 1 THEN $4 ELSE NULL END) \
-            ON CONFLICT (username_key) DO UPDATE SET \
-            failures = CASE WHEN login_failures.locked_until IS NOT NULL \
-                OR login_failures.updated_at < $5 THEN 1 \
-                ELSE login_failures.failures + 1 END, \
-            updated_at = $2, \
-            locked_until = CASE WHEN (CASE WHEN login_failures.locked_until IS NOT NULL \
-                OR login_failures.updated_at < $5 THEN 1 \
-                ELSE login_failures.failures + 1 END) >= $3 THEN $4 ELSE NULL END \
-            WHERE login_failures.locked_until IS NULL OR login_failures.locked_until <= $2 \
-            RETURNING failures, locked_until";
-        const LOCKED: &str = "SELECT locked_until FROM login_failures WHERE username_key = $1";
-        let key = username_key(username);
-        let row: Option<(i64, Option<i64>)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(&key)
-            .bind(now)
-            .bind(rule.threshold)
-            .bind(now.saturating_add(rule.lock_seconds))
-            .bind(now.saturating_sub(rule.window_seconds))
-            .fetch_optional(pool)
-            .await?);
-        if let Some((_, locked_until)) = row {
-            return Ok(LoginAttempt::Counted { locked_until });
-        }
-        let until: Option<Option<i64>> = on_pool!(self, pool => sqlx::query_scalar(LOCKED)
-            .bind(&key)
-            .fetch_optional(pool)
-            .await?);
-        Ok(LoginAttempt::Locked(until.flatten().unwrap_or(now)))
+        timed("reserve_login", async move {
+            const SQL: &str = "INSERT INTO login_failures \
+                (username_key, failures, updated_at, locked_until) \
+                VALUES ($1, 1, $2, CASE WHEN $3 <= 1 THEN $4 ELSE NULL END) \
+                ON CONFLICT (username_key) DO UPDATE SET \
+                failures = CASE WHEN login_failures.locked_until IS NOT NULL \
+                    OR login_failures.updated_at < $5 THEN 1 \
+                    ELSE login_failures.failures + 1 END, \
+                updated_at = $2, \
+                locked_until = CASE WHEN (CASE WHEN login_failures.locked_until IS NOT NULL \
+                    OR login_failures.updated_at < $5 THEN 1 \
+                    ELSE login_failures.failures + 1 END) >= $3 THEN $4 ELSE NULL END \
+                WHERE login_failures.locked_until IS NULL OR login_failures.locked_until <= $2 \
+                RETURNING failures, locked_until";
+            const LOCKED: &str = "SELECT locked_until FROM login_failures WHERE username_key = $1";
+            let key = username_key(username);
+            let row: Option<(i64, Option<i64>)> = on_pool!(self, pool => sqlx::query_as(SQL)
+                .bind(&key)
+                .bind(now)
+                .bind(rule.threshold)
+                .bind(now.saturating_add(rule.lock_seconds))
+                .bind(now.saturating_sub(rule.window_seconds))
+                .fetch_optional(pool)
+                .await?);
+            if let Some((_, locked_until)) = row {
+                return Ok(LoginAttempt::Counted { locked_until });
+            }
+            let until: Option<Option<i64>> = on_pool!(self, pool => sqlx::query_scalar(LOCKED)
+                .bind(&key)
+                .fetch_optional(pool)
+                .await?);
+            Ok(LoginAttempt::Locked(until.flatten().unwrap_or(now)))
+        })
+        .await
     }
 
     /// Forgets the failed logins of `username` (a success, or an administrator's unlock);
     /// `false` when there were none.
     pub async fn clear_login_failures(&self, username: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "DELETE FROM login_failures WHERE username_key = $1";
-        Ok(execute!(self, SQL, &username_key(username))? == 1)
+        timed("clear_login_failures", async move {
+            const SQL: &str = "DELETE FROM login_failures WHERE username_key = $1";
+            Ok(execute!(self, SQL, &username_key(username))? == 1)
+        })
+        .await
     }
 
     /// The failed logins counted for `username` and until when it is locked, if any.
@@ -334,42 +374,54 @@ impl Store {
         &self,
         username: &str,
     ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
-        const SQL: &str =
-            "SELECT failures, locked_until FROM login_failures WHERE username_key = $1";
-        let key = username_key(username);
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(&key).fetch_optional(pool).await?))
+        timed("login_failures", async move {
+            const SQL: &str =
+                "SELECT failures, locked_until FROM login_failures WHERE username_key = $1";
+            let key = username_key(username);
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(&key).fetch_optional(pool).await?))
+        })
+        .await
     }
 
     /// Deletes failure counts last touched before `stale` and not locked at `now`.
     pub async fn purge_login_failures(&self, stale: i64, now: i64) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM login_failures WHERE updated_at < $1 \
-            AND (locked_until IS NULL OR locked_until <= $2)";
-        Ok(execute!(self, SQL, stale, now)?)
+        timed("purge_login_failures", async move {
+            const SQL: &str = "DELETE FROM login_failures WHERE updated_at < $1 \
+                AND (locked_until IS NULL OR locked_until <= $2)";
+            Ok(execute!(self, SQL, stale, now)?)
+        })
+        .await
     }
 
     pub async fn add_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError> {
-        const SQL: &str = INSERT_REFRESH_TOKEN;
-        let t = token;
-        execute!(
-            self,
-            SQL,
-            &t.id,
-            &t.user_id,
-            &t.family_id,
-            &t.token_hash,
-            t.created_at,
-            t.expires_at,
-            t.revoked,
-            &t.replaced_by
-        )
-        .map_err(duplicate("a refresh token with this hash"))?;
-        Ok(())
+        timed("add_refresh_token", async move {
+            const SQL: &str = INSERT_REFRESH_TOKEN;
+            let t = token;
+            execute!(
+                self,
+                SQL,
+                &t.id,
+                &t.user_id,
+                &t.family_id,
+                &t.token_hash,
+                t.created_at,
+                t.expires_at,
+                t.revoked,
+                &t.replaced_by
+            )
+            .map_err(duplicate("a refresh token with this hash"))?;
+            Ok(())
+        })
+        .await
     }
 
     /// The refresh token whose hash is `hash`.
     pub async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshToken>, StoreError> {
-        const SQL: &str = "SELECT * FROM refresh_tokens WHERE token_hash = $1";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(hash).fetch_optional(pool).await?))
+        timed("refresh_token", async move {
+            const SQL: &str = "SELECT * FROM refresh_tokens WHERE token_hash = $1";
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(hash).fetch_optional(pool).await?))
+        })
+        .await
     }
 
     /// Replaces refresh token `old` by `new` in one transaction: `false` (and nothing stored)
@@ -380,102 +432,129 @@ impl Store {
         old: &str,
         new: &RefreshToken,
     ) -> Result<bool, StoreError> {
-        const REVOKE: &str = "UPDATE refresh_tokens SET revoked = TRUE, replaced_by = $2 \
-            WHERE id = $1 AND NOT revoked";
-        const INSERT: &str = INSERT_REFRESH_TOKEN;
-        let rotated = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let revoked = sqlx::query(REVOKE).bind(old).bind(&new.id).execute(&mut *tx).await?;
-            if revoked.rows_affected() != 1 {
-                return Ok(false);
-            }
-            sqlx::query(INSERT)
-                .bind(&new.id)
-                .bind(&new.user_id)
-                .bind(&new.family_id)
-                .bind(&new.token_hash)
-                .bind(new.created_at)
-                .bind(new.expires_at)
-                .bind(new.revoked)
-                .bind(&new.replaced_by)
-                .execute(&mut *tx)
-                .await
-                .map_err(duplicate("a refresh token with this hash"))?;
-            tx.commit().await?;
-            true
-        });
-        Ok(rotated)
+        timed("rotate_refresh_token", async move {
+            const REVOKE: &str = "UPDATE refresh_tokens SET revoked = TRUE, replaced_by = $2 \
+                WHERE id = $1 AND NOT revoked";
+            const INSERT: &str = INSERT_REFRESH_TOKEN;
+            let rotated = on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let revoked = sqlx::query(REVOKE).bind(old).bind(&new.id).execute(&mut *tx).await?;
+                if revoked.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(INSERT)
+                    .bind(&new.id)
+                    .bind(&new.user_id)
+                    .bind(&new.family_id)
+                    .bind(&new.token_hash)
+                    .bind(new.created_at)
+                    .bind(new.expires_at)
+                    .bind(new.revoked)
+                    .bind(&new.replaced_by)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(duplicate("a refresh token with this hash"))?;
+                tx.commit().await?;
+                true
+            });
+            Ok(rotated)
+        })
+        .await
     }
 
     /// Revokes every token of a family; returns how many were still live.
     pub async fn revoke_family(&self, family: &str) -> Result<u64, StoreError> {
-        const SQL: &str =
-            "UPDATE refresh_tokens SET revoked = TRUE WHERE family_id = $1 AND NOT revoked";
-        Ok(execute!(self, SQL, family)?)
+        timed("revoke_family", async move {
+            const SQL: &str =
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE family_id = $1 AND NOT revoked";
+            Ok(execute!(self, SQL, family)?)
+        })
+        .await
     }
 
     /// Revokes every refresh token of a user; returns how many were still live.
     pub async fn revoke_user_tokens(&self, user_id: &str) -> Result<u64, StoreError> {
-        const SQL: &str =
-            "UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1 AND NOT revoked";
-        Ok(execute!(self, SQL, user_id)?)
+        timed("revoke_user_tokens", async move {
+            const SQL: &str =
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1 AND NOT revoked";
+            Ok(execute!(self, SQL, user_id)?)
+        })
+        .await
     }
 
     /// Deletes refresh tokens that expired before `now`; returns how many.
     pub async fn purge_expired_tokens(&self, now: i64) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM refresh_tokens WHERE expires_at < $1";
-        Ok(execute!(self, SQL, now)?)
+        timed("purge_expired_tokens", async move {
+            const SQL: &str = "DELETE FROM refresh_tokens WHERE expires_at < $1";
+            Ok(execute!(self, SQL, now)?)
+        })
+        .await
     }
 
     pub async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO api_keys (id, name, secret_sealed, created_at, revoked_at) \
-            VALUES ($1, $2, $3, $4, $5)";
-        execute!(
-            self,
-            SQL,
-            &key.id,
-            &key.name,
-            &key.secret_sealed,
-            key.created_at,
-            key.revoked_at
-        )
-        .map_err(duplicate("an API key with this id or name"))?;
-        Ok(())
+        timed("add_api_key", async move {
+            const SQL: &str = "INSERT INTO api_keys (id, name, secret_sealed, created_at, revoked_at) \
+                VALUES ($1, $2, $3, $4, $5)";
+            execute!(
+                self,
+                SQL,
+                &key.id,
+                &key.name,
+                &key.secret_sealed,
+                key.created_at,
+                key.revoked_at
+            )
+            .map_err(duplicate("an API key with this id or name"))?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
-        const SQL: &str = "SELECT * FROM api_keys WHERE id = $1";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+        timed("api_key", async move {
+            const SQL: &str = "SELECT * FROM api_keys WHERE id = $1";
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+        })
+        .await
     }
 
     /// Every API key, revoked ones included, oldest first.
     pub async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        const SQL: &str = "SELECT * FROM api_keys ORDER BY created_at, id";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?))
+        timed("api_keys", async move {
+            const SQL: &str = "SELECT * FROM api_keys ORDER BY created_at, id";
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?))
+        })
+        .await
     }
 
     /// Revokes an API key at `now`; `false` when there is no live key with this id.
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        const SQL: &str =
-            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
-        Ok(execute!(self, SQL, id, now)? == 1)
+        timed("revoke_api_key", async move {
+            const SQL: &str =
+                "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+            Ok(execute!(self, SQL, id, now)? == 1)
+        })
+        .await
     }
 
     pub async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO security_events (at, kind, user_id, username, ip, detail) \
-            VALUES ($1, $2, $3, $4, $5, $6)";
-        let e = event;
-        execute!(
-            self,
-            SQL,
-            e.at,
-            &e.kind,
-            &e.user_id,
-            &e.username,
-            &e.ip,
-            &e.detail
-        )?;
-        Ok(())
+        timed("record_event", async move {
+            const SQL: &str = "INSERT INTO security_events (at, kind, user_id, username, ip, detail) \
+                VALUES ($1, $2, $3, $4, $5, $6)";
+            let e = event;
+            execute!(
+                self,
+                SQL,
+                e.at,
+                &e.kind,
+                &e.user_id,
+                &e.username,
+                &e.ip,
+                &e.detail
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Keeps `revocation` (made at `now`); returns its sequence number.
@@ -484,24 +563,27 @@ impl Store {
         revocation: &Revocation,
         now: i64,
     ) -> Result<i64, StoreError> {
-        const SQL: &str = "INSERT INTO revocations \
-            (kind, subject, issued_before, expires_at, created_at) \
-            VALUES ($1, $2, $3, $4, $5) RETURNING seq";
-        let (subject, before) = match revocation {
-            Revocation::Token { jti, .. } => (jti.as_str(), None),
-            Revocation::Key { kid } => (kid.as_str(), None),
-            Revocation::User { user, before, .. } => (user.as_str(), Some(seconds(*before))),
-        };
-        let expires = seconds(revocation.expires_at());
-        let seq: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(revocation.kind())
-            .bind(subject)
-            .bind(before)
-            .bind(expires)
-            .bind(now)
-            .fetch_one(pool)
-            .await?);
-        Ok(seq)
+        timed("add_revocation", async move {
+            const SQL: &str = "INSERT INTO revocations \
+                (kind, subject, issued_before, expires_at, created_at) \
+                VALUES ($1, $2, $3, $4, $5) RETURNING seq";
+            let (subject, before) = match revocation {
+                Revocation::Token { jti, .. } => (jti.as_str(), None),
+                Revocation::Key { kid } => (kid.as_str(), None),
+                Revocation::User { user, before, .. } => (user.as_str(), Some(seconds(*before))),
+            };
+            let expires = seconds(revocation.expires_at());
+            let seq: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL)
+                .bind(revocation.kind())
+                .bind(subject)
+                .bind(before)
+                .bind(expires)
+                .bind(now)
+                .fetch_one(pool)
+                .await?);
+            Ok(seq)
+        })
+        .await
     }
 
     /// The revocations after sequence number `after` that still matter at `now`, in order,
@@ -512,15 +594,18 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Revocation)>, StoreError> {
-        const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
-            WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3";
-        let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(after)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?);
-        Ok(rows.into_iter().filter_map(revocation).collect())
+        timed("revocations_after", async move {
+            const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
+                WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3";
+            let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(SQL)
+                .bind(after)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?);
+            Ok(rows.into_iter().filter_map(revocation).collect())
+        })
+        .await
     }
 
     /// The revocations up to sequence number `upto` made at `since` or later that still
@@ -533,28 +618,37 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Revocation)>, StoreError> {
-        const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
-            WHERE seq <= $1 AND created_at >= $2 AND expires_at > $3 ORDER BY seq LIMIT $4";
-        let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(upto)
-            .bind(since)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?);
-        Ok(rows.into_iter().filter_map(revocation).collect())
+        timed("recent_revocations", async move {
+            const SQL: &str = "SELECT seq, kind, subject, issued_before, expires_at FROM revocations \
+                WHERE seq <= $1 AND created_at >= $2 AND expires_at > $3 ORDER BY seq LIMIT $4";
+            let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(SQL)
+                .bind(upto)
+                .bind(since)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?);
+            Ok(rows.into_iter().filter_map(revocation).collect())
+        })
+        .await
     }
 
     /// Deletes revocations whose tokens have all expired by `now`; returns how many.
     pub async fn purge_revocations(&self, now: i64) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM revocations WHERE expires_at <= $1";
-        Ok(execute!(self, SQL, now)?)
+        timed("purge_revocations", async move {
+            const SQL: &str = "DELETE FROM revocations WHERE expires_at <= $1";
+            Ok(execute!(self, SQL, now)?)
+        })
+        .await
     }
 
     /// The latest `limit` security events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<SecurityEvent>, StoreError> {
-        const SQL: &str = "SELECT * FROM security_events ORDER BY at DESC, id DESC LIMIT $1";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
+        timed("events", async move {
+            const SQL: &str = "SELECT * FROM security_events ORDER BY at DESC, id DESC LIMIT $1";
+            Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
+        })
+        .await
     }
 }
 
@@ -579,6 +673,22 @@ fn revocation((seq, kind, subject, before, expires): RevocationRow) -> Option<(i
         _ => return None,
     };
     Some((seq, revocation))
+}
+
+/// Runs one store operation, timed and counted under `operation` (its method's name):
+/// `switchboard_store_query_seconds` and, when it fails, `switchboard_store_errors_total`.
+async fn timed<T>(
+    operation: &'static str,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    metrics::histogram!(m::STORE_QUERY, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!(m::STORE_ERRORS, "operation" => operation).increment(1);
+    }
+    result
 }
 
 /// Unix seconds as the store keeps them (`u64::MAX`, "never", as `i64::MAX`).

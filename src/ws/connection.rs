@@ -17,7 +17,7 @@ use crate::metrics::{self as m, MessageKind};
 use crate::presence::{AddressHold, Presence};
 use crate::protocol::{
     ClientId, ClientMessage, CloseCode, ConnId, ErrorCode, ErrorFrame, Frame, Member, RoomId,
-    ServerMessage, UserId, inbound, matches_any,
+    ServerMessage, Stamp, UserId, inbound, matches_any, unix_micros,
 };
 use crate::registry::{ConnHandle, Control};
 use crate::signaling::{Action, Session};
@@ -204,7 +204,17 @@ impl Conn {
         }
     }
 
+    /// Sends an error frame; a refusal of something the token does not allow (`forbidden`) is
+    /// logged as a security event.
     async fn send_error(&mut self, error: ErrorFrame) -> bool {
+        if error.code == ErrorCode::Forbidden {
+            tracing::warn!(event = "forbidden", detail = %error.message, "refused: not allowed");
+        }
+        self.send_error_quietly(error).await
+    }
+
+    /// Sends an error frame that was logged already.
+    async fn send_error_quietly(&mut self, error: ErrorFrame) -> bool {
         metrics::counter!(m::MESSAGE_ERRORS, "code" => error.code.as_str()).increment(1);
         self.send(&error.into()).await
     }
@@ -218,12 +228,12 @@ impl Conn {
         let verdict = self.limit.check();
         match verdict {
             Verdict::Pass | Verdict::Refill => {}
-            Verdict::Refuse(_) | Verdict::Drop => {
-                metrics::counter!(m::RATE_LIMITED, "limit" => "msg_rate").increment(1);
-            }
+            // The first refusal of a burst is answered and logged; the rest only counted.
+            Verdict::Refuse(_) => m::limit_hit("msg_rate"),
+            Verdict::Drop => m::limit_dropped("msg_rate"),
             Verdict::Close => {
-                metrics::counter!(m::RATE_LIMITED, "limit" => "msg_rate").increment(1);
-                metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
+                m::limit_dropped("msg_rate");
+                m::limit_hit("flood");
             }
         }
         verdict
@@ -238,12 +248,15 @@ impl Conn {
         let refilled = budget
             .refill(self.state.throttle.as_ref(), self.state.user_msg_rate())
             .await;
-        if refilled.is_err() {
-            metrics::counter!(m::RATE_LIMITED, "limit" => "user_msg_rate").increment(1);
-        }
+        let refused = refilled.is_err();
         let verdict = self.limit.settle(refilled);
+        match (refused, verdict) {
+            (true, Verdict::Refuse(_)) => m::limit_hit("user_msg_rate"),
+            (true, _) => m::limit_dropped("user_msg_rate"),
+            (false, _) => {}
+        }
         if verdict == Verdict::Close {
-            metrics::counter!(m::RATE_LIMITED, "limit" => "flood").increment(1);
+            m::limit_hit("flood");
         }
         verdict
     }
@@ -281,7 +294,8 @@ impl Conn {
         match pre_auth {
             Some(Ok(identity)) => return Ok((identity, client_id)),
             Some(Err(refused)) => {
-                self.send_error(refused).await;
+                // `admit` logged it.
+                self.send_error_quietly(refused).await;
                 return Err(CloseCode::PolicyViolation);
             }
             None => {}
@@ -327,7 +341,7 @@ impl Conn {
                 }) => match super::admit(&self.state.credentials, &token, room).await {
                     Ok(identity) => return Ok((identity, id.or(client_id))),
                     Err(refused) => {
-                        self.send_error(refused).await;
+                        self.send_error_quietly(refused).await;
                         return Err(CloseCode::PolicyViolation);
                     }
                 },
@@ -359,6 +373,7 @@ impl Conn {
             conn: ConnId::generate(),
             node: hub.node.clone(),
         };
+        tracing::Span::current().record("client_id", me.client_id.as_str());
         let (outbox, mut outbox_rx) = mpsc::channel(config.outbox_frames);
         let control = Arc::new(Control::default());
         let handle = ConnHandle {
@@ -524,14 +539,24 @@ impl Conn {
         }
     }
 
-    /// Writes `first` and whatever else is queued, with one flush.
+    /// Writes `first` and whatever else is queued, with one flush, and counts the signals
+    /// among them as delivered (with the time of the write, read once).
     async fn write_batch(&mut self, first: Frame, outbox: &mut mpsc::Receiver<Frame>) -> bool {
-        if self.socket.feed(super::socket_text(first)).await.is_err() {
+        m::outbox_depth(outbox.len() + 1);
+        let mut now = None;
+        let mut write = |frame: Frame| {
+            let stamp = frame.stamp();
+            if stamp != Stamp::NONE {
+                m::delivered(stamp, *now.get_or_insert_with(unix_micros));
+            }
+            super::socket_text(frame)
+        };
+        if self.socket.feed(write(first)).await.is_err() {
             return false;
         }
         for _ in 1..WRITE_BATCH {
             let Ok(frame) = outbox.try_recv() else { break };
-            if self.socket.feed(super::socket_text(frame)).await.is_err() {
+            if self.socket.feed(write(frame)).await.is_err() {
                 return false;
             }
         }
@@ -568,9 +593,11 @@ impl Conn {
         else {
             return Next::Act(action);
         };
-        m::message_in(MessageKind::Room(kind));
+        let kind = MessageKind::Room(kind);
+        m::message_in(kind);
+        let frame = Frame::from(frame).stamped(kind.stamp_now());
         let hub = &self.state.hub;
-        match hub.relay_room(&session.me, &room, to.as_ref(), frame.into()) {
+        match hub.relay_room(&session.me, &room, to.as_ref(), frame) {
             Ok(Relayed::Done) => Next::Done,
             Ok(Relayed::Unknown(frame)) => match to {
                 Some(to) => Next::Locate { room, to, frame },
@@ -626,18 +653,21 @@ impl Conn {
                 frame,
             } => {
                 // The hot path takes these; this is for completeness.
-                m::message_in(MessageKind::Room(kind));
-                hub.send_room(&session.me, &room, to.as_ref(), frame.into())
-                    .await
+                let kind = MessageKind::Room(kind);
+                m::message_in(kind);
+                let frame = Frame::from(frame).stamped(kind.stamp_now());
+                hub.send_room(&session.me, &room, to.as_ref(), frame).await
             }
             Action::SendUser {
                 kind,
                 target,
                 frame,
             } => {
-                m::message_in(MessageKind::User(kind));
+                let kind = MessageKind::User(kind);
+                m::message_in(kind);
+                let frame = Frame::from(frame).stamped(kind.stamp_now());
                 match may_signal(&self.state, &self.peers, session, &target).await {
-                    Ok(()) => hub.send_user(&session.me, &target, frame.into()).await,
+                    Ok(()) => hub.send_user(&session.me, &target, frame).await,
                     Err(e) => Err(e),
                 }
             }
@@ -661,7 +691,7 @@ async fn may_signal(
 ) -> Result<(), ErrorFrame> {
     let user = session.me.user_id.as_str();
     if let Err(wait) = state.throttle.hit(state.user_signal_rate(), user).await {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "user_signal_rate").increment(1);
+        m::limit_hit("user_signal_rate");
         return Err(ErrorFrame::new(
             ErrorCode::RateLimited,
             "too many user-addressed signals: wait retry_after_ms before sending again",
@@ -678,7 +708,8 @@ async fn may_signal(
     if allowed {
         return Ok(());
     }
-    metrics::counter!(m::RATE_LIMITED, "limit" => "user_signals").increment(1);
+    // Logged as `forbidden` when the refusal is sent.
+    m::limit_dropped("user_signals");
     let mut e = ErrorFrame::new(
         ErrorCode::Forbidden,
         "this connection may not send signals to that user (user_signals)",

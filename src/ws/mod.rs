@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -185,7 +186,7 @@ async fn accept(
             .to_str()
             .is_ok_and(|origin| state.config.origin_allowed(origin))
     {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "allowed_origins").increment(1);
+        m::limit_hit("allowed_origins");
         return Err(reject(
             ApiError::forbidden("WebSockets from this page's origin are not allowed")
                 .with_code("origin_not_allowed"),
@@ -201,7 +202,7 @@ async fn accept(
     // What the address limits count: the address, or its /64 for IPv6.
     let address = budget_key(ip);
     if let Err(wait) = state.throttle.hit(state.upgrade_rate(), &address).await {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "ip_upgrade_rate").increment(1);
+        m::limit_hit("ip_upgrade_rate");
         return Err(reject(ApiError::rate_limited("ip_upgrade_rate", wait)));
     }
     let Query(query) =
@@ -226,7 +227,7 @@ async fn accept(
     };
     // Taken last, so that what is refused above never holds a slot meanwhile.
     let Some(slot) = state.slots.take() else {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "max_connections").increment(1);
+        m::limit_hit("max_connections");
         return Err(reject(ApiError::unavailable(
             "node_full",
             "this node holds as many WebSockets as it may; connect to another",
@@ -252,12 +253,12 @@ async fn accept(
                     ("ip_unauthenticated", e)
                 }
             };
-            metrics::counter!(m::RATE_LIMITED, "limit" => limit).increment(1);
+            m::limit_hit(limit);
             reject(e)
         })?),
     };
     let address = AddressSlot::take(&state, &address).await.ok_or_else(|| {
-        metrics::counter!(m::RATE_LIMITED, "limit" => "ip_connections").increment(1);
+        m::limit_hit("ip_connections");
         let max = state.config.ip_connections;
         let mut e = ApiError::rate_limited("ip_connections", IP_CONNECTIONS_RETRY);
         e.detail = format!("this address holds {max} connections already; close one first");
@@ -283,7 +284,13 @@ async fn accept(
         address,
         pending,
     };
-    Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start)))
+    // Inside the request's span (its id, route and the client's address).
+    let span = tracing::info_span!(
+        "ws",
+        node = %state.hub.node,
+        client_id = tracing::field::Empty,
+    );
+    Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start).instrument(span)))
 }
 
 /// Verifies `token` and that it may enter `room` (the URL's, if any). A refusal is the error
@@ -296,11 +303,11 @@ pub async fn admit(
     room: Option<&RoomId>,
 ) -> Result<Identity, ErrorFrame> {
     let identity = credentials.verify(token).await.map_err(|e| {
-        metrics::counter!(m::AUTH_FAILURES, "reason" => e.reason()).increment(1);
+        m::auth_failure(e.reason());
         ErrorFrame::new(e.code(), e.to_string())
     })?;
     if let Some(room) = room.filter(|r| !identity.rooms.allows(r)) {
-        metrics::counter!(m::AUTH_FAILURES, "reason" => "forbidden").increment(1);
+        m::auth_failure("forbidden");
         let message = format!("token does not grant room {room}");
         return Err(ErrorFrame::new(ErrorCode::Forbidden, message).room(room));
     }

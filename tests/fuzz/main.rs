@@ -21,7 +21,7 @@ use switchboard::bus::{Envelope, Route};
 use switchboard::client_ip::TrustedProxies;
 use switchboard::config::Config;
 use switchboard::protocol::{
-    ClientId, ConnId, Member, NodeId, RoomGrant, RoomId, ServerMessage, UserId, inbound,
+    ClientId, ConnId, Member, NodeId, RoomGrant, RoomId, ServerMessage, Stamp, UserId, inbound,
 };
 use switchboard::signaling::{Action, Session};
 
@@ -283,14 +283,15 @@ fn envelopes(runs: u64) {
         for _ in 0..rng.random_range(1..5) {
             let route = random_route(&mut rng);
             let payload: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
-            batch.push(&route, &payload);
-            written.push((route, payload));
+            let stamp = Stamp::from_bits(rng.random());
+            batch.push(&route, stamp, &payload);
+            written.push((route, stamp, payload));
         }
         let bytes = batch.finish();
         let decoded = decode(bytes.clone()).expect("a batch as written decodes");
-        let read: Vec<(Route, Vec<u8>)> = decoded
+        let read: Vec<(Route, Stamp, Vec<u8>)> = decoded
             .into_iter()
-            .map(|e: Envelope| (e.route, e.payload.to_vec()))
+            .map(|e: Envelope| (e.route, e.stamp, e.payload.to_vec()))
             .collect();
         assert_eq!(read, written);
         corpus.push(bytes.to_vec());

@@ -224,7 +224,7 @@ async fn metrics_are_exported() {
     let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
     a.send(json!({"type":"bogus"})).await;
     a.expect_error("unknown_type").await;
-    let text = http_get(node.http("/metrics"))
+    let text = http_get(node.metrics("/metrics"))
         .await
         .unwrap()
         .text()

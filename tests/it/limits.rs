@@ -455,7 +455,7 @@ async fn the_oauth2_token_endpoint_answers_limits_in_oauth2s_shape() {
 
 /// What `node`'s metrics count as refused by `limit`.
 async fn refusals(node: &TestNode, limit: &str) -> f64 {
-    let text = http_get(node.http("/metrics"))
+    let text = http_get(node.metrics("/metrics"))
         .await
         .unwrap()
         .text()

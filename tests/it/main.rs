@@ -10,6 +10,7 @@ mod http;
 mod lifecycle;
 mod limits;
 mod node;
+mod observability;
 mod openapi;
 mod policy;
 mod readme;

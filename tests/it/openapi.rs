@@ -33,7 +33,16 @@ const METHODS: [&str; 8] = [
 type Route = (String, String);
 
 async fn document(node: &TestNode) -> Value {
-    let response = reqwest::get(node.http("/openapi.json")).await.unwrap();
+    fetch_document(&node.http("/openapi.json")).await
+}
+
+/// The metrics listener's document.
+async fn operator_document(node: &TestNode) -> Value {
+    fetch_document(&node.metrics("/openapi.json")).await
+}
+
+async fn fetch_document(url: &str) -> Value {
+    let response = http_get(url).await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap();
     assert_eq!(content_type, "application/json");
@@ -55,14 +64,26 @@ fn operations(document: &Value) -> BTreeSet<Route> {
 #[tokio::test]
 async fn the_document_is_openapi_3_1_and_every_operation_in_it_is_served() {
     let node = spawn_node(test_config());
-    let document = document(&node).await;
-    let version = document["openapi"].as_str().unwrap();
-    assert!(version.starts_with("3.1."), "OpenAPI {version}");
-    let operations = operations(&document);
-    assert!(operations.len() >= 20, "{operations:?}");
-    let client = reqwest::Client::new();
-    for (method, path) in &operations {
-        let url = node.http(&path.replace('{', "probe-").replace('}', ""));
+    let public = document(&node).await;
+    let operator = operator_document(&node).await;
+    for document in [&public, &operator] {
+        let version = document["openapi"].as_str().unwrap();
+        assert!(version.starts_with("3.1."), "OpenAPI {version}");
+    }
+    assert!(operations(&public).len() >= 20);
+    assert_eq!(operations(&operator).len(), 4);
+    let probes = operations(&public)
+        .into_iter()
+        .map(|op| (node.addr, op))
+        .chain(
+            operations(&operator)
+                .into_iter()
+                .map(|op| (node.metrics_addr.unwrap(), op)),
+        );
+    let client = http_client();
+    for (addr, (method, path)) in probes {
+        let path = path.replace('{', "probe-").replace('}', "");
+        let url = format!("http://{addr}{path}");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = client.request(method.clone(), url).send().await.unwrap();
         let status = response.status().as_u16();
@@ -78,7 +99,8 @@ async fn the_document_is_openapi_3_1_and_every_operation_in_it_is_served() {
 #[tokio::test]
 async fn every_route_registered_without_routes_macro_is_in_the_document() {
     let node = spawn_node(test_config());
-    let documented = operations(&document(&node).await);
+    let mut documented = operations(&document(&node).await);
+    documented.extend(operations(&operator_document(&node).await));
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut problems = Vec::new();
     for file in rust_files(&root.join("src")) {
@@ -161,7 +183,7 @@ fn the_source_scan_finds_plain_registrations() {
 #[tokio::test]
 async fn the_docs_page_and_its_assets_are_served_by_the_node() {
     let node = spawn_node(test_config());
-    let response = reqwest::get(node.http("/docs")).await.unwrap();
+    let response = http_get(node.http("/docs")).await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap();
     assert!(content_type.starts_with("text/html"), "{content_type}");
@@ -179,11 +201,11 @@ async fn the_docs_page_and_its_assets_are_served_by_the_node() {
         } else {
             format!("/{asset}")
         };
-        let response = reqwest::get(node.http(&path)).await.unwrap();
+        let response = http_get(node.http(&path)).await.unwrap();
         assert_eq!(response.status(), 200, "{asset}");
         assert!(!response.bytes().await.unwrap().is_empty(), "{asset}");
     }
-    let initializer = reqwest::get(node.http("/docs/swagger-initializer.js"))
+    let initializer = http_get(node.http("/docs/swagger-initializer.js"))
         .await
         .unwrap()
         .text()
@@ -197,7 +219,7 @@ async fn the_docs_page_and_its_assets_are_served_by_the_node() {
         initializer.contains(r#""validatorUrl": "none""#),
         "no validator badge from elsewhere: {initializer}"
     );
-    let missing = reqwest::get(node.http("/docs/nothing.js")).await.unwrap();
+    let missing = http_get(node.http("/docs/nothing.js")).await.unwrap();
     assert_eq!(missing.status(), 404);
 }
 

@@ -51,6 +51,7 @@ pub enum Backing {
 pub fn test_config() -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     };
     config.database.url = Secret::new("sqlite::memory:");
@@ -69,6 +70,8 @@ pub fn test_config() -> Config {
 
 pub struct TestNode {
     pub addr: SocketAddr,
+    /// The metrics listener's address, unless `metrics_listen` is off.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     /// How the node's serve call ended (`None` for a crash).
     stopped: std::sync::mpsc::Receiver<Option<Result<(), String>>>,
@@ -103,11 +106,12 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
                 }
                 Backing::FromConfig => Backends::from_config(&config, &node).await.unwrap(),
             };
-            let listener = app::bind(config.listen).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let listeners = app::Listeners::bind(&config).unwrap();
+            let addr = listeners.public.local_addr().unwrap();
+            let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr().unwrap());
             let state = app::build(config, node, backends);
-            ready_tx.send((addr, state.clone())).unwrap();
-            let serve = app::serve_state(state, listener, async {
+            ready_tx.send((addr, metrics_addr, state.clone())).unwrap();
+            let serve = app::serve_state(state, listeners, async {
                 let _ = shutdown_rx.await;
             });
             let result = tokio::select! {
@@ -118,9 +122,10 @@ pub fn spawn_node_on(config: Config, backing: Backing) -> TestNode {
         });
         // Dropping the runtime here drops every task of the node without running its cleanup.
     });
-    let (addr, state) = ready_rx.recv_timeout(WAIT).expect("node started");
+    let (addr, metrics_addr, state) = ready_rx.recv_timeout(WAIT).expect("node started");
     TestNode {
         addr,
+        metrics_addr,
         state,
         stopped,
         shutdown: Some(shutdown_tx),
@@ -154,6 +159,12 @@ impl TestNode {
 
     pub fn http(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL of the metrics listener.
+    pub fn metrics(&self, path: &str) -> String {
+        let addr = self.metrics_addr.expect("the node has a metrics listener");
+        format!("http://{addr}{path}")
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -409,6 +420,9 @@ impl NodeProcess {
         // A private database unless the test names one (the default file would land in the
         // working directory).
         command.env("SWITCHBOARD_DATABASE_URL", "sqlite::memory:");
+        // Any free port for the metrics listener, unless the test names one (several nodes run
+        // at once).
+        command.env("SWITCHBOARD_METRICS_LISTEN", "127.0.0.1:0");
         command.envs(env.iter().copied());
         command.stderr(std::process::Stdio::piped());
         command.stdout(std::process::Stdio::null());
@@ -457,6 +471,13 @@ impl NodeProcess {
         rest.split_whitespace().next().unwrap().parse().unwrap()
     }
 
+    /// The metrics listener's address, from the development banner's `metrics:` line.
+    pub fn metrics_address(&mut self) -> SocketAddr {
+        let line = self.wait_for("  metrics: http://", WAIT);
+        let rest = line.split("http://").nth(1).unwrap();
+        rest.trim_end_matches("/metrics").parse().unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
@@ -474,6 +495,22 @@ impl NodeProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl NodeProcess {
+    /// Sends SIGTERM, waits for the exit, and returns the whole of stderr.
+    pub fn terminate_and_collect(&mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        // The reader thread ends at the end of stderr, when the process exits.
+        while let Ok(line) = self.lines.recv_timeout(WAIT * 3) {
+            self.log.push(line);
+        }
+        let _ = self.child.wait();
+        self.log.join("\n")
     }
 }
 

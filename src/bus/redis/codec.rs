@@ -1,17 +1,21 @@
 //! The binary form of envelopes on a Redis channel. One Redis message carries a *batch*: the
 //! envelopes one node published on one channel in one round, in order, sharing their origin.
 //!
-//! `batch := version(u8 = 2) origin:str entry*`, `entry := tag:u8 fields payload_len:u32 payload`,
-//! where `str` is a u16 length and UTF-8 bytes, connection ids are big-endian u64 and the
-//! fields are the route's, in the order of [`Route`]'s declaration. Ids are validated again on
-//! decode; the payload bytes are shared with the received message, not copied.
+//! `batch := version(u8 = 3) origin:str entry*`,
+//! `entry := tag:u8 fields stamp:u64 payload_len:u32 payload`, where `str` is a u16 length and
+//! UTF-8 bytes, connection ids and stamps are big-endian u64 and the fields are the route's, in
+//! the order of [`Route`]'s declaration. Ids are validated again on decode; the payload bytes
+//! are shared with the received message, not copied. Version 2 (the same without stamps) is
+//! still read, so that a cluster can be upgraded node by node.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::bus::{BusError, Envelope, Route};
-use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, Stamp, UserId};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The version before stamps.
+const VERSION_UNSTAMPED: u8 = 2;
 
 /// Builds one batch.
 pub struct BatchWriter {
@@ -27,8 +31,8 @@ impl BatchWriter {
         Self { buf, count: 0 }
     }
 
-    /// Appends one envelope's route and payload.
-    pub fn push(&mut self, route: &Route, payload: &[u8]) {
+    /// Appends one envelope's route, stamp and payload.
+    pub fn push(&mut self, route: &Route, stamp: Stamp, payload: &[u8]) {
         let out = &mut self.buf;
         out.reserve(64 + payload.len());
         match route {
@@ -72,6 +76,7 @@ impl BatchWriter {
             }
             Route::Revoke => put_tag(out, b'V', ""),
         }
+        out.put_u64(stamp.to_bits());
         // Frames are at most `max_message_bytes`, far below 4 GiB.
         out.put_u32(payload.len() as u32);
         out.put_slice(payload);
@@ -97,19 +102,25 @@ impl BatchWriter {
 #[cfg(test)]
 pub fn encode(envelope: &Envelope) -> Bytes {
     let mut batch = BatchWriter::new(&envelope.origin);
-    batch.push(&envelope.route, &envelope.payload);
+    batch.push(&envelope.route, envelope.stamp, &envelope.payload);
     batch.finish()
 }
 
 /// Decodes a whole batch; a batch with any malformed entry is refused as a whole.
 pub fn decode(mut buf: Bytes) -> Result<Vec<Envelope>, BusError> {
-    if take_u8(&mut buf)? != VERSION {
-        return Err(malformed("unknown version"));
-    }
+    let stamped = match take_u8(&mut buf)? {
+        VERSION => true,
+        VERSION_UNSTAMPED => false,
+        _ => return Err(malformed("unknown version")),
+    };
     let origin = NodeId::parse(&take_str(&mut buf)?).map_err(invalid)?;
     let mut envelopes = Vec::new();
     while buf.has_remaining() {
         let route = take_route(&mut buf)?;
+        let stamp = match stamped {
+            true => Stamp::from_bits(take_u64(&mut buf)?),
+            false => Stamp::NONE,
+        };
         let len = take_u32(&mut buf)? as usize;
         if buf.remaining() < len {
             return Err(malformed("truncated"));
@@ -118,6 +129,7 @@ pub fn decode(mut buf: Bytes) -> Result<Vec<Envelope>, BusError> {
             origin: origin.clone(),
             route,
             payload: buf.split_to(len),
+            stamp,
         });
     }
     Ok(envelopes)
@@ -191,11 +203,15 @@ fn take_u32(buf: &mut Bytes) -> Result<u32, BusError> {
     Ok(buf.get_u32())
 }
 
-fn take_conn(buf: &mut Bytes) -> Result<ConnId, BusError> {
+fn take_u64(buf: &mut Bytes) -> Result<u64, BusError> {
     if buf.remaining() < 8 {
         return Err(malformed("truncated"));
     }
-    Ok(ConnId(buf.get_u64()))
+    Ok(buf.get_u64())
+}
+
+fn take_conn(buf: &mut Bytes) -> Result<ConnId, BusError> {
+    take_u64(buf).map(ConnId)
 }
 
 fn take_client(buf: &mut Bytes) -> Result<ClientId, BusError> {
@@ -243,10 +259,11 @@ mod tests {
                 origin: node(),
                 route,
                 payload: Bytes::from(format!("{{\"n\":{n},\"s\":\"ü\"}}")),
+                stamp: Stamp::new(1_764_900_000_000_000 + n as u64, n as u8),
             })
             .collect();
         for envelope in &sent {
-            batch.push(&envelope.route, &envelope.payload);
+            batch.push(&envelope.route, envelope.stamp, &envelope.payload);
         }
         assert_eq!(batch.count(), sent.len());
         assert_eq!(decode(batch.finish()).unwrap(), sent);
@@ -259,6 +276,7 @@ mod tests {
                 origin: node(),
                 route,
                 payload: Bytes::from_static(b"{\"type\":\"x\"}"),
+                stamp: Stamp::NONE,
             };
             let bytes = encode(&envelope);
             assert_eq!(decode(bytes.clone()).unwrap(), vec![envelope]);
@@ -268,6 +286,7 @@ mod tests {
             }
         }
         assert!(decode(Bytes::from_static(b"\x01R")).is_err());
+        assert!(decode(Bytes::from_static(b"\x04\x00\x01n")).is_err());
         assert!(decode(Bytes::from_static(b"\x02\x00\x01n\x00\x00")).is_err());
         let mut bad_id = BatchWriter::new(&node());
         bad_id.push(
@@ -275,10 +294,34 @@ mod tests {
                 room: RoomId::parse("r").unwrap(),
                 except: ConnId(1),
             },
+            Stamp::NONE,
             b"{}",
         );
         let mut bytes = bad_id.finish().to_vec();
         bytes[12] = b' '; // the room name "r" becomes " "
         assert!(decode(Bytes::from(bytes)).is_err());
+    }
+
+    #[test]
+    fn batches_of_the_version_before_stamps_are_still_read() {
+        let mut old = vec![VERSION_UNSTAMPED, 0, 6];
+        old.extend_from_slice(b"node-1");
+        old.extend_from_slice(&[b'R', 0, 1, b'r']);
+        old.extend_from_slice(&7u64.to_be_bytes());
+        old.extend_from_slice(&2u32.to_be_bytes());
+        old.extend_from_slice(b"{}");
+        let envelopes = decode(Bytes::from(old)).unwrap();
+        assert_eq!(
+            envelopes,
+            vec![Envelope {
+                origin: node(),
+                route: Route::Room {
+                    room: RoomId::parse("r").unwrap(),
+                    except: ConnId(7),
+                },
+                payload: Bytes::from_static(b"{}"),
+                stamp: Stamp::NONE,
+            }]
+        );
     }
 }

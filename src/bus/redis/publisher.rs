@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use fred::clients::Client;
@@ -175,9 +176,11 @@ fn pack(ctx: &Context, round: impl Iterator<Item = Outgoing>) -> Vec<Batch> {
             latest.insert(conn, at);
         }
         let batch = &mut batches[at];
-        batch
-            .writer
-            .push(&out.envelope.route, &out.envelope.payload);
+        batch.writer.push(
+            &out.envelope.route,
+            out.envelope.stamp,
+            &out.envelope.payload,
+        );
         batch.waiters.push(match out.reply {
             Some(reply) => Waiter::Reply(reply),
             None => Waiter::Posted(out.envelope),
@@ -190,6 +193,7 @@ fn pack(ctx: &Context, round: impl Iterator<Item = Outgoing>) -> Vec<Batch> {
 impl Packing {
     fn seal(self) -> Batch {
         metrics::counter!(m::BUS_ENVELOPES).increment(self.writer.count() as u64);
+        metrics::histogram!(m::BUS_BATCH_SIZE).record(self.writer.count() as f64);
         Batch {
             channel: self.channel,
             payload: self.writer.finish(),
@@ -201,11 +205,14 @@ impl Packing {
 async fn publish(ctx: &Context, batch: &Batch) -> Result<i64, RedisError> {
     let client = ctx.client.with_options(&fast());
     let (channel, payload) = (batch.channel.as_str(), batch.payload.clone());
-    if ctx.shared.sharded {
+    let started = Instant::now();
+    let result = if ctx.shared.sharded {
         client.spublish(channel, payload).await
     } else {
         client.publish(channel, payload).await
-    }
+    };
+    metrics::histogram!(m::BUS_PUBLISH).record(started.elapsed().as_secs_f64());
+    result
 }
 
 /// Answers every waiter of a published batch; `told` holds the senders already given back an

@@ -24,6 +24,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::addresses::indexed_address;
 use super::{RedisPresence, fast};
+use crate::metrics as m;
 use crate::presence::{PresenceError, Reaped};
 use crate::protocol::Member;
 use crate::protocol::{ConnId, NodeId, RoomId};
@@ -272,8 +273,12 @@ impl RedisPresence {
         for owner in dead {
             let (removed, finished) = self.reap_one(&owner).await;
             match finished {
-                Ok(()) => tracing::info!(%owner, members = removed.len(), "reaped a dead node"),
+                Ok(()) => {
+                    metrics::counter!(m::PRESENCE_REAPS, "result" => "ok").increment(1);
+                    tracing::info!(%owner, members = removed.len(), "reaped a dead node")
+                }
                 Err(e) => {
+                    metrics::counter!(m::PRESENCE_REAPS, "result" => "error").increment(1);
                     tracing::warn!(%owner, error = %e, "reaping a dead node failed; retried later")
                 }
             }

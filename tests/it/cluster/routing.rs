@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard::bus::{Envelope, Inbound, Route};
 use switchboard::hub::Seat;
-use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId};
+use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId, Stamp};
 
 use super::{Redis, RedisProcess, redis_config, spawn_cluster};
 use crate::support::*;
@@ -153,6 +153,7 @@ async fn a_user_left_overtaken_by_a_newer_join_changes_nothing(redis: Redis) {
             conn: old_conn,
         },
         payload: Bytes::from(left.to_string()),
+        stamp: Stamp::NONE,
     };
     for node in &nodes {
         node.state.hub.route(Inbound::Envelope(stale.clone()));
