@@ -53,10 +53,11 @@ pub async fn requests(mut request: Request, next: Next) -> Response {
         .remove::<Matched>()
         .map_or_else(|| UNMATCHED.to_owned(), |m| m.0);
     let status = response.status();
+    let code = status.as_str().to_owned();
     metrics::counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(),
-        "status" => status.as_str().to_owned())
+        "status" => code.clone())
     .increment(1);
-    metrics::histogram!(m::HTTP_DURATION, "method" => method, "route" => route)
+    metrics::histogram!(m::HTTP_DURATION, "method" => method, "route" => route, "status" => code)
         .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::debug!(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::auth::Identity;
 use crate::config::UserSignals;
@@ -103,6 +104,11 @@ struct Conn {
     limit: MessageLimit,
     /// Whom its user-addressed signals may go to, once authenticated.
     peers: Peers,
+    /// The connection's span (`ws`: node, client id, inside its upgrade's request span). Entered
+    /// by everything that may log — authentication, joins, refusals, the slow path, the close
+    /// — but not by the relay's hot path, which logs nothing and would pay for entering it on
+    /// every poll.
+    span: tracing::Span,
 }
 
 /// What a token says of whom its user-addressed signals may go to.
@@ -133,7 +139,12 @@ enum Next {
 
 /// Runs one upgraded connection to its end. The socket moves into a boxed `Conn` before the
 /// task's future is built, so the future does not carry the socket's space twice.
-pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Output = ()> {
+pub fn run(
+    socket: WebSocket,
+    state: AppState,
+    start: Start,
+    span: tracing::Span,
+) -> impl Future<Output = ()> {
     let limit = MessageLimit::new(state.config.msg_rate, state.config.msg_burst);
     let conn = Box::new(Conn {
         socket,
@@ -142,6 +153,7 @@ pub fn run(socket: WebSocket, state: AppState, start: Start) -> impl Future<Outp
         seen: false,
         limit,
         peers: Peers::default(),
+        span,
     });
     run_boxed(conn, start)
 }
@@ -157,16 +169,19 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         address,
         pending,
     } = start;
-    let authenticated = Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref())).await;
+    let span = conn.span.clone();
+    let authenticated = Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref()))
+        .instrument(span.clone())
+        .await;
     drop(pending);
     let code = match authenticated {
         Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
         Err(code) => code,
     };
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
-    Box::pin(conn.close(code)).await;
+    Box::pin(conn.close(code)).instrument(span.clone()).await;
     drop(slot);
-    address.release().await;
+    address.release().instrument(span).await;
 }
 
 impl Conn {
@@ -229,11 +244,11 @@ impl Conn {
         match verdict {
             Verdict::Pass | Verdict::Refill => {}
             // The first refusal of a burst is answered and logged; the rest only counted.
-            Verdict::Refuse(_) => m::limit_hit("msg_rate"),
+            Verdict::Refuse(_) => self.span.in_scope(|| m::limit_hit("msg_rate")),
             Verdict::Drop => m::limit_dropped("msg_rate"),
             Verdict::Close => {
                 m::limit_dropped("msg_rate");
-                m::limit_hit("flood");
+                self.span.in_scope(|| m::limit_hit("flood"));
             }
         }
         verdict
@@ -373,7 +388,8 @@ impl Conn {
             conn: ConnId::generate(),
             node: hub.node.clone(),
         };
-        tracing::Span::current().record("client_id", me.client_id.as_str());
+        self.span.record("client_id", me.client_id.as_str());
+        let span = self.span.clone();
         let (outbox, mut outbox_rx) = mpsc::channel(config.outbox_frames);
         let control = Arc::new(Control::default());
         let handle = ConnHandle {
@@ -384,13 +400,16 @@ impl Conn {
             control: Arc::clone(&control),
             credential: Arc::new(identity.credential.clone()),
         };
-        if let Err(e) = Box::pin(hub.connect(&me, handle, config.user_connections)).await {
+        let connected = Box::pin(hub.connect(&me, handle, config.user_connections))
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = connected {
             let code = match e.code {
                 ErrorCode::ClientIdTaken => CloseCode::PolicyViolation,
                 ErrorCode::RateLimited => CloseCode::TryAgainLater,
                 _ => CloseCode::InternalError,
             };
-            self.send_error(e).await;
+            self.send_error(e).instrument(span).await;
             return code;
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -419,12 +438,15 @@ impl Conn {
         drop(config);
         let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
-        } else if let Some(code) = Box::pin(self.initial_join(&mut session, room)).await {
+        } else if let Some(code) = Box::pin(self.initial_join(&mut session, room))
+            .instrument(span.clone())
+            .await
+        {
             code
         } else {
             self.main_loop(&mut session, &control, &mut outbox_rx).await
         };
-        Box::pin(hub.disconnect(&session.me)).await;
+        Box::pin(hub.disconnect(&session.me)).instrument(span).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         code
     }
@@ -505,7 +527,10 @@ impl Conn {
                     // Only the hot path runs in this future; anything that waits is boxed, so
                     // that an idle connection's task stays small.
                     let verdict = match self.limit_data(&incoming) {
-                        Verdict::Refill => Box::pin(self.refill()).await,
+                        Verdict::Refill => {
+                            let span = self.span.clone();
+                            Box::pin(self.refill()).instrument(span).await
+                        }
                         verdict => verdict,
                     };
                     let next = match (verdict, incoming) {
@@ -519,7 +544,10 @@ impl Conn {
                         (Verdict::Close, _) => return CloseCode::PolicyViolation,
                     };
                     if !matches!(next, Next::Done)
-                        && let Some(code) = Box::pin(self.slow(session, next)).await
+                        && let Some(code) = {
+                            let span = self.span.clone();
+                            Box::pin(self.slow(session, next)).instrument(span).await
+                        }
                     {
                         return code;
                     }

@@ -17,7 +17,6 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
-use tracing::Instrument;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -290,7 +289,7 @@ async fn accept(
         node = %state.hub.node,
         client_id = tracing::field::Empty,
     );
-    Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start).instrument(span)))
+    Ok(upgrade.on_upgrade(move |socket| connection::run(socket, state, start, span)))
 }
 
 /// Verifies `token` and that it may enter `room` (the URL's, if any). A refusal is the error

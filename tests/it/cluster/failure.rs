@@ -63,6 +63,7 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
     a.recv_type("user_joined").await;
     a.recv_type("user_joined").await;
 
+    let reaps_before = reaps(&nodes[0]).await;
     let started = Instant::now();
     nodes.remove(1).crash();
     for client in [&mut a, &mut c] {
@@ -77,6 +78,8 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
         "{redis:?}: user_left for the crashed node's member after {elapsed:?} (lease_ttl 1 s)"
     );
     assert!(elapsed <= 2 * config.lease_ttl, "reaped after {elapsed:?}");
+    // Counted by the node that reaped it (the test process's nodes share one recorder).
+    assert!(reaps(&nodes[0]).await > reaps_before);
 
     // No ghost remains, and nothing is announced twice.
     let (_, body) = get(&nodes[0], "/api/rooms/crash", "alice").await;
@@ -87,6 +90,20 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
         .await;
     a.expect_error("user_offline").await;
     c.expect_quiet().await;
+}
+
+/// `switchboard_presence_reaps_total{result="ok"}` as `node`'s metrics listener shows it.
+async fn reaps(node: &TestNode) -> f64 {
+    let text = http_get(node.metrics("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = "switchboard_presence_reaps_total{result=\"ok\"} ";
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .map_or(0.0, |n| n.parse().unwrap())
 }
 
 /// Moves `node`'s lease into the past in Redis, as a cut-off from Redis (or a stall) longer
