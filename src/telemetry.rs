@@ -7,12 +7,28 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::{Config, LogFormat};
 
 /// Crates whose `trace` lines show what a frame carries (a signal's SDP, a token in
 /// `auth_token`): capped at `debug` whatever the filter says.
 const PAYLOAD_CAPS: [&str; 2] = ["tungstenite=debug", "tokio_tungstenite=debug"];
+
+/// `filter` with [`PAYLOAD_CAPS`] when it lets `trace` lines through; a filter that does not is
+/// left as it is (a cap must never let more through).
+fn cap_payloads(filter: EnvFilter) -> EnvFilter {
+    let traces = filter
+        .max_level_hint()
+        .is_none_or(|level| level == LevelFilter::TRACE);
+    if !traces {
+        return filter;
+    }
+    PAYLOAD_CAPS
+        .iter()
+        .filter_map(|cap| cap.parse().ok())
+        .fold(filter, EnvFilter::add_directive)
+}
 
 pub fn init(config: &Config) {
     // `RUST_LOG` wins when it is a filter the parser can take (it panics on some non-ASCII
@@ -24,10 +40,7 @@ pub fn init(config: &Config) {
     let filter = from_env
         .or_else(|| EnvFilter::try_new(&config.log_level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let filter = PAYLOAD_CAPS
-        .iter()
-        .filter_map(|cap| cap.parse().ok())
-        .fold(filter, EnvFilter::add_directive);
+    let filter = cap_payloads(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -41,6 +54,22 @@ pub fn init(config: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_are_capped_only_where_trace_lines_would_pass() {
+        let capped = cap_payloads(EnvFilter::new("trace"));
+        assert!(capped.to_string().contains("tungstenite=debug"), "{capped}");
+        let capped = cap_payloads(EnvFilter::new("info,tungstenite=trace"));
+        let text = capped.to_string();
+        assert!(
+            text.contains("tungstenite=debug") && !text.contains("tungstenite=trace"),
+            "{text}"
+        );
+        for quiet in ["info", "debug", "warn,switchboard=debug"] {
+            let left = cap_payloads(EnvFilter::new(quiet));
+            assert!(!left.to_string().contains("tungstenite"), "{quiet}: {left}");
+        }
+    }
 
     #[test]
     fn the_payload_caps_are_directives() {
