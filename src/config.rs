@@ -951,6 +951,10 @@ pub fn weakness(secret: &str) -> Option<&'static str> {
             "change_me",
             "your-",
             "do-not-use",
+            "replace-me",
+            "replace_me",
+            "replaceme",
+            "placeholder",
         ]
         .iter()
         .any(|p| lower.contains(p));
@@ -1783,6 +1787,9 @@ mod tests {
             "0123456789abcdef0123456789abcdef0123",
             "1111111111222222222233333333334444444444",
             "my-app-changeme-secret-with-enough-bytes",
+            "REPLACE-ME-placeholder-jwt-secret",
+            "ReplaceMe-with-32-random-bytes-from-openssl",
+            "a-placeholder-value-the-operator-sets-0123",
         ];
         for secret in weak {
             assert!(weakness(secret).is_some(), "{secret}");
