@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::cluster::RedisProcess;
+use crate::store::Postgres;
 use crate::support::*;
 
 /// The value of the series `series` (`name{labels}` exactly as rendered) in a scrape.
@@ -598,58 +599,12 @@ async fn until_ready_is(addr: std::net::SocketAddr, status: u16) -> Value {
     }
 }
 
-/// A Postgres of the test's own (scripts/postgres), so that stopping it stops no other test.
-struct OwnPostgres {
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-impl OwnPostgres {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("sb-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Self::script(&["start", dir.to_str().unwrap()]);
-        let url = out
-            .split("SWITCHBOARD_TEST_DATABASE_URL=")
-            .nth(1)
-            .expect("scripts/postgres prints the URL")
-            .trim()
-            .to_owned();
-        Self { dir, url }
-    }
-
-    fn script(args: &[&str]) -> String {
-        let out =
-            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
-                .args(args)
-                .output()
-                .expect("scripts/postgres");
-        assert!(
-            out.status.success(),
-            "scripts/postgres {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ =
-            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres"))
-                .args(["stop", self.dir.to_str().unwrap()])
-                .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs redis-server and Postgres: run scripts/test"]
 async fn readiness_flips_when_redis_or_postgres_stops_and_comes_back() {
     let mut redis = RedisProcess::start();
-    let postgres = tokio::task::spawn_blocking(OwnPostgres::start)
-        .await
-        .unwrap();
+    // A Postgres of the test's own, so that pausing it pauses no other test.
+    let postgres = Postgres::start(crate::cluster::free_port());
     let mut node = NodeProcess::start(&[
         ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
         ("SWITCHBOARD_REDIS_URL", &redis.url()),
@@ -684,12 +639,7 @@ async fn readiness_flips_when_redis_or_postgres_stops_and_comes_back() {
         "{text}"
     );
 
-    tokio::task::spawn_blocking({
-        let dir = postgres.dir.clone();
-        move || OwnPostgres::script(&["pause", dir.to_str().unwrap()])
-    })
-    .await
-    .unwrap();
+    postgres.pause();
     let body = until_ready_is(metrics, 503).await;
     assert!(
         body["detail"].as_str().unwrap().contains("database"),
@@ -706,12 +656,7 @@ async fn readiness_flips_when_redis_or_postgres_stops_and_comes_back() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::task::spawn_blocking({
-        let dir = postgres.dir.clone();
-        move || OwnPostgres::script(&["resume", dir.to_str().unwrap()])
-    })
-    .await
-    .unwrap();
+    postgres.resume();
     until_ready_is(metrics, 200).await;
     let text = scrape(metrics).await;
     assert_eq!(value(&text, "switchboard_ready"), 1.0);

@@ -13,13 +13,13 @@ use crate::cluster::{free_port, redis_config, spawn_cluster};
 use crate::support::*;
 
 /// A Postgres server of this test, stopped and removed when dropped.
-struct Postgres {
+pub struct Postgres {
     dir: PathBuf,
-    url: String,
+    pub url: String,
 }
 
 impl Postgres {
-    fn start(port: u16) -> Self {
+    pub fn start(port: u16) -> Self {
         let dir = std::env::temp_dir().join(format!("sb-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         Command::new("chmod").arg("755").arg(&dir).status().unwrap();
@@ -46,11 +46,11 @@ impl Postgres {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn pause(&self) {
+    pub fn pause(&self) {
         Self::script(&["pause", self.dir.to_str().unwrap()]);
     }
 
-    fn resume(&self) {
+    pub fn resume(&self) {
         Self::script(&["resume", self.dir.to_str().unwrap()]);
     }
 }
