@@ -3,8 +3,9 @@
 //! scope, close code, route template, limit name, reason, result — never a room, user or
 //! client id.
 //!
-//! The relay path counts through handles resolved once ([`message_in`], [`delivered`]): the
-//! labelled lookup showed in profiles.
+//! The relay path ([`message_in`], [`delivered`]) counts into its thread's own tallies, summed
+//! at each scrape: a labelled lookup, a counter shared between cores or a histogram sample per
+//! signal each showed in profiles of the relay.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
