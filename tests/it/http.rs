@@ -224,12 +224,7 @@ async fn metrics_are_exported() {
     let (mut a, _) = Client::join(&node, "r", "alice", "a1").await;
     a.send(json!({"type":"bogus"})).await;
     a.expect_error("unknown_type").await;
-    let text = http_get(node.metrics("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(node.metrics_addr.unwrap()).await;
     assert!(
         text.contains("switchboard_connections_opened_total"),
         "{text}"

@@ -455,16 +455,11 @@ async fn the_oauth2_token_endpoint_answers_limits_in_oauth2s_shape() {
 
 /// What `node`'s metrics count as refused by `limit`.
 async fn refusals(node: &TestNode, limit: &str) -> f64 {
-    let text = http_get(node.metrics("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("switchboard_rate_limited_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0.0, |n| n.parse().unwrap())
+    metric(
+        node,
+        &format!("switchboard_rate_limited_total{{limit=\"{limit}\"}}"),
+    )
+    .await
 }
 
 /// Opens a WebSocket to `node` without a token, from `forwarded_for` (behind a trusted proxy);

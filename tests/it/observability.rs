@@ -12,26 +12,8 @@ use crate::cluster::RedisProcess;
 use crate::store::Postgres;
 use crate::support::*;
 
-/// The value of the series `series` (`name{labels}` exactly as rendered) in a scrape.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| value.trim().parse().expect("a number"))
-}
-
 fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let response = http_get(format!("http://{addr}/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let kind = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
-    response.text().await.unwrap()
 }
 
 #[tokio::test]

@@ -37,6 +37,31 @@ pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Re
     http_client().get(url).send().await
 }
 
+/// A scrape of the metrics listener at `addr` (Prometheus text format 0.0.4).
+pub async fn scrape(addr: SocketAddr) -> String {
+    let response = http_get(format!("http://{addr}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    response.text().await.unwrap()
+}
+
+/// The value of the series `series` (`name{labels}` exactly as rendered) in a scrape.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+}
+
+/// The value of `series` on `node`'s metrics listener; 0 when it is not there yet.
+pub async fn metric(node: &TestNode, series: &str) -> f64 {
+    let addr = node.metrics_addr.expect("the node has a metrics listener");
+    sample(&scrape(addr).await, series).unwrap_or(0.0)
+}
+
 /// Where a test node's cluster state lives.
 #[derive(Clone)]
 pub enum Backing {

@@ -94,16 +94,7 @@ async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) 
 
 /// `switchboard_presence_reaps_total{result="ok"}` as `node`'s metrics listener shows it.
 async fn reaps(node: &TestNode) -> f64 {
-    let text = http_get(node.metrics("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = "switchboard_presence_reaps_total{result=\"ok\"} ";
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .map_or(0.0, |n| n.parse().unwrap())
+    metric(node, "switchboard_presence_reaps_total{result=\"ok\"}").await
 }
 
 /// Moves `node`'s lease into the past in Redis, as a cut-off from Redis (or a stall) longer
