@@ -23,6 +23,7 @@ use crate::hub::Hub;
 use crate::protocol::{CloseCode, Frame, NodeId, ServerMessage};
 use crate::state::{AppState, Startup};
 use crate::tasks::Supervisor;
+use crate::tls::Tls;
 
 /// Pending connections the kernel queues before the node accepts them (capped by the system's
 /// `somaxconn`). Reconnect storms after a node dies arrive all at once.
@@ -31,11 +32,13 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// REST bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The node's listeners: the public one (HTTP and WebSockets), and the metrics listener unless
-/// `metrics_listen` is `off`.
+/// The node's listeners: the public one (HTTP and WebSockets, over TLS with `tls`), and the
+/// metrics listener unless `metrics_listen` is `off`.
 pub struct Listeners {
     pub public: TcpListener,
     pub metrics: Option<TcpListener>,
+    /// The certificate the public listener serves, when the node terminates TLS itself.
+    pub tls: Option<Tls>,
 }
 
 impl Listeners {
@@ -48,7 +51,16 @@ impl Listeners {
             })?),
             None => None,
         };
-        Ok(Self { public, metrics })
+        Ok(Self {
+            public,
+            metrics,
+            tls: None,
+        })
+    }
+
+    /// The public listener serves TLS with `tls`.
+    pub fn with_tls(self, tls: Option<Tls>) -> Self {
+        Self { tls, ..self }
     }
 
     /// The public listener alone: no metrics listener.
@@ -56,6 +68,7 @@ impl Listeners {
         Self {
             public,
             metrics: None,
+            tls: None,
         }
     }
 }
@@ -345,7 +358,7 @@ async fn serve_phases(
             let stop = async {
                 let _ = operator_stopped.await;
             };
-            crate::server::serve(listener, app, header_read_timeout, stop).await;
+            crate::server::serve(listener, app, header_read_timeout, None, stop).await;
         }
     });
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
@@ -356,12 +369,17 @@ async fn serve_phases(
             let _ = drained_tx.send(());
         }
     };
-    let server = crate::server::serve(listeners.public, app, header_read_timeout, stop);
+    let acceptor = listeners.tls.as_ref().map(|tls| tls.acceptor().clone());
+    let reloader = listeners.tls.as_ref().map(Tls::spawn_reloader);
+    let server = crate::server::serve(listeners.public, app, header_read_timeout, acceptor, stop);
     tokio::select! {
         () = server => {},
         () = async { let _ = drained_rx.await; tokio::time::sleep(CLOSE_GRACE).await } => {
             tracing::warn!(grace = ?CLOSE_GRACE, "connections still open after the drain; stopping");
         }
+    }
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
     let _ = operator_stop.send(());
     let _ = tokio::time::timeout(CLOSE_GRACE, operator).await;

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -233,6 +233,42 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `[database]`: where durable data lives.
     pub database: DatabaseConfig,
+    /// `[tls]`: the certificate the public listener serves HTTPS and `wss://` with, when the
+    /// node terminates TLS itself (no proxy in front).
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS on the public listener (`SWITCHBOARD_TLS_*`). Both files or neither.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first; unset = plain HTTP.
+    #[serde(with = "optional")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(with = "optional")]
+    pub key: Option<PathBuf>,
+    /// How often both files are read again; changed files are served from the next
+    /// handshake on (SIGHUP reads them at once).
+    #[serde(with = "humantime_serde")]
+    pub reload: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            reload: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the node serves TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
 }
 
 /// `[database]`: the durable store (`SWITCHBOARD_DATABASE_*`).
@@ -446,6 +482,7 @@ impl Default for Config {
             stun_uris: Vec::new(),
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -730,6 +767,12 @@ impl Config {
             Duration::from_secs(1),
         )?;
         at_least("jwks.refresh", self.jwks.refresh, Duration::from_secs(30))?;
+        at_least("tls.reload", self.tls.reload, Duration::from_millis(100))?;
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(invalid("tls.key", "needs to be set with tls.cert")),
+            (None, Some(_)) => return Err(invalid("tls.cert", "needs to be set with tls.key")),
+            _ => {}
+        }
         at_least("turn.ttl", self.turn.ttl, Duration::from_secs(60))?;
         if self.turn.ttl > Duration::from_secs(7 * 86_400) {
             return Err(invalid("turn.ttl", "must be at most 7d"));
@@ -1561,6 +1604,21 @@ mod tests {
                 "jwks.refresh",
                 &[("SWITCHBOARD_JWKS_REFRESH", "5s")],
                 "at least 30s",
+            ),
+            (
+                "tls.cert",
+                &[("SWITCHBOARD_TLS_KEY", "/etc/switchboard/key.pem")],
+                "with tls.key",
+            ),
+            (
+                "tls.key",
+                &[("SWITCHBOARD_TLS_CERT", "/etc/switchboard/cert.pem")],
+                "with tls.cert",
+            ),
+            (
+                "tls.reload",
+                &[("SWITCHBOARD_TLS_RELOAD", "10ms")],
+                "at least 100ms",
             ),
             (
                 "msg_rate",

@@ -8,7 +8,8 @@
 //!   [`store`]: durable data in SQLite or Postgres.
 //! - [`backends`] builds them from the [`config`]; [`tasks`] supervises their background tasks.
 //! - [`ws`] and [`http`]: the network edge, answering errors with [`error`]; [`app`] builds the
-//!   router, starts, supervises and drains a node.
+//!   router, starts, supervises and drains a node; [`tls`] serves its certificate when there is
+//!   no proxy in front.
 //! - [`accounts`]: who may log in (argon2id passwords over the store).
 //! - [`auth`], [`state`], [`metrics`], [`telemetry`]: the supporting cast.
 
@@ -35,5 +36,6 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod turn;
 pub mod ws;

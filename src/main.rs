@@ -112,6 +112,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Certificate files refused at start: a configuration error, as above.
+        Err(e) if e.downcast_ref::<switchboard::tls::TlsError>().is_some() => {
+            eprintln!("switchboard: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("switchboard: {e:#}");
             ExitCode::FAILURE
@@ -211,8 +216,14 @@ fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let listeners = switchboard::app::Listeners::bind(&config)?;
+        let tls = switchboard::tls::Tls::load(&config.tls)?;
+        let listeners = switchboard::app::Listeners::bind(&config)?.with_tls(tls);
         let addr = listeners.public.local_addr()?;
+        let (http, ws) = if config.tls.enabled() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
         let metrics = match &listeners.metrics {
             Some(listener) => format!("http://{}/metrics", listener.local_addr()?),
             None => "off".to_owned(),
@@ -222,11 +233,17 @@ fn serve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<()> {
         } else {
             "standalone, in-process bus"
         };
-        tracing::info!(%addr, %metrics, mode, env = ?config.env, "switchboard listening");
+        tracing::info!(%addr, %metrics, mode, env = ?config.env, tls = config.tls.enabled(), "switchboard listening");
+        if config.env == Environment::Production
+            && !config.tls.enabled()
+            && !addr.ip().is_loopback()
+        {
+            tracing::info!(%addr, "plain HTTP on an address other machines reach: a TLS-terminating proxy (load balancer, ingress) is expected in front; set SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY to serve TLS here instead");
+        }
         if config.env == Environment::Development {
             let command = this_command(env);
-            eprintln!("switchboard listening on http://{addr} ({mode}, development mode)");
-            eprintln!("  WebSocket: ws://{addr}/ws/{{room}}   health: http://{addr}/health");
+            eprintln!("switchboard listening on {http}://{addr} ({mode}, development mode)");
+            eprintln!("  WebSocket: {ws}://{addr}/ws/{{room}}   health: {http}://{addr}/health");
             eprintln!("  metrics: {metrics}");
             eprintln!("  get a token: {command} token mint --user alice --name Alice");
             eprintln!("  (token mint reads the same settings as this node: its SWITCHBOARD_* variables and --config)");

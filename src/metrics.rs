@@ -77,6 +77,12 @@ pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 pub const STORE_QUERY: &str = "switchboard_store_query_seconds";
 /// Database operations that failed, by operation.
 pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
+/// Loads of the TLS certificate files, by result (`loaded`, `refused`).
+pub const TLS_RELOADS: &str = "switchboard_tls_certificate_loads_total";
+/// When the served TLS certificate ends (its `notAfter`), Unix seconds.
+pub const TLS_CERT_EXPIRY: &str = "switchboard_tls_certificate_expiry_timestamp_seconds";
+/// TLS handshakes that failed or timed out on the public listener.
+pub const TLS_HANDSHAKE_ERRORS: &str = "switchboard_tls_handshake_errors_total";
 
 /// Every metric with its kind and help text, for the `# HELP` lines and `docs/metrics.md`.
 pub const ALL: &[(&str, Kind, &str)] = &[
@@ -243,6 +249,21 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         STORE_ERRORS,
         Kind::Counter,
         "Database operations that failed, by operation.",
+    ),
+    (
+        TLS_RELOADS,
+        Kind::Counter,
+        "Loads of the TLS certificate and key files, by result.",
+    ),
+    (
+        TLS_CERT_EXPIRY,
+        Kind::Gauge,
+        "When the served TLS certificate ends, Unix seconds.",
+    ),
+    (
+        TLS_HANDSHAKE_ERRORS,
+        Kind::Counter,
+        "TLS handshakes on the public listener that failed or timed out.",
     ),
 ];
 

@@ -15,4 +15,5 @@ mod openapi;
 mod policy;
 mod readme;
 mod store;
+mod tls;
 mod turn;

@@ -272,7 +272,42 @@ pub async fn connect_request(
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
 ) -> Result<Client, Refused> {
     let url = request.uri().to_string();
-    match tokio_tungstenite::connect_async(request).await {
+    upgraded(&url, tokio_tungstenite::connect_async(request).await)
+}
+
+/// [`connect`] from the local address `source` (any address in 127.0.0.0/8 for a loopback
+/// `url`): behind a proxy that forwards client addresses, each source is another client.
+pub async fn connect_from(url: &str, source: std::net::IpAddr) -> Result<Client, Refused> {
+    let request = url.into_client_request().unwrap();
+    let (host, port) = (request.uri().host().unwrap(), request.uri().port_u16());
+    let addr = tokio::net::lookup_host((host, port.unwrap_or(80)))
+        .await
+        .unwrap()
+        .find(|addr| addr.is_ipv4() == source.is_ipv4())
+        .expect("an address of the source's family");
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let result = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await;
+    upgraded(url, result)
+}
+
+/// A client, or what refused the upgrade.
+fn upgraded(
+    url: &str,
+    result: Result<
+        (
+            Ws,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    >,
+) -> Result<Client, Refused> {
+    match result {
         Ok((ws, _)) => Ok(Client {
             ws,
             client_id: String::new(),
@@ -524,12 +559,25 @@ impl NodeProcess {
 }
 
 impl NodeProcess {
+    /// Sends the signal named `name` (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// The exit code once the process has exited (`Some(None)`: by a signal).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().unwrap().map(|status| status.code())
+    }
+
     /// Sends SIGTERM, waits for the exit, and returns the whole of stderr.
     pub fn terminate_and_collect(&mut self) -> String {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
+        if self.child.try_wait().unwrap().is_none() {
+            self.signal("TERM");
+        }
         // The reader thread ends at the end of stderr, when the process exits.
         while let Ok(line) = self.lines.recv_timeout(WAIT * 3) {
             self.log.push(line);
