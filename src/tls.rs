@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -116,6 +116,8 @@ struct Resolver {
     source: RwLock<(Vec<u8>, Vec<u8>)>,
     /// The current leaf's `notAfter`, Unix seconds.
     not_after: AtomicI64,
+    /// The files' bytes last refused.
+    refused: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl ResolvesServerCert for Resolver {
@@ -142,6 +144,7 @@ impl Tls {
             current: RwLock::new(loaded.key),
             source: RwLock::new(loaded.source),
             not_after: AtomicI64::new(loaded.not_after),
+            refused: Mutex::new(None),
         });
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -181,6 +184,7 @@ impl Tls {
         {
             return Ok(false);
         }
+        let pair = (cert.clone(), key.clone());
         let loaded = match check_pair(
             &self.cert,
             &self.key,
@@ -190,7 +194,17 @@ impl Tls {
         ) {
             Ok(loaded) => loaded,
             Err(e) => {
-                metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "refused").increment(1);
+                // Each refused pair of files counts once, however often it is read again.
+                let mut refused = self
+                    .resolver
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if refused.as_ref() != Some(&pair) {
+                    metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "refused")
+                        .increment(1);
+                    *refused = Some(pair);
+                }
                 return Err(e);
             }
         };

@@ -31,6 +31,8 @@ pub struct LoadSpec {
     pub duration: Duration,
     pub drain: Duration,
     pub auth: Auth,
+    /// Clients that lose their connection reconnect and re-join (on a surviving node).
+    pub reconnect: bool,
     #[serde(skip)]
     pub secret: String,
 }
@@ -67,14 +69,15 @@ pub struct LoadStats {
     pub tool_cpu: Option<CpuUse>,
 }
 
-/// Run `spec` against `nodes`, optionally killing one node part-way.
+/// Run `spec` against `nodes`, optionally killing one node part-way (a kill plan wants
+/// `spec.reconnect`).
 pub async fn run(spec: &LoadSpec, nodes: &Nodes, kill: Option<KillPlan>) -> Result<LoadStats> {
     let (clients, wakers) = build_clients(spec.layout, &spec.secret)?;
     let n = clients.len();
     let shared = Arc::new(Shared::new(
         nodes.targets.clone(),
         spec.auth,
-        kill.is_some(),
+        spec.reconnect,
     ));
     let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut set = JoinSet::new();

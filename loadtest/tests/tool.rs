@@ -58,6 +58,52 @@ fn config() -> Config {
     config
 }
 
+/// A node on its own runtime thread that can be drained like a node sent SIGTERM.
+struct Drainable {
+    addr: std::net::SocketAddr,
+    state: switchboard::state::AppState,
+    drain: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drainable {
+    fn start(config: Config) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let id = app::node_id(&config);
+                let backends = Backends::from_config(&config, &id).await.unwrap();
+                let listener = app::bind(config.listen).unwrap();
+                let addr = listener.local_addr().unwrap();
+                let state = app::build(config, id, backends);
+                tx.send((addr, state.clone())).unwrap();
+                let listeners = app::Listeners::public_only(listener);
+                app::serve_state(state, listeners, async {
+                    let _ = drained.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let (addr, state) = rx.recv_timeout(Duration::from_secs(10)).expect("node up");
+        Self {
+            addr,
+            state,
+            drain,
+            thread,
+        }
+    }
+
+    /// Drains the node (its clients are told to reconnect and closed with 1012) and waits
+    /// until it has stopped listening.
+    fn drain(self) {
+        let _ = self.drain.send(());
+        self.thread.join().expect("the node's thread");
+    }
+}
+
 /// The tool's floor relay as a child process, stopped on drop.
 struct Floor {
     child: Child,
@@ -207,6 +253,57 @@ fn ramp_storm_and_idle_run_to_the_end() {
         );
         assert_eq!(s["held"]["closes"], json!({}), "{s}");
     }
+}
+
+#[test]
+fn pairs_reconnect_and_rejoin_when_their_node_drains() {
+    let first = Drainable::start(config());
+    let addr = first.addr;
+    let tool = Command::new(TOOL)
+        .args(["pairs", "--target", &format!("ws://{addr}"), "--pairs", "5"])
+        .args(["--rate", "200", "--duration", "3", "--reconnect"])
+        .args(["--format", "json", "--deadline", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tool runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.state.hub.registry.connections() < 10 {
+        assert!(Instant::now() < deadline, "the pairs never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.drain();
+    // The same port again, as a restarted node: the clients' retries find it.
+    let mut again = config();
+    again.listen = addr;
+    let second = Drainable::start(again);
+    let out = tool.wait_with_output().expect("the tool ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let stats = systems(&report)[0];
+    let c = &stats["counters"];
+    // Every client was told to reconnect, and each came back once.
+    assert_eq!(c["closes"], json!({"reconnect": 10}), "{stats}");
+    assert_eq!(stats["rejoin"]["count"], 10, "{stats}");
+    assert_eq!(stats["joined"], 10, "{stats}");
+    assert!(
+        c["delivered"].as_u64().unwrap() > 0,
+        "signals flowed after the re-joins: {stats}"
+    );
+    assert_eq!(c["duplicates"], 0, "{stats}");
+    let rows = &report["sections"][0]["rows"];
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["metric"] == "lost to re-joined p99 ms"),
+        "{rows}"
+    );
+    second.drain();
 }
 
 #[test]

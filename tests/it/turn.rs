@@ -187,12 +187,7 @@ impl Coturn {
             .stderr(Stdio::null())
             .spawn()
             .expect("turnserver (Debian coturn): run scripts/test");
-        let peer = Command::new("turnutils_peer")
-            .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("turnutils_peer");
+        let peer = echo_peer(peer_port);
         let deadline = Instant::now() + WAIT * 2;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "turnserver did not listen");
@@ -210,26 +205,42 @@ impl Coturn {
     /// Whether `turnutils_uclient` allocates a relay with `username` and `password` and sends
     /// through it.
     fn allocates(&self, username: &str, password: &str) -> bool {
-        let mut client = Command::new("turnutils_uclient")
-            .args(["-u", username, "-w", password])
-            .args(["-p", &self.port.to_string(), "-n", "3", "-m", "1"])
-            .args(["-e", "127.0.0.1", "-r", &self.peer_port.to_string()])
-            .args(["-X", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("turnutils_uclient");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = client.try_wait().unwrap() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = client.kill();
-                panic!("turnutils_uclient did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        allocates(self.port, self.peer_port, username, password)
+    }
+}
+
+/// `turnutils_peer` on 127.0.0.1:`port`: a UDP peer that echoes what a relay sends it.
+pub fn echo_peer(port: u16) -> Child {
+    Command::new("turnutils_peer")
+        .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer")
+}
+
+/// Whether `turnutils_uclient` allocates a relay on the coturn at 127.0.0.1:`port` with
+/// `username` and `password`, and sends through it to the echo peer on `peer_port`.
+pub fn allocates(port: u16, peer_port: u16, username: &str, password: &str) -> bool {
+    let mut client = Command::new("turnutils_uclient")
+        .args(["-u", username, "-w", password])
+        .args(["-p", &port.to_string(), "-n", "3", "-m", "1"])
+        .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+        .args(["-X", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_uclient");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = client.try_wait().unwrap() {
+            return status.success();
         }
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            panic!("turnutils_uclient did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -21,6 +21,10 @@ pub struct PairsArgs {
     /// Keep both members of a pair on one node even when several are given.
     #[arg(long)]
     pub same_node: bool,
+    /// Reconnect and re-join when the server closes a connection or asks clients to reconnect
+    /// (a drain: a rolling restart behind a load balancer); reports the reconnects.
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 #[derive(Args, Serialize)]

@@ -1,6 +1,7 @@
 //! One load client: holds a connection, sends its scheduled signals when the pacer pokes it
-//! (`send`), records every signal it receives (`receive`), and in failover runs reconnects to
-//! a surviving node.
+//! (`send`), records every signal it receives (`receive`), and when reconnecting is on (failover
+//! and drain runs) reconnects after losing its connection: to a surviving node, or through the
+//! one load-balancer URL to wherever it is sent.
 
 mod receive;
 mod send;
@@ -127,7 +128,7 @@ impl Client {
             };
             if let Step::Lost(why) = self.on_frame(frame) {
                 bump(&mut self.out.counters.closes, &why);
-                return None;
+                ws = self.reconnect().await?;
             }
         }
         Some(ws)

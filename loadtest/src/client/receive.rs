@@ -17,10 +17,7 @@ impl Client {
         match frame {
             None => Step::Lost("eof".into()),
             Some(Err(e)) => Step::Lost(conn::ws_error_key(&e)),
-            Some(Ok(Message::Text(text))) => {
-                self.on_text(&text);
-                Step::Go
-            }
+            Some(Ok(Message::Text(text))) => self.on_text(&text),
             Some(Ok(Message::Close(f))) => {
                 Step::Lost(f.map_or(1005, |f| u16::from(f.code)).to_string())
             }
@@ -28,8 +25,11 @@ impl Client {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    /// A `reconnect` notice (the node drains and is about to close) loses the connection at
+    /// once: the client goes elsewhere without waiting for the close.
+    fn on_text(&mut self, text: &str) -> Step {
         match parse(text) {
+            Some(Event::Reconnect) => return Step::Lost("reconnect".into()),
             Some(Event::Signal(Some(stamp))) => self.on_signal(stamp),
             Some(Event::Signal(None)) | None => self.out.counters.unreadable += 1,
             Some(Event::Error(code)) => bump(&mut self.out.counters.errors, &code),
@@ -42,6 +42,7 @@ impl Client {
             }
             Some(_) => {}
         }
+        Step::Go
     }
 
     fn on_signal(&mut self, stamp: Stamp) {

@@ -43,6 +43,7 @@ pub async fn run(a: KillArgs, nofile: u64) -> Result<()> {
         duration: a.load.duration,
         drain: a.load.drain,
         auth: a.load.auth,
+        reconnect: true,
         secret: a.common.jwt_secret.clone(),
     };
     let plan = KillPlan {

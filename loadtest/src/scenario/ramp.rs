@@ -102,6 +102,7 @@ pub async fn run(a: RampArgs, nofile: u64) -> Result<()> {
                 duration: a.step_duration,
                 drain: a.drain,
                 auth: a.auth,
+                reconnect: false,
                 secret: a.common.jwt_secret.clone(),
             };
             let stats = load::run(&spec, sys, None).await?;

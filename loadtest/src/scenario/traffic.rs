@@ -1,12 +1,28 @@
-//! `pairs` and `rooms`: fixed-rate timed traffic, repeated for `--rounds`.
+//! `pairs` and `rooms`: fixed-rate timed traffic, repeated for `--rounds`. With `--reconnect`,
+//! pairs that lose their connection (a node drained during a rolling restart, behind a load
+//! balancer) reconnect and re-join, and the report adds how long that took and what it cost.
 
 use anyhow::Result;
 
 use super::{LOAD_METRICS, finish, names, order, progress, systems};
 use crate::cli::{Common, LoadArgs, PairsArgs, RoomsArgs};
 use crate::load::{self, Layout, LoadSpec, LoadStats};
-use crate::report::compare;
+use crate::report::{Metric, compare};
 use crate::sys::check_sockets;
+
+/// What reconnecting cost: each reconnect is timed from the lost connection (a close, an error
+/// or the server's `reconnect` notice) to the re-join.
+const RECONNECT_METRICS: &[Metric<LoadStats>] = &[
+    ("reconnects", |s| {
+        Some(s.rejoin.map_or(0, |r| r.count) as f64)
+    }),
+    ("lost to re-joined p50 ms", |s| s.rejoin.map(|r| r.p50_ms)),
+    ("lost to re-joined p99 ms", |s| s.rejoin.map(|r| r.p99_ms)),
+    ("lost to re-joined max ms", |s| s.rejoin.map(|r| r.max_ms)),
+    ("skipped while disconnected", |s| {
+        Some(s.counters.skipped as f64)
+    }),
+];
 
 pub async fn pairs(a: PairsArgs, nofile: u64) -> Result<()> {
     check_sockets(a.pairs as usize * 2, nofile)?;
@@ -14,7 +30,7 @@ pub async fn pairs(a: PairsArgs, nofile: u64) -> Result<()> {
         pairs: a.pairs as usize,
         cross: !a.same_node,
     };
-    run("pairs", &a.common, &a.load, layout, &a, nofile).await
+    run("pairs", &a.common, &a.load, layout, a.reconnect, &a, nofile).await
 }
 
 pub async fn rooms(a: RoomsArgs, nofile: u64) -> Result<()> {
@@ -23,7 +39,7 @@ pub async fn rooms(a: RoomsArgs, nofile: u64) -> Result<()> {
         rooms: a.rooms as usize,
         size: a.room_size as usize,
     };
-    run("rooms", &a.common, &a.load, layout, &a, nofile).await
+    run("rooms", &a.common, &a.load, layout, false, &a, nofile).await
 }
 
 async fn run(
@@ -31,6 +47,7 @@ async fn run(
     common: &Common,
     load: &LoadArgs,
     layout: Layout,
+    reconnect: bool,
     params: &impl serde::Serialize,
     nofile: u64,
 ) -> Result<()> {
@@ -42,6 +59,7 @@ async fn run(
         duration: load.duration,
         drain: load.drain,
         auth: load.auth,
+        reconnect,
         secret: common.jwt_secret.clone(),
     };
     let mut rounds: Vec<Vec<Option<LoadStats>>> = Vec::new();
@@ -59,7 +77,14 @@ async fn run(
         }
         rounds.push(row);
     }
-    let title = format!("{name} at {} signals/s", load.rate);
-    let sections = compare(&title, &names(&systems), &rounds, LOAD_METRICS);
+    let mut title = format!("{name} at {} signals/s", load.rate);
+    let extra = if reconnect {
+        title.push_str(", reconnecting");
+        RECONNECT_METRICS
+    } else {
+        &[]
+    };
+    let metrics: Vec<Metric<LoadStats>> = LOAD_METRICS.iter().chain(extra).copied().collect();
+    let sections = compare(&title, &names(&systems), &rounds, &metrics);
     finish(name, common, params, sections, &rounds)
 }
