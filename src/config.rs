@@ -229,6 +229,8 @@ pub struct Config {
     pub turn: TurnConfig,
     /// STUN URIs (`stun:host:port`) handed to clients with the TURN servers.
     pub stun_uris: Vec<String>,
+    /// Whether the demo pages and the browser client library are served under `/demo`.
+    pub demo: bool,
     /// `[redis]`: where cluster state lives.
     pub redis: RedisConfig,
     /// `[database]`: where durable data lives.
@@ -480,6 +482,7 @@ impl Default for Config {
             jwks: JwksConfig::default(),
             turn: TurnConfig::default(),
             stun_uris: Vec::new(),
+            demo: true,
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
             tls: TlsConfig::default(),
@@ -1615,6 +1618,7 @@ mod tests {
                 &[("SWITCHBOARD_TLS_CERT", "/etc/switchboard/cert.pem")],
                 "with tls.cert",
             ),
+            ("demo", &[("SWITCHBOARD_DEMO", "maybe")], "true or false"),
             (
                 "tls.reload",
                 &[("SWITCHBOARD_TLS_RELOAD", "10ms")],

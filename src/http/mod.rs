@@ -1,11 +1,12 @@
 //! The REST surface: health, the cluster queries, the `/auth` API and TURN credentials, the
-//! bearer token extractor, and the OpenAPI document ([`openapi`]). Routes live in [`health`],
+//! bearer token extractor, the OpenAPI document ([`openapi`]) and the demo pages ([`demo`]). Routes live in [`health`],
 //! [`rooms`], [`auth`] and [`turn`], each registered with its OpenAPI operation; [`crate::app`]
 //! merges them with the WebSocket endpoints into the node's router. The metrics listener's
 //! routes are in [`operator`]; what every request leaves behind (request id, span, metrics) in
 //! [`observe`].
 
 mod auth;
+mod demo;
 mod health;
 pub mod observe;
 pub mod openapi;
@@ -153,6 +154,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(turn::auth_credentials))
         .routes(routes!(turn::webrtc_credentials))
         .routes(routes!(turn::ice_servers))
+        .routes(routes!(demo::root))
+        .routes(routes!(demo::index))
+        .routes(routes!(demo::file))
         .routes(routes!(openapi::document))
         .routes(routes!(openapi::page))
         .routes(routes!(openapi::asset))
