@@ -41,7 +41,9 @@ mkdirSync(artifacts, { recursive: true });
 function switchboard(args, input) {
   // Only the cluster's settings: any other SWITCHBOARD_* variable would be refused as unknown.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
-  const settings = execFileSync('bash', ['-c', 'set -a; . "$1"; set +a; env -0', '_', required('SB_CLUSTER_ENV_FILE')]);
+  const settings = execFileSync('bash', ['-c', 'set -a; . "$1"; set +a; env -0', '_', required('SB_CLUSTER_ENV_FILE')], {
+    env: { PATH: process.env.PATH },
+  });
   for (const line of settings.toString().split('\0')) {
     const eq = line.indexOf('=');
     if (line.startsWith('SWITCHBOARD_') && eq > 0) env[line.slice(0, eq)] = line.slice(eq + 1);
