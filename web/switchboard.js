@@ -1544,6 +1544,9 @@ export class SwitchboardClient extends Emitter {
       this._retryWithFreshToken(code, reason, error);
     } else if (code === CloseCode.POLICY_VIOLATION && error?.code === 'client_id_taken') {
       this._retryWithFreshClientId(code, reason, error);
+    } else if (code === CloseCode.POLICY_VIOLATION && error?.code === 'unavailable') {
+      // The token could not be checked now (its API key could not be loaded): not final.
+      this._retryWithBackoff({ code, reason, error: error.code });
     } else if (FINAL.has(code)) {
       this._giveUp(closeError(code, reason, error), { code, reason });
     } else {

@@ -207,6 +207,24 @@ for (const code of [1006, 1011, 1013, 4002, 4003]) {
   });
 }
 
+test('close 1008 after unavailable: the token could not be checked now, so retry with backoff', async () => {
+  const { clock, server, make } = await harness();
+  server.grant('t', 'u1');
+  const client = make({ token: 't', clientId: 'c1', random: () => 0.5 });
+  const states = record(client, 'state');
+  await Promise.all([client.connect(), clock.advance(0)]);
+  const conn = server.conn('c1');
+  conn.send({ type: 'error', code: 'unavailable', message: 'try again' });
+  server.close(conn, 1008, '');
+  await clock.advance(0);
+  assert.equal(states.at(-1).state, 'reconnecting');
+  assert.equal(states.at(-1).delayMs, 250);
+  await clock.advance(250);
+  assert.equal(server.sockets.length, 2);
+  assert.equal(client.state, 'open');
+  client.close();
+});
+
 test('a refused token on the first connect rejects connect() with the error code', async () => {
   const { clock, server, make } = await harness();
   const client = make({ token: 'forged' });
