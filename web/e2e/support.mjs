@@ -42,7 +42,7 @@ function switchboard(args, input) {
   // Only the cluster's settings: any other SWITCHBOARD_* variable would be refused as unknown.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
   const settings = execFileSync('bash', ['-c', 'set -a; . "$1"; set +a; env -0', '_', required('SB_CLUSTER_ENV_FILE')], {
-    env: { PATH: process.env.PATH },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/' },
   });
   for (const line of settings.toString().split('\0')) {
     const eq = line.indexOf('=');
@@ -147,6 +147,8 @@ export async function until(what, check, { timeout = 15000, every = 50 } = {}) {
 /** `scripts/cluster ARGS...` on the running cluster. */
 export function clusterCommand(...args) {
   return execFileSync(path.join(root, 'scripts/cluster'), [...args, required('SB_CLUSTER_DIR')], {
+    // The nodes are of the build under test, not target/release's.
+    env: { ...process.env, SWITCHBOARD_BIN: required('SB_E2E_BIN') },
     stdio: ['ignore', 'pipe', 'pipe'],
   }).toString();
 }
