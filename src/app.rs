@@ -463,8 +463,15 @@ pub async fn drain(state: &AppState) {
     state.start_draining();
     let registry = &state.hub.registry;
     tracing::info!(connections = registry.connections(), "draining");
-    let notice = ServerMessage::Reconnect { reason: "shutdown" };
-    registry.broadcast_all(&Frame::from(notice.to_json()));
+    // Sessions parked here end now: this node will not be here to resume them.
+    state.resumes.end_all(&state.hub).await;
+    registry.broadcast_each(|handle| {
+        let notice = ServerMessage::Reconnect {
+            reason: "shutdown",
+            resume: handle.resume.as_deref().cloned(),
+        };
+        Frame::from(notice.to_json())
+    });
     registry.close_all(CloseCode::ServiceRestart);
     let deadline = Instant::now() + state.config.shutdown_timeout;
     while registry.connections() > 0 && Instant::now() < deadline {

@@ -183,6 +183,10 @@ pub struct Config {
     pub write_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a session whose connection was lost waits to be resumed (`resume`); 0 turns
+    /// resuming off.
+    #[serde(with = "humantime_serde")]
+    pub resume_window: Duration,
     /// How long a node keeps a bus subscription after its last local interest left.
     #[serde(with = "humantime_serde")]
     pub subscription_linger: Duration,
@@ -463,6 +467,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            resume_window: Duration::from_secs(30),
             subscription_linger: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(3),
             cors_origins: Vec::new(),
@@ -771,6 +776,19 @@ impl Config {
         )?;
         at_least("jwks.refresh", self.jwks.refresh, Duration::from_secs(30))?;
         at_least("tls.reload", self.tls.reload, Duration::from_millis(100))?;
+        if !self.resume_window.is_zero() {
+            at_least(
+                "resume_window",
+                self.resume_window,
+                Duration::from_millis(100),
+            )?;
+        }
+        if self.resume_window > Duration::from_secs(3600) {
+            return Err(invalid(
+                "resume_window",
+                "must be at most 1h (0s turns resuming off)",
+            ));
+        }
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) => return Err(invalid("tls.key", "needs to be set with tls.cert")),
             (None, Some(_)) => return Err(invalid("tls.cert", "needs to be set with tls.key")),
@@ -1619,6 +1637,11 @@ mod tests {
                 "with tls.cert",
             ),
             ("demo", &[("SWITCHBOARD_DEMO", "maybe")], "true or false"),
+            (
+                "resume_window",
+                &[("SWITCHBOARD_RESUME_WINDOW", "2h")],
+                "at most 1h",
+            ),
             (
                 "tls.reload",
                 &[("SWITCHBOARD_TLS_RELOAD", "10ms")],

@@ -30,6 +30,7 @@ pub mod presence;
 pub mod protocol;
 pub mod redis;
 pub mod registry;
+pub mod resume;
 mod server;
 pub mod signaling;
 pub mod state;

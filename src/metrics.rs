@@ -77,6 +77,12 @@ pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 pub const STORE_QUERY: &str = "switchboard_store_query_seconds";
 /// Database operations that failed, by operation.
 pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
+/// Sessions whose connection was lost, parked for `resume_window`.
+pub const SESSIONS_PARKED: &str = "switchboard_sessions_parked";
+/// Parked sessions that ended without a resume, by how (`expired`, `closed`, `drained`).
+pub const SESSIONS_ENDED: &str = "switchboard_sessions_ended_total";
+/// `resume` requests, by result (`resumed`, or the refusal's reason).
+pub const RESUMES: &str = "switchboard_resumes_total";
 /// Loads of the TLS certificate files, by result (`loaded`, `refused`).
 pub const TLS_RELOADS: &str = "switchboard_tls_certificate_loads_total";
 /// When the served TLS certificate ends (its `notAfter`), Unix seconds.
@@ -251,6 +257,17 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         "Database operations that failed, by operation.",
     ),
     (
+        SESSIONS_PARKED,
+        Kind::Gauge,
+        "Sessions whose connection was lost, waiting to be resumed.",
+    ),
+    (
+        SESSIONS_ENDED,
+        Kind::Counter,
+        "Parked sessions that ended without being resumed, by how.",
+    ),
+    (RESUMES, Kind::Counter, "Resume requests, by result."),
+    (
         TLS_RELOADS,
         Kind::Counter,
         "Loads of the TLS certificate and key files, by result.",
@@ -348,6 +365,7 @@ fn describe() {
         metrics::counter!(*name).increment(0);
     }
     metrics::gauge!(CONNECTIONS).increment(0.0);
+    metrics::gauge!(SESSIONS_PARKED).increment(0.0);
 }
 
 /// The counters without labels.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Credential;
 use crate::metrics as m;
-use crate::protocol::{ClientId, CloseCode, ConnId, Frame, RoomId, UserId};
+use crate::protocol::{ClientId, CloseCode, ConnId, Frame, ResumeGrant, RoomId, UserId};
 
 /// Asks a connection task to close with a code. The first request wins.
 ///
@@ -29,6 +29,11 @@ impl Control {
         if self.code.set(code).is_ok() {
             self.waker.wake();
         }
+    }
+
+    /// The code [`Control::close`] was called with, if it was.
+    pub fn code(&self) -> Option<CloseCode> {
+        self.code.get().copied()
     }
 
     /// Resolves once [`Control::close`] was called; returns the code. For the connection task
@@ -57,6 +62,8 @@ pub struct ConnHandle {
     pub control: Arc<Control>,
     /// The token the connection authenticated with, for revocations.
     pub credential: Arc<Credential>,
+    /// Its session's id and resume token, when resuming is on (for the drain's notice).
+    pub resume: Option<Arc<ResumeGrant>>,
 }
 
 impl ConnHandle {
@@ -307,8 +314,13 @@ impl Registry {
 
     /// Queues `frame` on every local connection (drain notices).
     pub fn broadcast_all(&self, frame: &Frame) {
+        self.broadcast_each(|_| frame.clone());
+    }
+
+    /// Queues the frame `frame_for` makes for each local connection.
+    pub fn broadcast_each(&self, frame_for: impl Fn(&ConnHandle) -> Frame) {
         for (handle, _) in self.read().conns.values() {
-            let _ = handle.outbox.try_send(frame.clone());
+            let _ = handle.outbox.try_send(frame_for(handle));
         }
     }
 
@@ -392,6 +404,7 @@ mod tests {
             outbox,
             control: Arc::default(),
             credential: Arc::default(),
+            resume: None,
         };
         (handle, rx)
     }

@@ -34,7 +34,7 @@ pub enum Action {
 /// Fields a client may not set on a relayed room signal: the addressing the server consumes,
 /// and every field the server vouches for in either shape of signal (it sets its own values of
 /// those it vouches for here; a receiver must never read a client's value of the others).
-const ROOM_SET: [&str; 7] = [
+const ROOM_SET: [&str; 8] = [
     "to",
     "from",
     "username",
@@ -42,15 +42,18 @@ const ROOM_SET: [&str; 7] = [
     "room",
     "sender_user_id",
     "from_user_id",
+    // The recipient's sequence number, which its connection writes in front.
+    "seq",
 ];
 /// The same for a relayed user-addressed signal.
-const USER_SET: [&str; 6] = [
+const USER_SET: [&str; 7] = [
     "sender_user_id",
     "from_user_id",
     "from",
     "username",
     "user_id",
     "room",
+    "seq",
 ];
 
 /// An authenticated connection's signaling state.
@@ -133,7 +136,7 @@ impl Session {
         match message {
             ClientMessage::Ping => Ok(Action::Reply(ServerMessage::Pong)),
             ClientMessage::Pong => Ok(Action::Nothing),
-            ClientMessage::AuthToken { .. } => Err(ErrorFrame::new(
+            ClientMessage::AuthToken { .. } | ClientMessage::Resume { .. } => Err(ErrorFrame::new(
                 ErrorCode::AlreadyAuthenticated,
                 "this connection is already authenticated",
             )),

@@ -15,6 +15,7 @@ use crate::credentials::Credentials;
 use crate::hub::Hub;
 use crate::limits::{NodeSlots, Pending, Rate, Throttle, UserBudgets};
 use crate::protocol::NodeId;
+use crate::resume::Resumes;
 use crate::store::Store;
 use crate::tasks::Supervisor;
 use crate::turn::Turn;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub store: Store,
     pub metrics: PrometheusHandle,
     pub supervisor: Arc<Supervisor>,
+    /// Sessions whose connection was lost, waiting to be resumed.
+    pub resumes: Arc<Resumes>,
     pub started: Instant,
     draining: Arc<AtomicBool>,
 }
@@ -56,6 +59,7 @@ impl AppState {
         supervisor: Supervisor,
         metrics: PrometheusHandle,
     ) -> Self {
+        let config_resume_window = config.resume_window;
         let proxies = TrustedProxies::parse(&config.trusted_proxies)
             .expect("the config validated trusted_proxies");
         let credentials = Arc::new(crate::credentials::from_config(
@@ -77,6 +81,7 @@ impl AppState {
             store,
             metrics,
             supervisor: Arc::new(supervisor),
+            resumes: Arc::new(Resumes::new(config_resume_window)),
             started: Instant::now(),
             draining: Arc::default(),
         }

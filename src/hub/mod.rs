@@ -402,8 +402,10 @@ impl Hub {
             connections = self.registry.connections(),
             "this node was reaped: asking every client to reconnect"
         );
+        // The cluster saw these sessions leave: there is nothing to resume.
         let notice = ServerMessage::Reconnect {
             reason: "node_evicted",
+            resume: None,
         };
         self.registry.broadcast_all(&Frame::from(notice.to_json()));
         self.registry.close_all(CloseCode::ServiceRestart);

@@ -38,6 +38,13 @@ pub enum ClientMessage<'a> {
         token: String,
         client_id: Option<ClientId>,
     },
+    /// `resume`: take up a session that lost its connection, with the session's resume token,
+    /// and receive what was sent to it after `last_seq`.
+    Resume {
+        session: String,
+        resume_token: String,
+        last_seq: u64,
+    },
     Ping,
     /// A client's answer to a keepalive; ignored.
     Pong,
@@ -103,6 +110,17 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ErrorFrame> {
             client_id: body
                 .get("clientId")
                 .and_then(|raw| serde_json::from_str(raw.get()).ok()),
+        },
+        "resume" => ClientMessage::Resume {
+            session: body
+                .field::<Cow<'_, str>>("session")?
+                .ok_or_else(|| missing("session"))?
+                .into_owned(),
+            resume_token: body
+                .field::<Cow<'_, str>>("resume_token")?
+                .ok_or_else(|| missing("resume_token"))?
+                .into_owned(),
+            last_seq: body.field("last_seq")?.ok_or_else(|| missing("last_seq"))?,
         },
         "ping" => ClientMessage::Ping,
         "pong" => ClientMessage::Pong,

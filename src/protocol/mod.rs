@@ -239,6 +239,13 @@ pub struct PeerView {
     pub user_id: UserId,
 }
 
+/// A session's id and resume token, as `auth_success` and the `reconnect` notice carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResumeGrant {
+    pub session: String,
+    pub resume_token: String,
+}
+
 /// Every frame the server originates (relayed signals are spliced, see [`inbound`]).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -252,6 +259,22 @@ pub enum ServerMessage {
         /// credentials), when the node has any configured.
         #[serde(skip_serializing_if = "Option::is_none")]
         ice_servers: Option<Vec<IceServer>>,
+        /// The session this connection is, and the secret that resumes it after a lost
+        /// connection (`resume`), when resuming is on.
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeGrant>,
+    },
+    /// The answer to a good `resume`: the session's client id and rooms, as before; what it
+    /// missed follows.
+    Resumed {
+        session: String,
+        client_id: ClientId,
+        rooms: Vec<RoomId>,
+    },
+    /// The answer to a `resume` that cannot be honoured; the client authenticates afresh.
+    ResumeFailed {
+        reason: &'static str,
+        message: &'static str,
     },
     UsersInRoom {
         room: RoomId,
@@ -270,6 +293,8 @@ pub enum ServerMessage {
     Pong,
     Reconnect {
         reason: &'static str,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeGrant>,
     },
     Error(ErrorFrame),
 }

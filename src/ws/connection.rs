@@ -21,6 +21,7 @@ use crate::protocol::{
     ServerMessage, Stamp, UserId, inbound, matches_any, unix_micros,
 };
 use crate::registry::{ConnHandle, Control};
+use crate::resume::{Parked, Refusal, Replay, Ticket};
 use crate::signaling::{Action, Session};
 use crate::state::AppState;
 
@@ -109,6 +110,11 @@ struct Conn {
     /// — but not by the relay's hot path, which logs nothing and would pay for entering it on
     /// every poll.
     span: tracing::Span,
+    /// The frames written through the outbox, numbered (`seq`), when resuming is on.
+    replay: Option<Replay>,
+    /// The socket ended without a close from either side (it dropped, a write failed, the
+    /// client went silent): the session may be parked for a resume.
+    dropped: bool,
 }
 
 /// What a token says of whom its user-addressed signals may go to.
@@ -117,6 +123,21 @@ struct Peers {
     admin: bool,
     /// The `peers` claim (for the `grant` policy).
     names: Vec<String>,
+}
+
+/// Who the client turned out to be: a fresh session, or a parked one it resumes.
+enum Authenticated {
+    Fresh(Identity, Option<ClientId>),
+    /// The session, and the last `seq` the client received.
+    Resumed(Box<Parked>, u64),
+}
+
+/// A session's connection-side state, for its end ([`Conn::end`]).
+struct Live {
+    session: Session,
+    outbox: mpsc::Receiver<Frame>,
+    control: Arc<Control>,
+    ticket: Option<Ticket>,
 }
 
 /// What the main loop does with a frame after the hot path looked at it.
@@ -154,6 +175,8 @@ pub fn run(
         limit,
         peers: Peers::default(),
         span,
+        replay: None,
+        dropped: false,
     });
     run_boxed(conn, start)
 }
@@ -175,7 +198,12 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         .await;
     drop(pending);
     let code = match authenticated {
-        Ok((identity, client_id)) => conn.serve(identity, client_id, room).await,
+        Ok(Authenticated::Fresh(identity, client_id)) => {
+            conn.serve(identity, client_id, room).await
+        }
+        Ok(Authenticated::Resumed(parked, last_seq)) => {
+            Box::pin(conn.resume(*parked, last_seq)).await
+        }
         Err(code) => code,
     };
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
@@ -187,9 +215,16 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
 impl Conn {
     async fn next(&mut self) -> Incoming {
         let frame = match self.socket.next().await {
-            None => return Incoming::Closed,
+            None => {
+                self.dropped = true;
+                return Incoming::Closed;
+            }
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return read_error(e),
+            Some(Err(e)) => {
+                let incoming = read_error(e);
+                self.dropped = matches!(incoming, Incoming::Closed);
+                return incoming;
+            }
         };
         self.seen = true;
         match frame {
@@ -210,13 +245,15 @@ impl Conn {
     /// that sends without reading cannot hold its task (and its slot) forever.
     async fn write(&mut self, message: Message) -> bool {
         let deadline = self.state.config.write_timeout;
-        match tokio::time::timeout(deadline, self.socket.send(message)).await {
+        let written = match tokio::time::timeout(deadline, self.socket.send(message)).await {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
                 metrics::counter!(m::WRITE_TIMEOUTS).increment(1);
                 false
             }
-        }
+        };
+        self.dropped |= !written;
+        written
     }
 
     /// Sends an error frame; a refusal of something the token does not allow (`forbidden`) is
@@ -305,9 +342,9 @@ impl Conn {
         pre_auth: Option<Result<Identity, ErrorFrame>>,
         client_id: Option<ClientId>,
         room: Option<&RoomId>,
-    ) -> Result<(Identity, Option<ClientId>), CloseCode> {
+    ) -> Result<Authenticated, CloseCode> {
         match pre_auth {
-            Some(Ok(identity)) => return Ok((identity, client_id)),
+            Some(Ok(identity)) => return Ok(Authenticated::Fresh(identity, client_id)),
             Some(Err(refused)) => {
                 // `admit` logged it.
                 self.send_error_quietly(refused).await;
@@ -354,10 +391,35 @@ impl Conn {
                     token,
                     client_id: id,
                 }) => match super::admit(&self.state.credentials, &token, room).await {
-                    Ok(identity) => return Ok((identity, id.or(client_id))),
+                    Ok(identity) => return Ok(Authenticated::Fresh(identity, id.or(client_id))),
                     Err(refused) => {
                         self.send_error_quietly(refused).await;
                         return Err(CloseCode::PolicyViolation);
+                    }
+                },
+                Ok(ClientMessage::Resume {
+                    session,
+                    resume_token,
+                    last_seq,
+                }) => match self.state.resumes.take(&session, &resume_token, last_seq) {
+                    Ok(parked) => {
+                        metrics::counter!(m::RESUMES, "result" => "resumed").increment(1);
+                        return Ok(Authenticated::Resumed(Box::new(parked), last_seq));
+                    }
+                    Err(refusal) => {
+                        metrics::counter!(m::RESUMES, "result" => refusal.reason()).increment(1);
+                        if refusal == Refusal::InvalidToken {
+                            m::auth_failure("resume_token");
+                        }
+                        let failed = ServerMessage::ResumeFailed {
+                            reason: refusal.reason(),
+                            message: refusal.message(),
+                        };
+                        // The client may authenticate afresh within the same deadline.
+                        if !self.send(&failed).await {
+                            return Err(CloseCode::Normal);
+                        }
+                        continue;
                     }
                 },
                 Ok(_) => ErrorFrame::new(
@@ -390,6 +452,7 @@ impl Conn {
         };
         self.span.record("client_id", me.client_id.as_str());
         let span = self.span.clone();
+        let ticket = self.state.resumes.enabled().then(Ticket::generate);
         let (outbox, mut outbox_rx) = mpsc::channel(config.outbox_frames);
         let control = Arc::new(Control::default());
         let handle = ConnHandle {
@@ -399,6 +462,7 @@ impl Conn {
             outbox,
             control: Arc::clone(&control),
             credential: Arc::new(identity.credential.clone()),
+            resume: ticket.as_ref().map(|t| Arc::clone(&t.grant)),
         };
         let connected = Box::pin(hub.connect(&me, handle, config.user_connections))
             .instrument(span.clone())
@@ -413,10 +477,7 @@ impl Conn {
             return code;
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        if config.user_msg_rate > 0 {
-            let budget = self.state.user_budgets.get(me.user_id.as_str());
-            self.limit.with_user(budget, config.user_msg_burst);
-        }
+        self.limit_user(&me.user_id);
         let ice_servers = self
             .state
             .turn
@@ -429,12 +490,14 @@ impl Conn {
             user_id: identity.user_id,
             client_id: me.client_id.clone(),
             ice_servers: (!ice_servers.is_empty()).then_some(ice_servers),
+            resume: ticket.as_ref().map(|t| (*t.grant).clone()),
         };
         let mut session = Session::new(me, identity.rooms, config.max_rooms_per_connection);
         self.peers = Peers {
             admin: identity.admin,
             names: identity.peers,
         };
+        self.replay = ticket.is_some().then(|| Replay::new(config.outbox_frames));
         drop(config);
         let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
@@ -446,8 +509,119 @@ impl Conn {
         } else {
             self.main_loop(&mut session, &control, &mut outbox_rx).await
         };
-        Box::pin(hub.disconnect(&session.me)).instrument(span).await;
+        let live = Live {
+            session,
+            outbox: outbox_rx,
+            control,
+            ticket,
+        };
+        Box::pin(self.end(live, code)).instrument(span).await
+    }
+
+    /// Counts the user's messages against its budget, when there is one.
+    fn limit_user(&mut self, user: &UserId) {
+        if self.state.config.user_msg_rate > 0 {
+            let budget = self.state.user_budgets.get(user.as_str());
+            self.limit
+                .with_user(budget, self.state.config.user_msg_burst);
+        }
+    }
+
+    /// Continues a parked session on this connection: `resumed`, what was written after
+    /// `last_seq` again, then the main loop over the session's outbox.
+    async fn resume(&mut self, parked: Parked, last_seq: u64) -> CloseCode {
+        let span = self.span.clone();
+        let Parked {
+            me,
+            session,
+            outbox,
+            control,
+            replay,
+            ticket,
+            admin,
+            peers,
+            ..
+        } = parked;
+        self.span.record("client_id", me.client_id.as_str());
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        self.limit_user(&me.user_id);
+        self.peers = Peers {
+            admin,
+            names: peers,
+        };
+        let resumed = ServerMessage::Resumed {
+            session: ticket.grant.session.clone(),
+            client_id: me.client_id.clone(),
+            rooms: session.rooms().to_vec(),
+        };
+        // `take` checked that the replay still holds everything after `last_seq`.
+        let missed = replay.after(last_seq).unwrap_or_default();
+        self.replay = Some(replay);
+        let mut session = session;
+        let mut outbox = outbox;
+        let code = if !self.send(&resumed).await || !self.write_numbered(missed).await {
+            CloseCode::Normal
+        } else {
+            self.main_loop(&mut session, &control, &mut outbox).await
+        };
+        let live = Live {
+            session,
+            outbox,
+            control,
+            ticket: Some(ticket),
+        };
+        Box::pin(self.end(live, code)).instrument(span).await
+    }
+
+    /// Writes frames that were numbered before (a resume's replay), with one flush.
+    async fn write_numbered(&mut self, frames: Vec<(u64, Frame)>) -> bool {
+        if frames.is_empty() {
+            return true;
+        }
+        let deadline = self.state.config.write_timeout;
+        let written = tokio::time::timeout(deadline, async {
+            for (seq, frame) in &frames {
+                self.socket
+                    .feed(super::socket_text_seq(frame, *seq))
+                    .await?;
+            }
+            self.socket.flush().await
+        })
+        .await;
+        let written = matches!(written, Ok(Ok(())));
+        self.dropped |= !written;
+        written
+    }
+
+    /// The end of a session's connection: parked for a resume when the socket dropped (and the
+    /// session was not closed), otherwise out of its rooms and the cluster.
+    async fn end(&mut self, live: Live, code: CloseCode) -> CloseCode {
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        let Live {
+            session,
+            outbox,
+            control,
+            ticket,
+        } = live;
+        let hub = Arc::clone(&self.state.hub);
+        match (ticket, self.replay.take()) {
+            (Some(ticket), Some(replay)) if self.dropped && control.code().is_none() => {
+                let peers = std::mem::take(&mut self.peers);
+                let parked = Parked::new(
+                    session.me.clone(),
+                    session,
+                    outbox,
+                    control,
+                    replay,
+                    ticket,
+                    peers.admin,
+                    peers.names,
+                );
+                tracing::debug!("connection lost; session parked for a resume");
+                self.state.resumes.park(&hub, parked);
+            }
+            _ => hub.disconnect(&session.me).await,
+        }
         code
     }
 
@@ -518,6 +692,7 @@ impl Conn {
                     // ends the connection.
                     tokio::select! {
                         written = self.write_batch(frame, outbox) => if !written {
+                            self.dropped = true;
                             return CloseCode::Normal;
                         },
                         code = &mut closed => return code,
@@ -557,6 +732,8 @@ impl Conn {
                         self.last_seen = Instant::now();
                     }
                     if self.last_seen.elapsed() >= config.idle_timeout {
+                        // Silent, not gone: a phone asleep or a network that changed.
+                        self.dropped = true;
                         return CloseCode::IdleTimeout;
                     }
                     if !Box::pin(self.write(Message::Ping(Default::default()))).await {
@@ -572,12 +749,16 @@ impl Conn {
     async fn write_batch(&mut self, first: Frame, outbox: &mut mpsc::Receiver<Frame>) -> bool {
         m::outbox_depth(outbox.len() + 1);
         let mut now = None;
+        let replay = &mut self.replay;
         let mut write = |frame: Frame| {
             let stamp = frame.stamp();
             if stamp != Stamp::NONE {
                 m::delivered(stamp, *now.get_or_insert_with(unix_micros));
             }
-            super::socket_text(frame)
+            match replay {
+                Some(replay) => super::socket_text_seq(&frame, replay.record(&frame)),
+                None => super::socket_text(frame),
+            }
         };
         if self.socket.feed(write(first)).await.is_err() {
             return false;
@@ -596,7 +777,11 @@ impl Conn {
         let deadline = self.state.config.write_timeout;
         let _ = tokio::time::timeout(deadline, async {
             while let Ok(frame) = outbox.try_recv() {
-                if self.socket.feed(super::socket_text(frame)).await.is_err() {
+                let message = match &mut self.replay {
+                    Some(replay) => super::socket_text_seq(&frame, replay.record(&frame)),
+                    None => super::socket_text(frame),
+                };
+                if self.socket.feed(message).await.is_err() {
                     return;
                 }
             }

@@ -56,6 +56,24 @@ pub fn socket_text(frame: Frame) -> Message {
     Message::Text(text)
 }
 
+/// The socket's text frame for a core [`Frame`] with the recipient's sequence number in front:
+/// `{"seq":N,` and the frame's members (a copy; the frame itself is shared by its recipients).
+/// The relayed signals never carry a client's own `seq` (the rules strip it).
+pub fn socket_text_seq(frame: &Frame, seq: u64) -> Message {
+    use std::fmt::Write;
+    let text = frame.as_str();
+    let Some(members) = text.strip_prefix('{') else {
+        return socket_text(frame.clone());
+    };
+    let mut out = String::with_capacity(text.len() + 28);
+    let _ = write!(out, "{{\"seq\":{seq}");
+    if !members.trim_start().starts_with('}') {
+        out.push(',');
+    }
+    out.push_str(members);
+    Message::Text(out.into())
+}
+
 /// The WebSocket routes, `/ws/{room}` and `/ws`, with their OpenAPI operations.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()

@@ -15,6 +15,7 @@ mod observability;
 mod openapi;
 mod policy;
 mod readme;
+mod resume;
 mod store;
 mod tls;
 mod topology;

@@ -251,10 +251,16 @@ pub fn token_with(user: &str, edit: impl FnOnce(&mut auth::Claims)) -> String {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A test WebSocket client.
+/// A test WebSocket client. What it receives passes [`Client::accept`]: each `seq` must follow
+/// the previous one, and is taken out (as are the session and resume token, kept here), so
+/// that tests compare frames as the relay makes them.
 pub struct Client {
     ws: Ws,
     pub client_id: String,
+    /// The last `seq` received in this session.
+    pub last_seq: u64,
+    /// The session id and resume token of `auth_success` (or the last `reconnect` notice).
+    pub resume: Option<(String, String)>,
 }
 
 /// What a refused upgrade answered.
@@ -311,6 +317,8 @@ fn upgraded(
         Ok((ws, _)) => Ok(Client {
             ws,
             client_id: String::new(),
+            last_seq: 0,
+            resume: None,
         }),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();
@@ -360,6 +368,33 @@ impl Client {
         self.ws.send(message).await.expect("send");
     }
 
+    /// A received frame: its `seq` checked against the previous one and taken out, and the
+    /// session and resume token of `auth_success` and `reconnect` kept and taken out.
+    pub fn accept(&mut self, text: &str) -> Value {
+        let mut value: Value = serde_json::from_str(text).expect("JSON frame");
+        let Some(object) = value.as_object_mut() else {
+            return value;
+        };
+        if object.get("type").and_then(Value::as_str) == Some("auth_success") {
+            self.last_seq = 0;
+        }
+        if let Some(seq) = object.remove("seq") {
+            let seq = seq.as_u64().expect("seq is a number");
+            assert_eq!(seq, self.last_seq + 1, "seq out of order in {text}");
+            self.last_seq = seq;
+        }
+        if let (Some(session), Some(token)) = (object.get("session"), object.get("resume_token")) {
+            let grant = (
+                session.as_str().unwrap().to_owned(),
+                token.as_str().unwrap().to_owned(),
+            );
+            object.remove("session");
+            object.remove("resume_token");
+            self.resume = Some(grant);
+        }
+        value
+    }
+
     /// The next JSON frame (WebSocket pings are skipped).
     pub async fn recv(&mut self) -> Value {
         loop {
@@ -369,7 +404,7 @@ impl Client {
                 .expect("socket open")
                 .expect("frame read");
             match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Text(text) => return self.accept(&text),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -386,9 +421,7 @@ impl Client {
                 .expect("socket open")
                 .expect("frame read");
             match message {
-                Message::Text(text) => {
-                    return Some(serde_json::from_str(&text).expect("JSON frame"));
-                }
+                Message::Text(text) => return Some(self.accept(&text)),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -443,7 +476,10 @@ impl Client {
                 .await
                 .expect("close within the wait");
             match next {
-                Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Text(t))) => {
+                    let frame = self.accept(&t);
+                    frames.push(frame);
+                }
                 Some(Ok(Message::Close(Some(frame)))) => return (frames, frame.code.into()),
                 Some(Ok(_)) => continue,
                 other => panic!("socket ended without a close frame: {other:?}"),

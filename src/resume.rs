@@ -1,0 +1,360 @@
+//! Resuming a session whose connection was lost (`resume_window`, on by default).
+//!
+//! Every authenticated connection is a *session*: an id and a resume token (`auth_success`
+//! carries both; the node keeps only the token's SHA-256). Every frame the delivery path writes
+//! to the session's socket carries the session's next sequence number (`seq`), and the last
+//! frames written stay in its [`Replay`]: a frame on the wire when the connection dropped may
+//! never have arrived.
+//!
+//! When the connection ends without a close from either side (the TCP connection dropped, a
+//! write failed, the client went silent), the session is *parked*: it stays registered and a
+//! member of its rooms (nobody sees it leave), its outbox keeps filling, and it waits up to the
+//! window for a `resume` with its token and the last `seq` the client received. A good one
+//! continues the session on the new connection: the frames after that `seq` from the replay,
+//! then the outbox, exactly once and in order. At the end of the window (or when the session is
+//! closed while parked: revoked, replaced, its outbox overflowed) it leaves as a closed
+//! connection does. A client's own close, or a protocol violation, ends the session at once.
+//!
+//! Parked sessions live in the node that held their connection; a `resume` that reaches
+//! another node is answered `resume_failed` (`expired`), and the client starts afresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use crate::hub::Hub;
+use crate::metrics as m;
+use crate::protocol::{CloseCode, Frame, Member, ResumeGrant};
+use crate::registry::Control;
+use crate::signaling::Session;
+
+/// Bytes of the frames a replay keeps at most (besides its frame count).
+pub const REPLAY_BYTES: usize = 1024 * 1024;
+
+/// The frames written to a session's sockets, numbered, the last of them kept.
+#[derive(Debug)]
+pub struct Replay {
+    frames: VecDeque<(u64, Frame)>,
+    bytes: usize,
+    /// The next frame's number; the first is 1.
+    next: u64,
+    max_frames: usize,
+}
+
+impl Replay {
+    pub fn new(max_frames: usize) -> Self {
+        Self {
+            frames: VecDeque::with_capacity(max_frames.min(64)),
+            bytes: 0,
+            next: 1,
+            max_frames: max_frames.max(1),
+        }
+    }
+
+    /// Numbers `frame` and keeps it; returns its number.
+    pub fn record(&mut self, frame: &Frame) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.bytes += frame.as_str().len();
+        self.frames.push_back((seq, frame.clone()));
+        while self.frames.len() > self.max_frames || self.bytes > REPLAY_BYTES {
+            let Some((_, old)) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= old.as_str().len();
+        }
+        seq
+    }
+
+    /// The last number given out (0 before the first frame).
+    pub fn last(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// The kept frames numbered after `last_seq`; `None` when some of them are no longer kept,
+    /// or `last_seq` was never given out.
+    pub fn after(&self, last_seq: u64) -> Option<Vec<(u64, Frame)>> {
+        if last_seq > self.last() {
+            return None;
+        }
+        let first = self.frames.front().map_or(self.next, |(seq, _)| *seq);
+        if last_seq + 1 < first {
+            return None;
+        }
+        Some(
+            self.frames
+                .iter()
+                .filter(|(seq, _)| *seq > last_seq)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// A session's identity for resuming: its grant (sent to the client) and the token's hash.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub grant: Arc<ResumeGrant>,
+    hash: [u8; 32],
+}
+
+impl Ticket {
+    /// A new session id (128 random bits) and resume token (256), base64url.
+    pub fn generate() -> Self {
+        use base64::Engine;
+        let mut id = [0u8; 16];
+        let mut token = [0u8; 32];
+        getrandom::fill(&mut id).expect("the OS random source");
+        getrandom::fill(&mut token).expect("the OS random source");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let resume_token = b64.encode(token);
+        Self {
+            hash: Sha256::digest(resume_token.as_bytes()).into(),
+            grant: Arc::new(ResumeGrant {
+                session: b64.encode(id),
+                resume_token,
+            }),
+        }
+    }
+
+    fn admits(&self, token: &str) -> bool {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        bool::from(hash.ct_eq(&self.hash))
+    }
+}
+
+/// What a parked session keeps for the connection that resumes it.
+pub struct Parked {
+    pub me: Member,
+    pub session: Session,
+    pub outbox: mpsc::Receiver<Frame>,
+    pub control: Arc<Control>,
+    pub replay: Replay,
+    pub ticket: Ticket,
+    /// Whether its token had the admin role, and its `peers` claim.
+    pub admin: bool,
+    pub peers: Vec<String>,
+    generation: u64,
+}
+
+impl Parked {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: Member,
+        session: Session,
+        outbox: mpsc::Receiver<Frame>,
+        control: Arc<Control>,
+        replay: Replay,
+        ticket: Ticket,
+        admin: bool,
+        peers: Vec<String>,
+    ) -> Self {
+        Self {
+            me,
+            session,
+            outbox,
+            control,
+            replay,
+            ticket,
+            admin,
+            peers,
+            generation: 0,
+        }
+    }
+}
+
+/// Why a `resume` was refused: the `reason` of `resume_failed`, and its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Resuming is off on this node.
+    Disabled,
+    /// No such session here: its window ended, it never existed, or another node held it.
+    Expired,
+    /// The token is not the session's.
+    InvalidToken,
+    /// Frames after `last_seq` were dropped (the session fell too far behind), or `last_seq`
+    /// was never sent.
+    Overflow,
+    /// The session was closed while parked: revoked, replaced by another connection, or its
+    /// outbox overflowed.
+    Closed,
+}
+
+impl Refusal {
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+            Self::InvalidToken => "invalid_token",
+            Self::Overflow => "overflow",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::Disabled => "resuming is off on this node; authenticate afresh",
+            Self::Expired => {
+                "no such session here: its window ended, or another node held it; authenticate afresh"
+            }
+            Self::InvalidToken => "the resume token is not this session's",
+            Self::Overflow => {
+                "what was sent after last_seq is no longer kept; authenticate afresh and join again"
+            }
+            Self::Closed => "the session was closed while its connection was away",
+        }
+    }
+}
+
+/// The node's parked sessions.
+pub struct Resumes {
+    window: Duration,
+    parked: Mutex<HashMap<String, Parked>>,
+    generation: AtomicU64,
+}
+
+impl Resumes {
+    /// Sessions parked for `window`; `Duration::ZERO` turns resuming off.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            parked: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sessions parked now.
+    pub fn parked(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Parks `parked` until it is resumed, its window ends or it is closed; then `hub` is told
+    /// it left.
+    pub fn park(self: &Arc<Self>, hub: &Arc<Hub>, mut parked: Parked) {
+        let id = parked.ticket.grant.session.clone();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        parked.generation = generation;
+        let control = Arc::clone(&parked.control);
+        self.lock().insert(id.clone(), parked);
+        metrics::gauge!(m::SESSIONS_PARKED).increment(1.0);
+        let (resumes, hub, window) = (Arc::clone(self), Arc::clone(hub), self.window);
+        tokio::spawn(async move {
+            let ended = tokio::select! {
+                () = tokio::time::sleep(window) => "expired",
+                _ = control.closed() => "closed",
+            };
+            let Some(parked) = resumes.remove(&id, generation) else {
+                return;
+            };
+            metrics::counter!(m::SESSIONS_ENDED, "how" => ended).increment(1);
+            hub.disconnect(&parked.me).await;
+        });
+    }
+
+    fn remove(&self, id: &str, generation: u64) -> Option<Parked> {
+        let mut parked = self.lock();
+        if parked.get(id).is_none_or(|p| p.generation != generation) {
+            return None;
+        }
+        let found = parked.remove(id);
+        metrics::gauge!(m::SESSIONS_PARKED).decrement(1.0);
+        found
+    }
+
+    /// Takes session `id` up again if `token` is its resume token and it still has what was
+    /// sent after `last_seq`. A refusal leaves the session parked (except when it was closed).
+    pub fn take(&self, id: &str, token: &str, last_seq: u64) -> Result<Parked, Refusal> {
+        if !self.enabled() {
+            return Err(Refusal::Disabled);
+        }
+        let mut parked = self.lock();
+        let session = parked.get(id).ok_or(Refusal::Expired)?;
+        if !session.ticket.admits(token) {
+            return Err(Refusal::InvalidToken);
+        }
+        if session.control.code().is_some() {
+            return Err(Refusal::Closed);
+        }
+        if session.replay.after(last_seq).is_none() {
+            return Err(Refusal::Overflow);
+        }
+        let found = parked.remove(id).ok_or(Refusal::Expired)?;
+        metrics::gauge!(m::SESSIONS_PARKED).decrement(1.0);
+        Ok(found)
+    }
+
+    /// Ends every parked session at once (the node is draining): each leaves its rooms.
+    pub async fn end_all(&self, hub: &Hub) {
+        let all: Vec<Parked> = self.lock().drain().map(|(_, p)| p).collect();
+        metrics::gauge!(m::SESSIONS_PARKED).decrement(all.len() as f64);
+        for parked in all {
+            parked.control.close(CloseCode::ServiceRestart);
+            metrics::counter!(m::SESSIONS_ENDED, "how" => "drained").increment(1);
+            hub.disconnect(&parked.me).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_numbers_frames_and_keeps_the_last_ones() {
+        let mut replay = Replay::new(3);
+        assert_eq!(replay.last(), 0);
+        assert_eq!(replay.after(0).unwrap().len(), 0);
+        for n in 1..=5u64 {
+            assert_eq!(replay.record(&Frame::from(format!("{{\"n\":{n}}}"))), n);
+        }
+        assert_eq!(replay.last(), 5);
+        let seqs =
+            |v: Option<Vec<(u64, Frame)>>| v.map(|v| v.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+        assert_eq!(seqs(replay.after(2)), Some(vec![3, 4, 5]));
+        assert_eq!(seqs(replay.after(4)), Some(vec![5]));
+        assert_eq!(seqs(replay.after(5)), Some(vec![]));
+        // 2 is gone: a client that saw only 1 cannot be made whole.
+        assert_eq!(seqs(replay.after(1)), None);
+        // Never sent.
+        assert_eq!(seqs(replay.after(6)), None);
+    }
+
+    #[test]
+    fn a_replay_is_bounded_by_bytes_too() {
+        let mut replay = Replay::new(1000);
+        let big = Frame::from(format!("{{\"x\":\"{}\"}}", "a".repeat(400 * 1024)));
+        for _ in 0..4 {
+            replay.record(&big);
+        }
+        assert!(replay.bytes <= REPLAY_BYTES);
+        assert_eq!(replay.frames.len(), 2);
+        assert!(replay.after(1).is_none());
+        assert_eq!(replay.after(2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn tickets_are_random_and_admit_only_their_token() {
+        let a = Ticket::generate();
+        let b = Ticket::generate();
+        assert_ne!(a.grant.session, b.grant.session);
+        assert_eq!(a.grant.session.len(), 22);
+        assert_eq!(a.grant.resume_token.len(), 43);
+        assert!(a.admits(&a.grant.resume_token));
+        assert!(!a.admits(&b.grant.resume_token));
+        assert!(!a.admits(""));
+        assert!(!a.admits(&a.grant.session));
+    }
+}
