@@ -52,6 +52,11 @@ export interface ClientOptions {
   clientId?: string;
   /** Reconnect after closes the protocol allows (default true). */
   reconnect?: boolean;
+  /**
+   * After a lost connection, resume the server's session (`resume` after `auth_required`: same
+   * client id, rooms kept, missed frames replayed) before authenticating afresh (default true).
+   */
+  resume?: boolean;
   /** First backoff ceiling in ms (default 500). */
   initialDelayMs?: number;
   /** Largest backoff ceiling in ms (default 30000). */
@@ -130,9 +135,13 @@ export interface CallOptions {
   dataChannelLabel?: string;
 }
 
-/** Any frame the server sends: `type` plus its fields (docs/protocol.md). */
+/**
+ * Any frame the server sends: `type` plus its fields (docs/protocol.md). Frames the server
+ * delivers in a session carry `seq`.
+ */
 export interface ServerFrame {
   type: string;
+  seq?: number;
   [field: string]: any;
 }
 
@@ -160,6 +169,8 @@ export interface StateDetail {
   reason?: string;
   /** reconnecting after a `reconnect` notice or 1012: its reason. */
   drain?: string;
+  /** open: the connection resumed the session (same client id, rooms kept). */
+  resumed?: boolean;
   /** closed: why the client stopped. */
   error?: SwitchboardError;
   user?: string;
@@ -167,15 +178,35 @@ export interface StateDetail {
   clientId?: string;
 }
 
+export interface ResumedDetail {
+  /** The session's id. */
+  session: string;
+  /** The rooms the server kept (not joined again). */
+  rooms: string[];
+  /** How many frames were missed, when the server says. */
+  missed?: number;
+}
+
+export interface ResumeFailedDetail {
+  /**
+   * `expired`, `invalid_token`, `overflow`, `disabled` (docs/protocol.md), `closed`, or the
+   * code of an error frame that answered `resume`.
+   */
+  reason: string;
+  message?: string;
+}
+
 export interface ClientEventMap {
   state: StateDetail;
   message: ServerFrame;
   auth_required: ServerFrame;
+  /** Without `resume_token` (a secret the client keeps to itself). */
   auth_success: ServerFrame & {
     user: string;
     user_id: string;
     client_id: string;
     ice_servers?: RTCIceServer[];
+    session?: string;
   };
   users_in_room: ServerFrame & { room: string; users: Member[] };
   user_joined: ServerFrame & Member & { room: string };
@@ -188,8 +219,13 @@ export interface ClientEventMap {
   webrtc_answer: ServerFrame;
   webrtc_ice_candidate: ServerFrame;
   pong: ServerFrame;
-  reconnect: ServerFrame & { reason: string };
+  /** Without `resume_token`. */
+  reconnect: ServerFrame & { reason: string; session?: string };
   error: ErrorFrame;
+  /** The connection resumed the session; the frames it missed follow as their own events. */
+  resumed: ResumedDetail;
+  /** The session could not be resumed: the client authenticates afresh and joins its rooms. */
+  resume_failed: ResumeFailedDetail;
   incoming: IncomingCall;
   iceservers: { iceServers: RTCIceServer[]; expiresAt: number | null };
   ice_error: { error: SwitchboardError };
@@ -256,6 +292,10 @@ export declare class SwitchboardClient extends Emitter<ClientEventMap> {
   readonly clientId: string;
   readonly userId: string | null;
   readonly session: Session | null;
+  /** The id of the server's session this client resumes after a lost connection, or null. */
+  readonly sessionId: string | null;
+  /** The highest `seq` received in the current session (0 before the first). */
+  readonly lastSeq: number;
   readonly rooms: string[];
   readonly calls: Call[];
   members(room: string): Member[];

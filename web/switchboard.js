@@ -6,11 +6,13 @@
  * `user_joined`/`user_left`), room signals (`offer`/`answer`/`ice_candidate`/`signal`, to one
  * client or the whole room), user-addressed signals (`webrtc_offer`/`webrtc_answer`/
  * `webrtc_ice_candidate` to every device of a user), keepalive, error frames and close codes,
- * and the `reconnect` notice of a draining node. On top of that it keeps the connection up
- * (backoff with full jitter, re-joining rooms), keeps tokens and TURN credentials fresh, and
- * wires `RTCPeerConnection`s to the signals with the "perfect negotiation" pattern.
+ * the `reconnect` notice of a draining node, and resuming a session (`resume`, `seq`). On top
+ * of that it keeps the connection up (a dropped session is resumed where the server kept it,
+ * otherwise backoff with full jitter and re-joining rooms), keeps tokens and TURN credentials
+ * fresh, and wires `RTCPeerConnection`s to the signals with the "perfect negotiation" pattern.
  *
- * Nothing here logs: tokens, passwords and SDP never leave the objects that hold them.
+ * Nothing here logs: tokens, resume tokens, passwords and SDP never leave the objects that hold
+ * them.
  *
  * @module switchboard
  */
@@ -82,6 +84,7 @@ export const DATA_CHANNEL_LABEL = 'switchboard';
 const DEFAULTS = Object.freeze({
   authMode: 'message',
   reconnect: true,
+  resume: true,
   initialDelayMs: 500,
   maxDelayMs: 30_000,
   maxAttempts: Infinity,
@@ -109,6 +112,8 @@ const OWN_EVENTS = new Set([
   'ice_error',
   'token',
   'token_error',
+  'resumed',
+  'resume_failed',
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -127,6 +132,9 @@ const OWN_EVENTS = new Set([
  * @property {string} [clientId] The client id to claim (1-64 of `[A-Za-z0-9_-]`); random by
  *   default, and kept across reconnects.
  * @property {boolean} [reconnect] Reconnect after a close the protocol allows (default true).
+ * @property {boolean} [resume] After a connection is lost, resume its session (`resume` after
+ *   `auth_required`: same client id, rooms kept, missed frames replayed) before authenticating
+ *   afresh (default true).
  * @property {number} [initialDelayMs] First backoff ceiling (default 500).
  * @property {number} [maxDelayMs] Largest backoff ceiling (default 30000).
  * @property {number} [maxAttempts] Consecutive failed attempts before giving up (default
@@ -169,9 +177,10 @@ const OWN_EVENTS = new Set([
 /**
  * The options in effect: every default filled in, the token left out.
  * @typedef {Omit<ClientOptions, 'token'> & {
- *   url: string, authMode: 'message' | 'query', reconnect: boolean, initialDelayMs: number,
- *   maxDelayMs: number, maxAttempts: number, drainJitterMs: number, drainGraceMs: number,
- *   pingIntervalMs: number, pongTimeoutMs: number, requestTimeoutMs: number,
+ *   url: string, authMode: 'message' | 'query', reconnect: boolean, resume: boolean,
+ *   initialDelayMs: number, maxDelayMs: number, maxAttempts: number, drainJitterMs: number,
+ *   drainGraceMs: number, pingIntervalMs: number, pongTimeoutMs: number,
+ *   requestTimeoutMs: number,
  *   iceEndpoint: string | null, iceWaitMs: number, refreshFraction: number, sendRate: number,
  *   sendBurst: number, maxQueuedFrames: number, ringTimeoutMs: number, maxIceRestarts: number
  * }} Settings
@@ -199,6 +208,14 @@ const OWN_EVENTS = new Set([
 
 /**
  * @typedef {'closed' | 'connecting' | 'open' | 'reconnecting'} ConnectionState
+ */
+
+/**
+ * What resumes the server's session after a lost connection (`auth_success` and the
+ * `reconnect` notice carry it). The token is a secret: it goes in `resume` frames only.
+ * @typedef {object} ResumeGrant
+ * @property {string} session
+ * @property {string} token
  */
 
 /**
@@ -900,15 +917,18 @@ class Outbox {
 /**
  * @typedef {object} RoomEntry
  * @property {Map<string, Member>} members The other members, as last heard.
- * @property {boolean} joined Whether `users_in_room` came on the current connection.
+ * @property {boolean} joined Whether `users_in_room` came on the current connection (or the
+ *   connection resumed a session that kept the room).
+ * @property {boolean} held Whether the server's session has the room: `users_in_room` came
+ *   during the current session. A resumed session keeps it; a new one has none.
  * @property {{resolve: (users: Member[]) => void, reject: (e: Error) => void,
  *   timer: any}[]} waiters
  */
 
 /**
  * The rooms a client is in or joining: their members as last heard, and the `join()` calls
- * waiting for `users_in_room`. Every room is joined again on each new connection; a refused
- * join drops its room.
+ * waiting for `users_in_room`. Every room is joined again on each new session; a resumed
+ * session keeps the rooms the server kept. A refused join drops its room.
  */
 class Rooms {
   /** @param {Clock} clock @param {number} timeoutMs */
@@ -943,7 +963,7 @@ class Rooms {
   wait(room) {
     let entry = this.entries.get(room);
     if (!entry) {
-      entry = { members: new Map(), joined: false, waiters: [] };
+      entry = { members: new Map(), joined: false, held: false, waiters: [] };
       this.entries.set(room, entry);
     }
     const waiters = entry.waiters;
@@ -972,6 +992,32 @@ class Rooms {
     this.inFlight = [];
   }
 
+  /** A new session: the server has none of the rooms (they are all joined again). */
+  newSession() {
+    for (const entry of this.entries.values()) entry.held = false;
+  }
+
+  /**
+   * A resumed session, which the server kept in `kept`. A room held before and kept is joined
+   * as it was (its members as last heard; what changed follows in the replay). A room joined
+   * again: one not held (its `join` was never answered, or came while away), one the server
+   * did not keep, and one a `join()` waits for (a `join` of a room the session is in answers
+   * `users_in_room` and announces nothing). A room left while away is left now.
+   * @param {string[]} kept The `rooms` of `resumed`.
+   * @returns {{join: string[], leave: string[]}}
+   */
+  resumed(kept) {
+    const server = new Set(kept);
+    /** @type {string[]} */
+    const join = [];
+    for (const [room, entry] of this.entries) {
+      if (!server.has(room)) entry.held = false;
+      if (entry.held && !entry.waiters.length) entry.joined = true;
+      else join.push(room);
+    }
+    return { join, leave: kept.filter((room) => !this.entries.has(room)) };
+  }
+
   /** @param {any} frame `users_in_room` */
   onUsersInRoom(frame) {
     this.inFlight = this.inFlight.filter((r) => r !== frame.room);
@@ -980,6 +1026,7 @@ class Rooms {
     const users = Array.isArray(frame.users) ? frame.users.map(memberOf) : [];
     entry.members = new Map(users.map((/** @type {Member} */ u) => [u.client_id, u]));
     entry.joined = true;
+    entry.held = true;
     this.settle(frame.room, null, users);
   }
 
@@ -1069,6 +1116,7 @@ class Rooms {
  * @property {number} id
  * @property {WebSocketLike} ws
  * @property {string | null} token Held until authenticated, for `auth_token`.
+ * @property {boolean} resuming A `resume` is (to be) sent after `auth_required`, unanswered.
  * @property {boolean} authed
  * @property {any} lastError The last error frame.
  * @property {string | null} drain The reason of a `reconnect` notice.
@@ -1084,8 +1132,8 @@ class Rooms {
  * Events (`on(type, fn)` calls `fn(detail)`; `addEventListener` gets a `SwitchboardEvent`):
  * `state`, `message` (every frame), one per frame type (`auth_success`, `users_in_room`,
  * `user_joined`, `user_left`, `offer`, `answer`, `ice_candidate`, `signal`, `webrtc_offer`,
- * `webrtc_answer`, `webrtc_ice_candidate`, `pong`, `reconnect`, `error`, ...), `incoming`,
- * `iceservers`, `token`, `token_error`.
+ * `webrtc_answer`, `webrtc_ice_candidate`, `pong`, `reconnect`, `error`, ...), `resumed`,
+ * `resume_failed`, `incoming`, `iceservers`, `token`, `token_error`.
  */
 export class SwitchboardClient extends Emitter {
   /** @param {ClientOptions} [options] */
@@ -1134,6 +1182,10 @@ export class SwitchboardClient extends Emitter {
     this._state = 'closed';
     /** @type {Session | null} */
     this._session = null;
+    /** @type {ResumeGrant | null} The server's session, while it may be resumed. */
+    this._resume = null;
+    /** The highest `seq` received in the current session (0: none). */
+    this._lastSeq = 0;
     /** @type {Connection | null} */
     this._conn = null;
     this._connSeq = 0;
@@ -1173,6 +1225,16 @@ export class SwitchboardClient extends Emitter {
   /** `{user, userId, clientId}` of the last `auth_success`, or null. */
   get session() {
     return this._session;
+  }
+
+  /** The id of the server's session this client would resume after a lost connection, or null. */
+  get sessionId() {
+    return this._resume?.session ?? null;
+  }
+
+  /** The highest `seq` received in the current session (0 before the first). */
+  get lastSeq() {
+    return this._lastSeq;
   }
 
   /** The rooms this client is in, or joining. */
@@ -1413,9 +1475,12 @@ export class SwitchboardClient extends Emitter {
       );
       return;
     }
+    // A session the server may have kept is resumed with message auth: `resume` after
+    // `auth_required`, the token kept for `auth_token` should the resume fail.
+    const resuming = this.options.resume && this._resume !== null;
     let ws;
     try {
-      ws = new this._WebSocket(this._socketUrl(token));
+      ws = new this._WebSocket(this._socketUrl(token, resuming));
     } catch (error) {
       this._giveUp(
         new SwitchboardError('invalid_url', 'cannot open the WebSocket', { cause: error }),
@@ -1428,6 +1493,7 @@ export class SwitchboardClient extends Emitter {
       id,
       ws,
       token,
+      resuming,
       authed: false,
       lastError: null,
       drain: null,
@@ -1441,10 +1507,14 @@ export class SwitchboardClient extends Emitter {
     ws.onerror = () => {};
   }
 
-  /** @internal @param {string} token */
-  _socketUrl(token) {
+  /**
+   * The upgrade URL; `query` mode puts the token in it, except for a resume (a token with the
+   * upgrade authenticates at once, and a `resume` after that is too late).
+   * @internal @param {string} token @param {boolean} resuming
+   */
+  _socketUrl(token, resuming) {
     const url = endpoint(this.options.url, '/ws', 'ws');
-    if (this.options.authMode === 'query') {
+    if (this.options.authMode === 'query' && !resuming) {
       url.searchParams.set('token', token);
       url.searchParams.set('client_id', this._clientId);
     }
@@ -1462,12 +1532,25 @@ export class SwitchboardClient extends Emitter {
       return;
     }
     if (!frame || typeof frame !== 'object' || typeof frame.type !== 'string') return;
+    if (Number.isSafeInteger(frame.seq) && frame.seq > 0) {
+      // Each frame of a session once: a replay never repeats one already handled.
+      if (frame.seq <= this._lastSeq) return;
+      this._lastSeq = frame.seq;
+    }
+    /** @type {[string, any] | null} An event of the client's own for this frame. */
+    let own = null;
     switch (frame.type) {
       case 'auth_required':
         this._sendAuth(conn);
         break;
       case 'auth_success':
         this._onAuthenticated(conn, frame);
+        break;
+      case 'resumed':
+        own = this._onResumed(conn, frame);
+        break;
+      case 'resume_failed':
+        own = this._onResumeFailed(conn, frame);
         break;
       case 'users_in_room':
         this._rooms.onUsersInRoom(frame);
@@ -1482,32 +1565,50 @@ export class SwitchboardClient extends Emitter {
         this._onDrainNotice(conn, frame);
         break;
       case 'error':
-        this._onErrorFrame(conn, frame);
+        own = this._onErrorFrame(conn, frame);
         break;
       default:
         break;
     }
-    this._emit('message', frame);
-    if (!OWN_EVENTS.has(frame.type)) this._emit(frame.type, frame);
+    const shown = withoutSecrets(frame);
+    this._emit('message', shown);
+    if (!OWN_EVENTS.has(frame.type)) this._emit(frame.type, shown);
+    if (own) this._emit(own[0], own[1]);
     this._routeSignal(frame);
   }
 
-  /** @internal @param {Connection} conn */
+  /** `resume` when resuming, else `auth_token`. @internal @param {Connection} conn */
   _sendAuth(conn) {
+    const grant = this._resume;
+    if (conn.resuming && grant) {
+      this._outbox.spend();
+      this._write(conn, {
+        type: 'resume',
+        session: grant.session,
+        resume_token: grant.token,
+        last_seq: this._lastSeq,
+      });
+      return;
+    }
+    conn.resuming = false;
     if (!conn.token) return;
     this._outbox.spend();
     this._write(conn, { type: 'auth_token', token: conn.token, clientId: this._clientId });
   }
 
-  /** @internal @param {Connection} conn @param {any} frame */
+  /** A new session. @internal @param {Connection} conn @param {any} frame */
   _onAuthenticated(conn, frame) {
     conn.authed = true;
+    conn.resuming = false;
     conn.token = null;
     this._attempt = 0;
     this._tokenRetried = false;
     this._clientIdRetries = 0;
     this._clientId = frame.client_id;
     this._session = { user: frame.user, userId: frame.user_id, clientId: frame.client_id };
+    this._resume = this.options.resume ? resumeGrantOf(frame) : null;
+    this._lastSeq = 0;
+    this._rooms.newSession();
     this._ice.onAuthenticated(frame.ice_servers);
     this._startKeepalive(conn);
     const rooms = this._rooms.names();
@@ -1519,6 +1620,70 @@ export class SwitchboardClient extends Emitter {
     this._setState('open', { ...this._session });
     const waiters = this._connectWaiters.splice(0);
     for (const w of waiters) w.resolve(/** @type {Session} */ (this._session));
+  }
+
+  /**
+   * `resumed`: the session goes on with its client id and the rooms the server kept; nothing
+   * is joined again but what needs it (see Rooms.resumed). The frames it missed follow.
+   * @internal @param {Connection} conn @param {any} frame
+   * @returns {[string, any] | null} The `resumed` event.
+   */
+  _onResumed(conn, frame) {
+    if (!conn.resuming || conn.authed) return null;
+    conn.resuming = false;
+    conn.authed = true;
+    conn.token = null;
+    this._attempt = 0;
+    this._tokenRetried = false;
+    this._clientIdRetries = 0;
+    if (typeof frame.client_id === 'string') this._clientId = frame.client_id;
+    if (this._session) this._session = { ...this._session, clientId: this._clientId };
+    this._startKeepalive(conn);
+    const kept = Array.isArray(frame.rooms)
+      ? frame.rooms.filter((/** @type {unknown} */ r) => typeof r === 'string')
+      : [];
+    const { join, leave } = this._rooms.resumed(kept);
+    for (const room of join) this._rooms.sending(room);
+    this._outbox.attach(
+      (f) => this._write(conn, f),
+      [
+        ...leave.map((room) => ({ type: 'leave', room })),
+        ...join.map((room) => ({ type: 'join', room })),
+      ],
+    );
+    this._setState('open', { ...this._session, resumed: true });
+    const waiters = this._connectWaiters.splice(0);
+    for (const w of waiters) w.resolve(/** @type {Session} */ (this._session));
+    /** @type {Record<string, unknown>} */
+    const detail = { session: frame.session ?? this._resume?.session, rooms: kept };
+    if (frame.missed !== undefined) detail.missed = frame.missed;
+    return ['resumed', detail];
+  }
+
+  /**
+   * `resume_failed`: the session is gone (or cannot be made whole). Authenticate afresh on the
+   * same connection, with the same client id; the rooms are joined again at `auth_success`.
+   * @internal @param {Connection} conn @param {any} frame
+   * @returns {[string, any] | null} The `resume_failed` event.
+   */
+  _onResumeFailed(conn, frame) {
+    if (!conn.resuming || conn.authed) return null;
+    const reason = typeof frame.reason === 'string' ? frame.reason : 'unknown';
+    this._resumeFailed(conn);
+    /** @type {Record<string, unknown>} */
+    const detail = { reason };
+    if (typeof frame.message === 'string') detail.message = frame.message;
+    return ['resume_failed', detail];
+  }
+
+  /**
+   * Drops the session and sends `auth_token` instead; `auth_success` starts the new session.
+   * @internal @param {Connection} conn
+   */
+  _resumeFailed(conn) {
+    conn.resuming = false;
+    this._resume = null;
+    this._sendAuth(conn);
   }
 
   /** @internal @param {Connection} conn @param {number} code @param {string} reason */
@@ -1622,6 +1787,7 @@ export class SwitchboardClient extends Emitter {
    */
   _giveUp(error, detail) {
     this._wanted = false;
+    this._resume = null;
     this._outbox.clear();
     this._ice.stop();
     this._tokens.stop();
@@ -1689,6 +1855,9 @@ export class SwitchboardClient extends Emitter {
    */
   _onDrainNotice(conn, frame) {
     conn.drain = typeof frame.reason === 'string' ? frame.reason : 'shutdown';
+    // The notice hands over the session to resume; one without, or `node_evicted` (the rooms
+    // were told this client left), leaves nothing to resume.
+    if (this._resume) this._resume = conn.drain === 'node_evicted' ? null : resumeGrantOf(frame);
     if (conn.drainTimer !== null) return;
     conn.drainTimer = this._clock.setTimeout(
       () => this._abandon(conn, 'drain', CloseCode.SERVICE_RESTART),
@@ -1715,10 +1884,19 @@ export class SwitchboardClient extends Emitter {
 
   // --- internals: error frames -------------------------------------------------------------
 
-  /** @internal @param {Connection} conn @param {any} frame */
+  /**
+   * @internal @param {Connection} conn @param {any} frame
+   * @returns {[string, any] | null} A `resume_failed` event, for an error answering `resume`.
+   */
   _onErrorFrame(conn, frame) {
-    conn.lastError = frame;
     const code = frame.code;
+    if (conn.resuming && !conn.authed) {
+      // A node that does not take `resume` (or not this one) answers it with an error and
+      // waits for a token: authenticate afresh, as after `resume_failed`.
+      this._resumeFailed(conn);
+      return ['resume_failed', { reason: typeof code === 'string' ? code : 'error' }];
+    }
+    conn.lastError = frame;
     if (code === 'rate_limited' && conn.authed && Number(frame.retry_after_ms) > 0) {
       this._outbox.pause(Number(frame.retry_after_ms));
     }
@@ -1726,6 +1904,7 @@ export class SwitchboardClient extends Emitter {
       JOIN_REFUSALS.has(code) && (frame.room !== undefined || code === 'too_many_rooms');
     if (joinRefusal && conn.authed && !frame.target_user_id) this._rooms.refuse(frame);
     this._endCallsOnError(frame);
+    return null;
   }
 
   /** A signal that cannot reach its peer ends the call with it. @internal @param {any} frame */
@@ -1903,6 +2082,26 @@ export class SwitchboardClient extends Emitter {
 /** @param {Record<string, unknown>} o */
 function stripUndefined(o) {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * The session and resume token a frame (`auth_success`, `reconnect`) carries, or null.
+ * @param {any} frame @returns {ResumeGrant | null}
+ */
+function resumeGrantOf(frame) {
+  const { session, resume_token: token } = frame;
+  if (typeof session !== 'string' || !session || typeof token !== 'string' || !token) return null;
+  return { session, token };
+}
+
+/**
+ * The frame as events show it: without the resume token (a secret), otherwise as it came.
+ * @param {any} frame
+ */
+function withoutSecrets(frame) {
+  if (!('resume_token' in frame)) return frame;
+  const { resume_token: _secret, ...shown } = frame;
+  return shown;
 }
 
 /** @param {any} f @returns {Member} */

@@ -67,13 +67,29 @@ export function sequence(...values) {
 
 const ROOM_SIGNALS = new Set(['offer', 'answer', 'ice_candidate', 'signal']);
 const USER_SIGNALS = new Set(['webrtc_offer', 'webrtc_answer', 'webrtc_ice_candidate']);
+/** Frames the server writes itself: never numbered with `seq`. */
+const ANSWERS = new Set([
+  'auth_required',
+  'auth_success',
+  'resumed',
+  'resume_failed',
+  'users_in_room',
+  'pong',
+  'error',
+]);
 
 /**
  * An in-memory Switchboard node. Tokens are looked up in `tokens`: a token maps to
  * `{sub, name}` or to `{error: 'token_expired' | 'unauthorized' | ...}`.
+ *
+ * With `resume: true` every connection is a session, as with a `resume_window`:
+ * `auth_success` carries `session` and `resume_token`, delivered frames carry `seq`, and a
+ * connection lost without a close (`lose`, `sever`, a 1006 or 4003 from `close`) is parked:
+ * still in its rooms, what is sent to it kept, until `resume` takes it up again or `expire`
+ * ends it. A close from the client or any other close from the server ends it.
  */
 export class FakeServer {
-  constructor({ iceServers } = {}) {
+  constructor({ iceServers, resume = false } = {}) {
     /** @type {Map<string, any>} */
     this.tokens = new Map();
     /** @type {ServerConn[]} */
@@ -92,6 +108,11 @@ export class FakeServer {
     this.schedule = (fn) => queueMicrotask(fn);
     /** Room member cap. */
     this.roomCap = 10;
+    /** Whether connections are sessions that can be resumed. */
+    this.resume = resume;
+    /** When set, `resume` is answered `resume_failed` with this reason. */
+    this.refuseResume = null;
+    this.sessionSeq = 0;
     const server = this;
 
     /** The WebSocket constructor to inject. */
@@ -120,17 +141,18 @@ export class FakeServer {
         if (this.readyState !== 1) return;
         const frame = JSON.parse(text);
         this.sent.push(frame);
-        if (this.conn) server.onFrame(this.conn, frame);
+        if (this.conn && !this.severed) server.onFrame(this.conn, frame);
       }
 
       close(code = 1000, reason = '') {
         if (this.readyState >= 2) return;
         this.readyState = 2;
-        const conn = this.conn;
+        // A severed link carries no close frame: the server never hears of it.
+        const conn = this.severed ? null : this.conn;
         queueMicrotask(() => {
           if (conn) server.drop(conn);
           this.readyState = 3;
-          this.onclose?.({ code, reason, wasClean: true });
+          this.onclose?.({ code, reason, wasClean: !this.severed });
         });
       }
 
@@ -146,7 +168,7 @@ export class FakeServer {
       }
 
       _deliver(frame) {
-        if (this.readyState !== 1 || this.serverClosed) return;
+        if (this.readyState !== 1 || this.serverClosed || this.severed) return;
         const text = JSON.stringify(frame);
         server.schedule(() => {
           if (this.readyState === 1) this.onmessage?.({ data: text });
@@ -183,8 +205,12 @@ export class FakeServer {
     if (this.mute) return;
     if (!conn.user) {
       if (frame.type === 'auth_token') this.authenticate(conn, frame.token, frame.clientId);
+      else if (frame.type === 'resume') this.resumeSession(conn, frame);
       else conn.send({ type: 'error', code: 'unauthorized', message: 'authenticate first' });
       return;
+    }
+    if (frame.type === 'resume' || frame.type === 'auth_token') {
+      return conn.send({ type: 'error', code: 'already_authenticated', message: 'already' });
     }
     if (frame.type === 'ping') return conn.send({ type: 'pong' });
     if (frame.type === 'join') return this.join(conn, frame.room);
@@ -215,7 +241,55 @@ export class FakeServer {
     conn.clientId = id;
     const success = { type: 'auth_success', user: grant.name, user_id: grant.sub, client_id: id };
     if (this.iceServers) success.ice_servers = this.iceServers;
+    if (this.resume) {
+      this.sessionSeq += 1;
+      conn.session = {
+        id: `session-${String(this.sessionSeq).padStart(14, '0')}`,
+        token: `resume-token-${this.sessionSeq}-${Math.floor(Math.random() * 1e9)}`,
+      };
+      Object.assign(success, { session: conn.session.id, resume_token: conn.session.token });
+    }
     conn.send(success);
+  }
+
+  /** A `resume` on the unauthenticated connection `fresh`. */
+  resumeSession(fresh, frame) {
+    const { session, resume_token: token, last_seq: lastSeq } = frame;
+    if (typeof session !== 'string' || typeof token !== 'string') {
+      return fresh.send({ type: 'error', code: 'missing_field', message: 'session?' });
+    }
+    if (!Number.isSafeInteger(lastSeq) || lastSeq < 0) {
+      return fresh.send({ type: 'error', code: 'invalid_field', message: 'last_seq?' });
+    }
+    const parked = this.conns.find((c) => c.parked && c.session?.id === session);
+    const reason = !this.resume
+      ? 'disabled'
+      : this.refuseResume
+        ? this.refuseResume
+        : !parked
+          ? 'expired'
+          : parked.session.token !== token
+            ? 'invalid_token'
+            : lastSeq > parked.seq
+              ? 'overflow'
+              : null;
+    if (reason) {
+      return fresh.send({ type: 'resume_failed', reason, message: `cannot resume: ${reason}` });
+    }
+    // The session takes the new socket; the unauthenticated connection is gone.
+    this.conns.splice(this.conns.indexOf(fresh), 1);
+    const { ws } = fresh;
+    ws.conn = parked;
+    parked.ws = ws;
+    parked.parked = false;
+    parked.send({
+      type: 'resumed',
+      session: parked.session.id,
+      client_id: parked.clientId,
+      rooms: [...parked.rooms],
+    });
+    parked.replayed = parked.numbered.filter((f) => f.seq > lastSeq);
+    for (const f of parked.replayed) ws._deliver(f);
   }
 
   members(room) {
@@ -312,15 +386,53 @@ export class FakeServer {
     for (const c of targets) c.send(out);
   }
 
-  /** The server closes `conn` with `code`. */
+  /**
+   * The server closes `conn` with `code`. A session parks on 1006 (no close frame) and 4003
+   * (silent past the idle timeout); every other close ends it.
+   */
   close(conn, code, reason = '') {
-    this.drop(conn);
+    if (conn.session && !conn.parked && (code === 1006 || code === 4003)) {
+      this.park(conn);
+    } else {
+      this.drop(conn);
+    }
     conn.ws._serverClose(code, reason);
   }
 
-  /** A drain: the notice, then 1012. */
+  /** The link drops: the client sees 1006, the session (if any) is parked. */
+  lose(conn) {
+    this.close(conn, 1006, '');
+  }
+
+  /**
+   * The link goes dead and nobody is told: frames vanish both ways, no close reaches either
+   * side (the client notices by its keepalive); the server parks the session.
+   */
+  sever(conn) {
+    conn.ws.severed = true;
+    if (conn.session) this.park(conn);
+    else this.drop(conn);
+  }
+
+  /** Keeps `conn`'s session for a resume: in its rooms, its frames numbered and kept. */
+  park(conn) {
+    conn.parked = true;
+    conn.ws.conn = null;
+  }
+
+  /** A parked session's window ends: it leaves. */
+  expire(conn) {
+    conn.parked = false;
+    this.drop(conn);
+  }
+
+  /** A drain: the notice (with the session, for `shutdown`), then 1012. */
   drain(conn, reason = 'shutdown') {
-    conn.send({ type: 'reconnect', reason });
+    const notice = { type: 'reconnect', reason };
+    if (conn.session && reason === 'shutdown') {
+      Object.assign(notice, { session: conn.session.id, resume_token: conn.session.token });
+    }
+    conn.send(notice);
     this.close(conn, 1012, 'service restart');
   }
 
@@ -352,11 +464,26 @@ class ServerConn {
     this.rooms = new Set();
     /** Frames this connection was sent. */
     this.out = [];
+    /** The session (`{id, token}`), when the server hands out sessions. */
+    this.session = null;
+    /** Whether the session waits for a resume. */
+    this.parked = false;
+    /** The last `seq` given out, and every numbered frame. */
+    this.seq = 0;
+    this.numbered = [];
+    /** The frames the last resume replayed. */
+    this.replayed = [];
   }
 
   send(frame) {
-    this.out.push(frame);
-    this.ws._deliver(frame);
+    let out = frame;
+    if (this.session && !ANSWERS.has(frame.type)) {
+      this.seq += 1;
+      out = { seq: this.seq, ...frame };
+      this.numbered.push(out);
+    }
+    this.out.push(out);
+    if (!this.parked) this.ws._deliver(out);
   }
 
   view() {
