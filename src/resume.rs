@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::hub::Hub;
 use crate::metrics as m;
@@ -211,10 +211,23 @@ impl Refusal {
     }
 }
 
-/// The node's parked sessions.
+/// How long a `resume` of a live session waits for its old connection to let go.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
+
+/// A session whose connection is live: asked to let go when a good `resume` arrives (the
+/// client saw the connection die before this node did).
+struct Live {
+    ticket: Ticket,
+    detach: Arc<Notify>,
+}
+
+/// The node's sessions: parked ones, and live ones that a `resume` may take over.
 pub struct Resumes {
     window: Duration,
     parked: Mutex<HashMap<String, Parked>>,
+    live: Mutex<HashMap<String, Live>>,
+    /// Woken at each park, for a `resume` waiting for a live session to let go.
+    parking: Notify,
     generation: AtomicU64,
 }
 
@@ -224,6 +237,8 @@ impl Resumes {
         Self {
             window,
             parked: Mutex::default(),
+            live: Mutex::default(),
+            parking: Notify::new(),
             generation: AtomicU64::new(0),
         }
     }
@@ -234,6 +249,31 @@ impl Resumes {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that `ticket`'s session is live on a connection that lets go when `detach` is
+    /// notified (it then parks as if its socket had dropped).
+    pub fn attach(&self, ticket: &Ticket, detach: Arc<Notify>) {
+        let live = Live {
+            ticket: ticket.clone(),
+            detach,
+        };
+        self.live().insert(ticket.grant.session.clone(), live);
+    }
+
+    /// The session's connection that `detach` belongs to ended (it parked, or left).
+    pub fn detached(&self, ticket: &Ticket, detach: &Arc<Notify>) {
+        let mut live = self.live();
+        if live
+            .get(&ticket.grant.session)
+            .is_some_and(|l| Arc::ptr_eq(&l.detach, detach))
+        {
+            live.remove(&ticket.grant.session);
+        }
     }
 
     /// Sessions parked now.
@@ -250,6 +290,7 @@ impl Resumes {
         let control = Arc::clone(&parked.control);
         self.lock().insert(id.clone(), parked);
         metrics::gauge!(m::SESSIONS_PARKED).increment(1.0);
+        self.parking.notify_waiters();
         let (resumes, hub, window) = (Arc::clone(self), Arc::clone(hub), self.window);
         tokio::spawn(async move {
             let ended = tokio::select! {
@@ -272,6 +313,41 @@ impl Resumes {
         let found = parked.remove(id);
         metrics::gauge!(m::SESSIONS_PARKED).decrement(1.0);
         found
+    }
+
+    /// [`Resumes::take`], and for a session still live on another connection of this node
+    /// (whose death the client saw first), with the right token: that connection lets go and
+    /// parks, and the session is taken from there.
+    pub async fn resume(&self, id: &str, token: &str, last_seq: u64) -> Result<Parked, Refusal> {
+        let refused = match self.take(id, token, last_seq) {
+            Err(Refusal::Expired) => Refusal::Expired,
+            taken => return taken,
+        };
+        let parking = self.parking.notified();
+        tokio::pin!(parking);
+        parking.as_mut().enable();
+        let detach = match self.live().get(id) {
+            Some(live) if live.ticket.admits(token) => Arc::clone(&live.detach),
+            Some(_) => return Err(Refusal::InvalidToken),
+            None => return Err(refused),
+        };
+        detach.notify_one();
+        let deadline = tokio::time::Instant::now() + DETACH_WAIT;
+        loop {
+            if tokio::time::timeout_at(deadline, parking.as_mut())
+                .await
+                .is_err()
+            {
+                return Err(Refusal::Expired);
+            }
+            match self.take(id, token, last_seq) {
+                Err(Refusal::Expired) => {
+                    parking.set(self.parking.notified());
+                    parking.as_mut().enable();
+                }
+                taken => return taken,
+            }
+        }
     }
 
     /// Takes session `id` up again if `token` is its resume token and it still has what was

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
 use crate::auth::Identity;
@@ -115,6 +115,8 @@ struct Conn {
     /// The socket ended without a close from either side (it dropped, a write failed, the
     /// client went silent): the session may be parked for a resume.
     dropped: bool,
+    /// Notified when a `resume` on another connection takes this session over.
+    detach: Option<Arc<Notify>>,
 }
 
 /// What a token says of whom its user-addressed signals may go to.
@@ -177,6 +179,7 @@ pub fn run(
         span,
         replay: None,
         dropped: false,
+        detach: None,
     });
     run_boxed(conn, start)
 }
@@ -401,7 +404,12 @@ impl Conn {
                     session,
                     resume_token,
                     last_seq,
-                }) => match self.state.resumes.take(&session, &resume_token, last_seq) {
+                }) => match self
+                    .state
+                    .resumes
+                    .resume(&session, &resume_token, last_seq)
+                    .await
+                {
                     Ok(parked) => {
                         metrics::counter!(m::RESUMES, "result" => "resumed").increment(1);
                         return Ok(Authenticated::Resumed(Box::new(parked), last_seq));
@@ -498,6 +506,9 @@ impl Conn {
             names: identity.peers,
         };
         self.replay = ticket.is_some().then(|| Replay::new(config.outbox_frames));
+        if let Some(ticket) = &ticket {
+            self.attach(ticket);
+        }
         drop(config);
         let code = if !Box::pin(self.send(&success)).await {
             CloseCode::Normal
@@ -516,6 +527,13 @@ impl Conn {
             ticket,
         };
         Box::pin(self.end(live, code)).instrument(span).await
+    }
+
+    /// Lets a `resume` on another connection take this session over.
+    fn attach(&mut self, ticket: &Ticket) {
+        let detach = Arc::new(Notify::new());
+        self.state.resumes.attach(ticket, Arc::clone(&detach));
+        self.detach = Some(detach);
     }
 
     /// Counts the user's messages against its budget, when there is one.
@@ -557,6 +575,7 @@ impl Conn {
         // `take` checked that the replay still holds everything after `last_seq`.
         let missed = replay.after(last_seq).unwrap_or_default();
         self.replay = Some(replay);
+        self.attach(&ticket);
         let mut session = session;
         let mut outbox = outbox;
         let code = if !self.send(&resumed).await || !self.write_numbered(missed).await {
@@ -604,6 +623,13 @@ impl Conn {
             ticket,
         } = live;
         let hub = Arc::clone(&self.state.hub);
+        let detach = self.detach.take();
+        // Parked first, then no longer live: a `resume` always finds the session in one place.
+        let detached = |resumes: &crate::resume::Resumes, ticket: &Ticket| {
+            if let Some(detach) = &detach {
+                resumes.detached(ticket, detach);
+            }
+        };
         match (ticket, self.replay.take()) {
             (Some(ticket), Some(replay)) if self.dropped && control.code().is_none() => {
                 let peers = std::mem::take(&mut self.peers);
@@ -618,9 +644,17 @@ impl Conn {
                     peers.names,
                 );
                 tracing::debug!("connection lost; session parked for a resume");
-                self.state.resumes.park(&hub, parked);
+                let resumes = Arc::clone(&self.state.resumes);
+                let ticket = parked.ticket.clone();
+                resumes.park(&hub, parked);
+                detached(&resumes, &ticket);
             }
-            _ => hub.disconnect(&session.me).await,
+            (ticket, _) => {
+                if let Some(ticket) = &ticket {
+                    detached(&self.state.resumes, ticket);
+                }
+                hub.disconnect(&session.me).await;
+            }
         }
         code
     }
@@ -672,6 +706,14 @@ impl Conn {
         // registration each time.
         let closed = control.closed();
         tokio::pin!(closed);
+        let detach = self.detach.clone();
+        let detached = async move {
+            match detach {
+                Some(detach) => detach.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(detached);
         loop {
             tokio::select! {
                 biased;
@@ -726,6 +768,12 @@ impl Conn {
                     {
                         return code;
                     }
+                }
+                () = &mut detached => {
+                    // A `resume` on another connection takes the session over: this one parks
+                    // it, as if its socket had dropped, and is closed as replaced.
+                    self.dropped = true;
+                    return CloseCode::Replaced;
                 }
                 _ = keepalive.tick() => {
                     if std::mem::take(&mut self.seen) {

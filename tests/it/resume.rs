@@ -198,11 +198,13 @@ async fn forged_and_other_sessions_tokens_are_refused_and_harm_nothing() {
 
     // None of it harmed the session: the right token resumes it.
     alice.expect_quiet().await;
-    let (_bob, answer) = resume(&node, "/ws/r", &grant, 0).await;
+    let (mut first, answer) = resume(&node, "/ws/r", &grant, 0).await;
     assert_eq!(answer["type"], "resumed", "{answer}");
-    // A resumed session's token cannot be used twice at once.
-    let (_, answer) = resume(&node, "/ws/r", &grant, 0).await;
-    assert_eq!(answer["reason"], "expired", "{answer}");
+    // Used again, the token moves the session to the newest connection; one holds it at a time.
+    let (_second, answer) = resume(&node, "/ws/r", &grant, 0).await;
+    assert_eq!(answer["type"], "resumed", "{answer}");
+    assert_eq!(first.drain_until_close().await.1, 4001);
+    alice.expect_quiet().await;
 }
 
 #[tokio::test]
@@ -373,4 +375,39 @@ async fn a_storm_of_resumes_each_gets_exactly_what_it_missed() {
     }
     assert_eq!(node.state.resumes.parked(), 0);
     assert_eq!(clients.len(), CLIENTS);
+}
+
+#[tokio::test]
+async fn a_resume_takes_over_a_session_whose_death_only_the_client_saw() {
+    let node = spawn_node(test_config());
+    let (mut alice, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut old, _) = Client::join(&node, "r", "bob", "b1").await;
+    alice.recv_type("user_joined").await;
+    let grant = old.resume.clone().unwrap();
+    alice.send(candidate(1)).await;
+    old.recv_type("ice_candidate").await;
+    // The old connection looks dead to bob (no pongs), but the node still holds it; candidates
+    // 2 and 3 are written to it and never read.
+    let last_seq = old.last_seq;
+    alice.send(candidate(2)).await;
+    alice.send(candidate(3)).await;
+    alice.expect_quiet().await;
+
+    // A wrong token changes nothing.
+    let forged = (grant.0.clone(), "B".repeat(43));
+    let (_, answer) = resume(&node, "/ws/r", &forged, last_seq).await;
+    assert_eq!(answer["reason"], "invalid_token", "{answer}");
+
+    let (mut bob, answer) = resume(&node, "/ws/r", &grant, last_seq).await;
+    assert_eq!(answer["type"], "resumed", "{answer}");
+    for n in 2..=3 {
+        assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), n);
+    }
+    // The old connection was let go as replaced; nobody saw bob leave or join.
+    let (_, code) = old.drain_until_close().await;
+    assert_eq!(code, 4001);
+    alice.send(candidate(4)).await;
+    assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), 4);
+    alice.expect_quiet().await;
+    assert_eq!(node.state.resumes.parked(), 0);
 }
