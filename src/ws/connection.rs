@@ -240,8 +240,19 @@ impl Conn {
 
     /// Writes one message; `false` when the socket is gone or the client stopped reading
     /// (the write took longer than `write_timeout`).
+    /// Once the session is numbered (after `auth_success` or `resumed`), the frame gets its
+    /// `seq` and a place in the replay, as the outbox's frames do: a `resume` gets back every
+    /// frame the server wrote, answers included.
     async fn send(&mut self, message: &ServerMessage) -> bool {
-        self.write(Message::Text(message.to_json().into())).await
+        let text = message.to_json();
+        let message = match &mut self.replay {
+            Some(replay) => {
+                let frame = Frame::from(text);
+                super::socket_text_seq(&frame, replay.record(&frame))
+            }
+            None => Message::Text(text.into()),
+        };
+        self.write(message).await
     }
 
     /// Every write outside the outbox's goes through here, bounded by `write_timeout`: a client
@@ -505,12 +516,15 @@ impl Conn {
             admin: identity.admin,
             names: identity.peers,
         };
-        self.replay = ticket.is_some().then(|| Replay::new(config.outbox_frames));
+        let replay = ticket.is_some().then(|| Replay::new(config.outbox_frames));
         if let Some(ticket) = &ticket {
             self.attach(ticket);
         }
         drop(config);
-        let code = if !Box::pin(self.send(&success)).await {
+        let sent = Box::pin(self.send(&success)).await;
+        // Numbered from here on.
+        self.replay = replay;
+        let code = if !sent {
             CloseCode::Normal
         } else if let Some(code) = Box::pin(self.initial_join(&mut session, room))
             .instrument(span.clone())
@@ -574,11 +588,13 @@ impl Conn {
         };
         // `take` checked that the replay still holds everything after `last_seq`.
         let missed = replay.after(last_seq).unwrap_or_default();
-        self.replay = Some(replay);
         self.attach(&ticket);
         let mut session = session;
         let mut outbox = outbox;
-        let code = if !self.send(&resumed).await || !self.write_numbered(missed).await {
+        // `resumed` is not numbered: the replay's numbers follow `last_seq`.
+        let sent = self.send(&resumed).await && self.write_numbered(missed).await;
+        self.replay = Some(replay);
+        let code = if !sent {
             CloseCode::Normal
         } else {
             self.main_loop(&mut session, &control, &mut outbox).await

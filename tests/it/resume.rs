@@ -235,13 +235,14 @@ async fn a_session_that_fell_too_far_behind_cannot_resume() {
         bob.recv_type("ice_candidate").await;
     }
     let grant = bob.resume.clone().unwrap();
+    let last_seq = bob.last_seq;
     drop(bob);
     parked(&node, 1).await;
-    // Bob says he saw nothing: the first 12 are gone.
+    // Bob says he saw nothing: the first frames are gone.
     let (_, answer) = resume(&node, "/ws/r", &grant, 0).await;
     assert_eq!(answer["reason"], "overflow", "{answer}");
     // The session is still there for an honest last_seq.
-    let (mut bob, answer) = resume(&node, "/ws/r", &grant, 20).await;
+    let (mut bob, answer) = resume(&node, "/ws/r", &grant, last_seq).await;
     assert_eq!(answer["type"], "resumed", "{answer}");
     bob.expect_quiet().await;
 }
@@ -301,7 +302,32 @@ async fn a_client_cannot_forge_the_seq_of_what_it_relays() {
     // `accept` would fail on a second or wrong `seq`; the frame has exactly bob's.
     let offer = bob.recv_type("offer").await;
     assert!(offer.get("seq").is_none());
-    assert_eq!(bob.last_seq, 1);
+    // `users_in_room` was 1.
+    assert_eq!(bob.last_seq, 2);
+}
+
+#[tokio::test]
+async fn answers_written_before_the_drop_are_replayed_too() {
+    let node = spawn_node(test_config());
+    let (mut bob, _) = Client::join(&node, "r", "bob", "b1").await;
+    let grant = bob.resume.clone().unwrap();
+    let last_seq = bob.last_seq;
+    // An error, a join's `users_in_room` and a pong, written; bob will say he never got them.
+    bob.send(json!({"type": "offer", "to": "nobody", "offer": {"type": "offer", "sdp": "v=0"}}))
+        .await;
+    bob.expect_error("peer_not_found").await;
+    bob.send(json!({"type": "join", "room": "second"})).await;
+    bob.recv_type("users_in_room").await;
+    bob.send(json!({"type": "ping"})).await;
+    bob.recv_type("pong").await;
+    drop(bob);
+    parked(&node, 1).await;
+    let (mut bob, answer) = resume(&node, "/ws", &grant, last_seq).await;
+    assert_eq!(answer["rooms"], json!(["r", "second"]));
+    bob.expect_error("peer_not_found").await;
+    assert_eq!(bob.recv_type("users_in_room").await["room"], "second");
+    bob.recv_type("pong").await;
+    bob.expect_quiet().await;
 }
 
 #[tokio::test]
