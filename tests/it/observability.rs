@@ -223,6 +223,29 @@ async fn scripted_session(addr: std::net::SocketAddr) -> Secrets {
     bob.send(json!({"type":"ice_candidate","to":from,"candidate":{"candidate":ICE_MARKER}}))
         .await;
     alice.recv_type("ice_candidate").await;
+
+    // Bob's connection drops; a resume with a forged token is refused, his own resumes it.
+    let grant = bob.resume.clone().expect("a session to resume");
+    secrets.push(("resume token", grant.1.clone()));
+    let last_seq = bob.last_seq;
+    drop(bob);
+    let mut bob = connect(&format!("ws://{addr}/ws/call")).await.unwrap();
+    bob.recv_type("auth_required").await;
+    let forged = "f".repeat(43);
+    bob.send(json!({"type":"resume","session":grant.0,"resume_token":forged,"last_seq":last_seq}))
+        .await;
+    assert_eq!(
+        bob.recv_type("resume_failed").await["reason"],
+        "invalid_token"
+    );
+    bob.send(json!({"type":"resume","session":grant.0,"resume_token":grant.1,"last_seq":last_seq}))
+        .await;
+    bob.recv_type("resumed").await;
+    bob.last_seq = last_seq;
+    alice
+        .send(json!({"type":"ice_candidate","to":"b1","candidate":{"candidate":ICE_MARKER}}))
+        .await;
+    bob.recv_type("ice_candidate").await;
     secrets.push(("SDP body", SDP_MARKER.to_owned()));
     secrets.push(("ICE candidate", ICE_MARKER.to_owned()));
 
@@ -302,17 +325,23 @@ async fn a_scripted_session_moves_the_counters_by_what_it_did() {
     scripted_session(addr).await;
     let text = scrape(metrics).await;
 
-    for kind in ["offer", "answer", "ice_candidate"] {
+    for (kind, n) in [("offer", 1.0), ("answer", 1.0), ("ice_candidate", 2.0)] {
         let received = format!("switchboard_messages_received_total{{type=\"{kind}\"}}");
-        assert_eq!(value(&text, &received), 1.0, "{kind}");
+        assert_eq!(value(&text, &received), n, "{kind}");
         let delivered =
             format!("switchboard_messages_delivered_total{{type=\"{kind}\",scope=\"local\"}}");
-        assert_eq!(value(&text, &delivered), 1.0, "{kind}");
+        assert_eq!(value(&text, &delivered), n, "{kind}");
     }
+    let resumes = |result: &str| {
+        let series = format!("switchboard_resumes_total{{result=\"{result}\"}}");
+        sample(&text, &series).unwrap_or(0.0)
+    };
+    assert_eq!(resumes("resumed"), 1.0);
+    assert_eq!(resumes("invalid_token"), 1.0);
     let latency = "switchboard_relay_latency_seconds";
     assert_eq!(
         value(&text, &format!("{latency}_count{{scope=\"local\"}}")),
-        3.0
+        4.0
     );
     let sum = value(&text, &format!("{latency}_sum{{scope=\"local\"}}"));
     assert!((0.0..1.0).contains(&sum), "{sum}");
@@ -321,7 +350,7 @@ async fn a_scripted_session_moves_the_counters_by_what_it_did() {
             &text,
             &format!("{latency}_bucket{{scope=\"local\",le=\"+Inf\"}}")
         ),
-        3.0
+        4.0
     );
     let requests = |route: &str, method: &str, status: u16| {
         let series = format!(
@@ -335,7 +364,7 @@ async fn a_scripted_session_moves_the_counters_by_what_it_did() {
     assert_eq!(requests("/auth/refresh", "POST", 401), 4.0);
     assert_eq!(requests("/auth/refresh", "POST", 429), 1.0);
     assert_eq!(requests("/auth/turn-credentials", "GET", 200), 1.0);
-    assert_eq!(requests("/ws/{room}", "GET", 101), 5.0);
+    assert_eq!(requests("/ws/{room}", "GET", 101), 6.0);
     let duration =
         "switchboard_http_request_duration_seconds_count{method=\"POST\",route=\"/auth/login\"";
     assert_eq!(value(&text, &format!("{duration},status=\"200\"}}")), 2.0);
@@ -351,11 +380,12 @@ async fn a_scripted_session_moves_the_counters_by_what_it_did() {
     assert_eq!(auth("invalid"), 1.0);
     assert_eq!(auth("expired"), 1.0);
     assert_eq!(auth("forbidden"), 1.0);
+    assert_eq!(auth("resume_token"), 1.0);
     assert_eq!(
         value(&text, "switchboard_rate_limited_total{limit=\"auth_rate\"}"),
         1.0
     );
-    assert_eq!(value(&text, "switchboard_connections_opened_total"), 5.0);
+    assert_eq!(value(&text, "switchboard_connections_opened_total"), 6.0);
     assert_eq!(value(&text, "switchboard_turn_credentials_total"), 3.0);
     assert_eq!(value(&text, "switchboard_room_joins_total"), 2.0);
     assert!(value(&text, "switchboard_outbox_high_water") >= 1.0);
@@ -448,7 +478,7 @@ async fn the_log_of_a_whole_session_names_each_refusal_once_and_holds_no_secret(
         };
         let ip = field("ip", "127.0.0.1");
         let ws_route = field("route", "/ws/{room}");
-        for reason in ["invalid", "expired", "forbidden"] {
+        for reason in ["invalid", "expired", "forbidden", "resume_token"] {
             let refusal = with(&[&quoted("event", "auth_failure"), &quoted("reason", reason)]);
             assert_eq!(refusal.len(), 1, "{format} {reason}: {refusal:#?}\n{log}");
             assert!(refusal[0].contains("WARN") || refusal[0].contains("\"WARN\""));
