@@ -15,8 +15,9 @@ use switchboard::protocol::Member;
 use switchboard::protocol::RoomGrant;
 use switchboard::protocol::{ClientId, ConnId, NodeId, RoomId, UserId, inbound};
 use switchboard::protocol::{Frame, RoomSignalKind, Stamp, unix_micros};
+use switchboard::resume::Replay;
 use switchboard::signaling::{Action, Session};
-use switchboard::ws::socket_text;
+use switchboard::ws::{socket_text, socket_text_seq};
 
 /// A ~3 KB SDP offer and a ~250 B ICE candidate, as browsers send them.
 fn frames() -> [(&'static str, String); 2] {
@@ -122,6 +123,29 @@ fn socket_edge(c: &mut Criterion) {
     group.finish();
 }
 
+/// What resuming adds at the socket edge, per recipient: the frame with its `seq` in front (a
+/// copy, which spares the UTF-8 check of `socket_edge`), and its place in the session's replay
+/// (a shared handle, the oldest dropped once the replay is full).
+fn resume_edge(c: &mut Criterion) {
+    let session = session();
+    let mut group = c.benchmark_group("resume_edge");
+    for (name, text) in frames() {
+        let frame = match session.handle(inbound::parse(&text).unwrap()).unwrap() {
+            Action::SendRoom { frame, .. } => Frame::from(frame),
+            other => panic!("unexpected {other:?}"),
+        };
+        group.throughput(Throughput::Bytes(frame.len() as u64));
+        let mut replay = Replay::new(256);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let seq = replay.record(black_box(&frame));
+                socket_text_seq(black_box(&frame), seq)
+            })
+        });
+    }
+    group.finish();
+}
+
 /// What the limits add: a connection's message-rate check for every frame it sends (the pass
 /// path, as under normal load), with its user's, and per upgrade or `/auth` request the client's address behind a
 /// trusted proxy and the in-process throttle's hit.
@@ -212,6 +236,7 @@ criterion_group!(
     parse_and_handle,
     codec,
     socket_edge,
+    resume_edge,
     limits,
     relay_metrics
 );
