@@ -137,10 +137,15 @@ fn resume_edge(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(frame.len() as u64));
         let mut replay = Replay::new(256);
         group.bench_function(name, |b| {
-            b.iter(|| {
-                let seq = replay.record(black_box(&frame));
-                socket_text_seq(black_box(&frame), seq)
-            })
+            b.iter_batched(
+                || frame.clone(),
+                |frame| {
+                    let message = socket_text_seq(black_box(&frame), replay.next_seq());
+                    replay.record(frame);
+                    message
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();

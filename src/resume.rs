@@ -1,4 +1,4 @@
-//! Resuming a session whose connection was lost (`resume_window`, on by default).
+//! Resuming a session whose connection was lost (`resume_window`; off by default for now).
 //!
 //! Every authenticated connection is a *session*: an id and a resume token (`auth_success`
 //! carries both; the node keeps only the token's SHA-256). Every frame the delivery path writes
@@ -56,12 +56,18 @@ impl Replay {
         }
     }
 
-    /// Numbers `frame` and keeps it; returns its number.
-    pub fn record(&mut self, frame: &Frame) -> u64 {
+    /// The number the next frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Keeps `frame` under the next number; returns it. The frame is moved in, not cloned: a
+    /// clone of a frame's buffer would cost an allocation of its shared count, per delivery.
+    pub fn record(&mut self, frame: Frame) -> u64 {
         let seq = self.next;
         self.next += 1;
         self.bytes += frame.as_str().len();
-        self.frames.push_back((seq, frame.clone()));
+        self.frames.push_back((seq, frame));
         while self.frames.len() > self.max_frames || self.bytes > REPLAY_BYTES {
             let Some((_, old)) = self.frames.pop_front() else {
                 break;
@@ -394,7 +400,7 @@ mod tests {
         assert_eq!(replay.last(), 0);
         assert_eq!(replay.after(0).unwrap().len(), 0);
         for n in 1..=5u64 {
-            assert_eq!(replay.record(&Frame::from(format!("{{\"n\":{n}}}"))), n);
+            assert_eq!(replay.record(Frame::from(format!("{{\"n\":{n}}}"))), n);
         }
         assert_eq!(replay.last(), 5);
         let seqs =
@@ -413,7 +419,7 @@ mod tests {
         let mut replay = Replay::new(1000);
         let big = Frame::from(format!("{{\"x\":\"{}\"}}", "a".repeat(400 * 1024)));
         for _ in 0..4 {
-            replay.record(&big);
+            replay.record(big.clone());
         }
         assert!(replay.bytes <= REPLAY_BYTES);
         assert_eq!(replay.frames.len(), 2);

@@ -248,7 +248,9 @@ impl Conn {
         let message = match &mut self.replay {
             Some(replay) => {
                 let frame = Frame::from(text);
-                super::socket_text_seq(&frame, replay.record(&frame))
+                let message = super::socket_text_seq(&frame, replay.next_seq());
+                replay.record(frame);
+                message
             }
             None => Message::Text(text.into()),
         };
@@ -820,7 +822,11 @@ impl Conn {
                 m::delivered(stamp, *now.get_or_insert_with(unix_micros));
             }
             match replay {
-                Some(replay) => super::socket_text_seq(&frame, replay.record(&frame)),
+                Some(replay) => {
+                    let message = super::socket_text_seq(&frame, replay.next_seq());
+                    replay.record(frame);
+                    message
+                }
                 None => super::socket_text(frame),
             }
         };
@@ -842,7 +848,11 @@ impl Conn {
         let _ = tokio::time::timeout(deadline, async {
             while let Ok(frame) = outbox.try_recv() {
                 let message = match &mut self.replay {
-                    Some(replay) => super::socket_text_seq(&frame, replay.record(&frame)),
+                    Some(replay) => {
+                        let message = super::socket_text_seq(&frame, replay.next_seq());
+                        replay.record(frame);
+                        message
+                    }
                     None => super::socket_text(frame),
                 };
                 if self.socket.feed(message).await.is_err() {

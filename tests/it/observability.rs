@@ -150,6 +150,7 @@ fn session_node(format: &str, level: &str) -> NodeProcess {
         ("SWITCHBOARD_TURN_URIS", "turn:127.0.0.1:3478?transport=udp"),
         ("SWITCHBOARD_AUTH_RATE", "1"),
         ("SWITCHBOARD_AUTH_BURST", "4"),
+        ("SWITCHBOARD_RESUME_WINDOW", "30s"),
     ])
 }
 

@@ -90,6 +90,8 @@ pub fn test_config() -> Config {
     config.ip_connections = 0;
     config.ip_unauthenticated = 0;
     config.user_signal_rate = 0;
+    // Sessions resume (off by default): every test's client checks the frames' numbers.
+    config.resume_window = Duration::from_secs(30);
     config
 }
 
