@@ -145,33 +145,6 @@ pub struct Parked {
     /// Whether its token had the admin role, and its `peers` claim.
     pub admin: bool,
     pub peers: Vec<String>,
-    generation: u64,
-}
-
-impl Parked {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        me: Member,
-        session: Session,
-        outbox: mpsc::Receiver<Frame>,
-        control: Arc<Control>,
-        replay: Replay,
-        ticket: Ticket,
-        admin: bool,
-        peers: Vec<String>,
-    ) -> Self {
-        Self {
-            me,
-            session,
-            outbox,
-            control,
-            replay,
-            ticket,
-            admin,
-            peers,
-            generation: 0,
-        }
-    }
 }
 
 /// Why a `resume` was refused: the `reason` of `resume_failed`, and its message.
@@ -222,7 +195,7 @@ const DETACH_WAIT: Duration = Duration::from_secs(2);
 
 /// A session whose connection is live: asked to let go when a good `resume` arrives (the
 /// client saw the connection die before this node did).
-struct Live {
+struct Attached {
     ticket: Ticket,
     detach: Arc<Notify>,
 }
@@ -230,8 +203,9 @@ struct Live {
 /// The node's sessions: parked ones, and live ones that a `resume` may take over.
 pub struct Resumes {
     window: Duration,
-    parked: Mutex<HashMap<String, Parked>>,
-    live: Mutex<HashMap<String, Live>>,
+    /// Parked sessions by id, each with the generation of its park (its expiry's key).
+    parked: Mutex<HashMap<String, (u64, Parked)>>,
+    live: Mutex<HashMap<String, Attached>>,
     /// Woken at each park, for a `resume` waiting for a live session to let go.
     parking: Notify,
     generation: AtomicU64,
@@ -253,18 +227,18 @@ impl Resumes {
         !self.window.is_zero()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Parked)>> {
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes that `ticket`'s session is live on a connection that lets go when `detach` is
     /// notified (it then parks as if its socket had dropped).
     pub fn attach(&self, ticket: &Ticket, detach: Arc<Notify>) {
-        let live = Live {
+        let live = Attached {
             ticket: ticket.clone(),
             detach,
         };
@@ -289,12 +263,11 @@ impl Resumes {
 
     /// Parks `parked` until it is resumed, its window ends or it is closed; then `hub` is told
     /// it left.
-    pub fn park(self: &Arc<Self>, hub: &Arc<Hub>, mut parked: Parked) {
+    pub fn park(self: &Arc<Self>, hub: &Arc<Hub>, parked: Parked) {
         let id = parked.ticket.grant.session.clone();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        parked.generation = generation;
         let control = Arc::clone(&parked.control);
-        self.lock().insert(id.clone(), parked);
+        self.lock().insert(id.clone(), (generation, parked));
         metrics::gauge!(m::SESSIONS_PARKED).increment(1.0);
         self.parking.notify_waiters();
         let (resumes, hub, window) = (Arc::clone(self), Arc::clone(hub), self.window);
@@ -313,12 +286,12 @@ impl Resumes {
 
     fn remove(&self, id: &str, generation: u64) -> Option<Parked> {
         let mut parked = self.lock();
-        if parked.get(id).is_none_or(|p| p.generation != generation) {
+        if parked.get(id).is_none_or(|(g, _)| *g != generation) {
             return None;
         }
-        let found = parked.remove(id);
+        let (_, found) = parked.remove(id)?;
         metrics::gauge!(m::SESSIONS_PARKED).decrement(1.0);
-        found
+        Some(found)
     }
 
     /// [`Resumes::take`], and for a session still live on another connection of this node
@@ -363,7 +336,7 @@ impl Resumes {
             return Err(Refusal::Disabled);
         }
         let mut parked = self.lock();
-        let session = parked.get(id).ok_or(Refusal::Expired)?;
+        let (_, session) = parked.get(id).ok_or(Refusal::Expired)?;
         if !session.ticket.admits(token) {
             return Err(Refusal::InvalidToken);
         }
@@ -373,14 +346,14 @@ impl Resumes {
         if session.replay.after(last_seq).is_none() {
             return Err(Refusal::Overflow);
         }
-        let found = parked.remove(id).ok_or(Refusal::Expired)?;
+        let (_, found) = parked.remove(id).ok_or(Refusal::Expired)?;
         metrics::gauge!(m::SESSIONS_PARKED).decrement(1.0);
         Ok(found)
     }
 
     /// Ends every parked session at once (the node is draining): each leaves its rooms.
     pub async fn end_all(&self, hub: &Hub) {
-        let all: Vec<Parked> = self.lock().drain().map(|(_, p)| p).collect();
+        let all: Vec<Parked> = self.lock().drain().map(|(_, (_, p))| p).collect();
         metrics::gauge!(m::SESSIONS_PARKED).decrement(all.len() as f64);
         for parked in all {
             parked.control.close(CloseCode::ServiceRestart);

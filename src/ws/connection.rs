@@ -574,7 +574,6 @@ impl Conn {
             ticket,
             admin,
             peers,
-            ..
         } = parked;
         self.span.record("client_id", me.client_id.as_str());
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -651,16 +650,16 @@ impl Conn {
         match (ticket, self.replay.take()) {
             (Some(ticket), Some(replay)) if self.dropped && control.code().is_none() => {
                 let peers = std::mem::take(&mut self.peers);
-                let parked = Parked::new(
-                    session.me.clone(),
+                let parked = Parked {
+                    me: session.me.clone(),
                     session,
                     outbox,
                     control,
                     replay,
                     ticket,
-                    peers.admin,
-                    peers.names,
-                );
+                    admin: peers.admin,
+                    peers: peers.names,
+                };
                 tracing::debug!("connection lost; session parked for a resume");
                 let resumes = Arc::clone(&self.state.resumes);
                 let ticket = parked.ticket.clone();

@@ -1,6 +1,7 @@
 // The call page: sign in or paste a token, join a room, see who is there, call someone
 // (audio and video when this device has them, a data channel always), chat, hang up.
 
+import { wireSignIn } from './signin.js';
 import { SwitchboardClient } from './switchboard.js';
 
 const $ = (id) => document.getElementById(id);
@@ -55,26 +56,7 @@ async function start(client) {
   $('room').focus();
 }
 
-$('login-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const client = newClient();
-  try {
-    await client.login($('username').value.trim(), $('password').value);
-  } catch (e) {
-    $('signin-error').textContent = `Sign-in failed: ${e.message}`;
-    return;
-  } finally {
-    $('password').value = '';
-  }
-  await start(client);
-});
-
-$('token-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const token = $('token').value.trim();
-  $('token').value = '';
-  await start(newClient({ token }));
-});
+wireSignIn(start, newClient);
 
 $('signout').addEventListener('click', async () => {
   const client = demo.client;

@@ -2,7 +2,7 @@
 // time-limited TURN credentials (GET /api/webrtc/ice-servers), as an RTCPeerConnection
 // configuration, and a check that gathers candidates through them.
 
-import { SwitchboardClient } from './switchboard.js';
+import { wireSignIn } from './signin.js';
 
 const $ = (id) => document.getElementById(id);
 const show = (id, visible = true) => $(id).classList.toggle('hidden', !visible);
@@ -53,26 +53,7 @@ async function start(client) {
   show('result');
 }
 
-$('login-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const client = new SwitchboardClient();
-  try {
-    await client.login($('username').value.trim(), $('password').value);
-  } catch (e) {
-    $('signin-error').textContent = `Sign-in failed: ${e.message}`;
-    return;
-  } finally {
-    $('password').value = '';
-  }
-  await start(client);
-});
-
-$('token-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const token = $('token').value.trim();
-  $('token').value = '';
-  await start(new SwitchboardClient({ token }));
-});
+wireSignIn(start);
 
 $('refresh').addEventListener('click', () =>
   fetchServers().catch((e) => {
