@@ -178,11 +178,7 @@ fn limits(c: &mut Criterion) {
         .build()
         .unwrap();
     let throttle = MemoryThrottle::default();
-    let rate = Rate {
-        name: "bench",
-        per_minute: u32::MAX,
-        burst: u32::MAX,
-    };
+    let rate = Rate::per_minute("bench", usize::MAX, usize::MAX);
     group.bench_function("throttle_hit_in_process", |b| {
         b.iter(|| runtime.block_on(throttle.hit(rate, black_box("203.0.113.9"))))
     });
@@ -191,11 +187,7 @@ fn limits(c: &mut Criterion) {
     let budgets = UserBudgets::default();
     let mut limit = MessageLimit::new(1_000_000_000, 1_000_000_000);
     limit.with_user(budgets.get("alice"), 1_000_000_000);
-    let user_rate = Rate {
-        name: "user_msg_rate",
-        per_minute: u32::MAX,
-        burst: u32::MAX,
-    };
+    let user_rate = Rate::per_minute("user_msg_rate", usize::MAX, usize::MAX);
     group.bench_function("message_rate_check_with_user", |b| {
         b.iter(|| match limit.check() {
             Verdict::Refill => {

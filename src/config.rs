@@ -56,6 +56,10 @@ const RANGES: &[(&str, usize, usize)] = &[
     ("ip_upgrade_burst", 1, 1_000_000),
     ("auth_rate", 0, 1_000_000),
     ("auth_burst", 1, 1_000_000),
+    ("e2ee.register_rate", 0, 1_000_000),
+    ("e2ee.claim_rate", 0, 1_000_000),
+    ("e2ee.ticket_rate", 0, 1_000_000),
+    ("e2ee.max_content_bytes", 16, 60 * 1024),
 ];
 
 /// The range the count setting at `path` accepts.
@@ -242,6 +246,34 @@ pub struct Config {
     /// `[tls]`: the certificate the public listener serves HTTPS and `wss://` with, when the
     /// node terminates TLS itself (no proxy in front).
     pub tls: TlsConfig,
+    /// `[e2ee]`: the E2EE relay's key directory and message queue.
+    pub e2ee: E2eeConfig,
+}
+
+/// `[e2ee]`: the E2EE relay (`SWITCHBOARD_E2EE_*`). Every rate is refused with 429 and
+/// `retry_after`; 0 turns it off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct E2eeConfig {
+    /// Registrations per hour per address (seed 003: 10).
+    pub register_rate: usize,
+    /// Key bundle fetches per minute per requesting device and target account (seed 003: 5).
+    pub claim_rate: usize,
+    /// WebSocket tickets per minute per device (seed 003: 10).
+    pub ticket_rate: usize,
+    /// The largest ciphertext one message may carry, in bytes of Base64.
+    pub max_content_bytes: usize,
+}
+
+impl Default for E2eeConfig {
+    fn default() -> Self {
+        Self {
+            register_rate: 10,
+            claim_rate: 5,
+            ticket_rate: 10,
+            max_content_bytes: 48 * 1024,
+        }
+    }
 }
 
 /// `[tls]`: TLS on the public listener (`SWITCHBOARD_TLS_*`). Both files or neither.
@@ -491,6 +523,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
             tls: TlsConfig::default(),
+            e2ee: E2eeConfig::default(),
         }
     }
 }
@@ -718,6 +751,10 @@ impl Config {
             ("ip_upgrade_burst", self.ip_upgrade_burst),
             ("auth_rate", self.auth_rate),
             ("auth_burst", self.auth_burst),
+            ("e2ee.register_rate", self.e2ee.register_rate),
+            ("e2ee.claim_rate", self.e2ee.claim_rate),
+            ("e2ee.ticket_rate", self.e2ee.ticket_rate),
+            ("e2ee.max_content_bytes", self.e2ee.max_content_bytes),
         ];
         for (setting, value) in counts {
             if let Some((min, max)) =
@@ -1581,6 +1618,26 @@ mod tests {
                 "database.pool_max",
                 &[("SWITCHBOARD_DATABASE_POOL_MAX", "0")],
                 "between 1 and 1000",
+            ),
+            (
+                "e2ee.register_rate",
+                &[("SWITCHBOARD_E2EE_REGISTER_RATE", "-1")],
+                "",
+            ),
+            (
+                "e2ee.claim_rate",
+                &[("SWITCHBOARD_E2EE_CLAIM_RATE", "1000001")],
+                "between 0 and",
+            ),
+            (
+                "e2ee.ticket_rate",
+                &[("SWITCHBOARD_E2EE_TICKET_RATE", "many")],
+                "",
+            ),
+            (
+                "e2ee.max_content_bytes",
+                &[("SWITCHBOARD_E2EE_MAX_CONTENT_BYTES", "1000000")],
+                "between 16 and",
             ),
             (
                 "sealing_key",

@@ -11,6 +11,7 @@
 //!   router, starts, supervises and drains a node; [`tls`] serves its certificate when there is
 //!   no proxy in front.
 //! - [`accounts`]: who may log in (argon2id passwords over the store).
+//! - [`e2ee`]: the E2EE relay's key directory and message queue.
 //! - [`auth`], [`state`], [`metrics`], [`telemetry`]: the supporting cast.
 
 pub mod accounts;
@@ -21,6 +22,7 @@ pub mod bus;
 pub mod client_ip;
 pub mod config;
 pub mod credentials;
+pub mod e2ee;
 pub mod error;
 pub mod http;
 pub mod hub;

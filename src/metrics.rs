@@ -89,6 +89,12 @@ pub const TLS_RELOADS: &str = "switchboard_tls_certificate_loads_total";
 pub const TLS_CERT_EXPIRY: &str = "switchboard_tls_certificate_expiry_timestamp_seconds";
 /// TLS handshakes that failed or timed out on the public listener.
 pub const TLS_HANDSHAKE_ERRORS: &str = "switchboard_tls_handshake_errors_total";
+/// E2EE messages accepted for devices, by `kind` (`queued`, `ephemeral`).
+pub const E2EE_MESSAGES: &str = "switchboard_e2ee_messages_total";
+/// E2EE messages a device acknowledged (deleted from the queue).
+pub const E2EE_ACKED: &str = "switchboard_e2ee_messages_acked_total";
+/// E2EE key bundles served per device, by `key` (`one_time`, `fallback`).
+pub const E2EE_CLAIMS: &str = "switchboard_e2ee_prekey_claims_total";
 
 /// Every metric with its kind and help text, for the `# HELP` lines and `docs/metrics.md`.
 pub const ALL: &[(&str, Kind, &str)] = &[
@@ -282,6 +288,21 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "TLS handshakes on the public listener that failed or timed out.",
     ),
+    (
+        E2EE_MESSAGES,
+        Kind::Counter,
+        "E2EE messages accepted for devices, by kind (queued, ephemeral).",
+    ),
+    (
+        E2EE_ACKED,
+        Kind::Counter,
+        "E2EE messages a device acknowledged and the queue deleted.",
+    ),
+    (
+        E2EE_CLAIMS,
+        Kind::Counter,
+        "E2EE bundles served per device, by key (one_time, fallback).",
+    ),
 ];
 
 /// A metric's Prometheus type.
@@ -383,6 +404,7 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     STALE_LEAVES,
     REDIS_RECONNECTS,
     REDIS_ERRORS,
+    E2EE_ACKED,
 ];
 
 /// The commit the binary was built from (`build.rs`), or `unknown`.

@@ -7,7 +7,10 @@
 
 mod auth;
 mod demo;
+mod e2ee;
 mod health;
+mod keys;
+mod messages;
 pub mod observe;
 pub mod openapi;
 pub mod operator;
@@ -154,6 +157,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(turn::auth_credentials))
         .routes(routes!(turn::webrtc_credentials))
         .routes(routes!(turn::ice_servers))
+        .routes(routes!(e2ee::register))
+        .routes(routes!(e2ee::add_device))
+        .routes(routes!(e2ee::ws_token))
+        .routes(routes!(keys::upload))
+        .routes(routes!(keys::count))
+        .routes(routes!(keys::bundle_of))
+        .routes(routes!(messages::send))
         .routes(routes!(demo::root))
         .routes(routes!(demo::index))
         .routes(routes!(demo::file))

@@ -44,6 +44,8 @@ const BEARER: &str = "bearer";
         (name = "auth", description = "Accounts, access tokens and refresh tokens"),
         (name = "websocket", description = "The signaling endpoints: WebSocket upgrades"),
         (name = "webrtc", description = "TURN credentials and ICE servers for RTCPeerConnection"),
+        (name = "e2ee", description = "The E2EE relay: key bundles with one-time prekey claims, \
+            and store-and-forward of encrypted messages (device bearer tokens)"),
         (name = "docs", description = "This document and its browsable page"),
     ),
     components(

@@ -8,6 +8,7 @@
 //! joiner gets `users_in_room`. Signals ([`relay`]) are posted: the sending connection never
 //! waits for Redis, and what cannot be delivered comes back to it as an error frame.
 
+mod devices;
 mod relay;
 mod roster;
 mod subscriptions;

@@ -181,6 +181,7 @@ mod tests {
             name: "user_msg_rate",
             per_minute: 60,
             burst: 3,
+            minutes: 1,
         };
         let mut limit = MessageLimit::new(0, 10);
         limit.with_user(budgets.get("u"), 3);

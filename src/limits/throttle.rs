@@ -11,13 +11,16 @@ use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-/// A named rate: `per_minute` sustained, `burst` at once. `per_minute == 0` is off.
+/// A named rate: `per_minute` sustained (per `minutes` minutes), `burst` at once.
+/// `per_minute == 0` is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     /// The limit's name: its setting, its metric label and its Redis key.
     pub name: &'static str,
     pub per_minute: u32,
     pub burst: u32,
+    /// The window `per_minute` counts over, in minutes (1 for a rate per minute).
+    pub minutes: u32,
 }
 
 impl Rate {
@@ -27,6 +30,15 @@ impl Rate {
             name,
             per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
             burst: u32::try_from(burst).unwrap_or(u32::MAX),
+            minutes: 1,
+        }
+    }
+
+    /// `per_hour` hits an hour sustained (0 = off), `burst` at once; settings saturate.
+    pub fn per_hour(name: &'static str, per_hour: usize, burst: usize) -> Self {
+        Self {
+            minutes: 60,
+            ..Self::per_minute(name, per_hour, burst)
         }
     }
 
@@ -41,7 +53,7 @@ impl Rate {
 
     /// The time between two hits at the sustained rate.
     pub fn interval(&self) -> Duration {
-        Duration::from_secs(60) / self.per_minute.max(1)
+        Duration::from_secs(60) * self.minutes.max(1) / self.per_minute.max(1)
     }
 }
 
@@ -120,6 +132,7 @@ mod tests {
             name: "test",
             per_minute: 60,
             burst: 3,
+            minutes: 1,
         };
         for _ in 0..3 {
             assert!(throttle.hit(rate, "a").await.is_ok());

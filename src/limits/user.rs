@@ -100,6 +100,7 @@ mod tests {
             name: "user_msg_rate",
             per_minute: per_second * 60,
             burst,
+            minutes: 1,
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use e2ee::{DeviceKeys, DeviceRef, NewDevice, OneTimeKey, Outgoing, Queued, SignedKey, Upload};
 pub use records::{ApiKey, NewUser, RefreshToken, SecurityEvent, User};
 
 use crate::auth::Revocation;
@@ -90,6 +91,10 @@ macro_rules! execute {
             .map(|done| done.rows_affected()))
     };
 }
+
+// After the macros, which they use.
+mod e2ee;
+mod e2ee_queue;
 
 /// When failed logins lock a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! [`routes()`] are merged into the node's router by [`crate::app`].
 
 mod connection;
+mod device;
 
 use std::net::SocketAddr;
 
@@ -74,11 +75,13 @@ pub fn socket_text_seq(frame: &Frame, seq: u64) -> Message {
     Message::Text(out.into())
 }
 
-/// The WebSocket routes, `/ws/{room}` and `/ws`, with their OpenAPI operations.
+/// The WebSocket routes, `/ws/{room}`, `/ws` and the E2EE devices' `/api/v1/ws`, with their
+/// OpenAPI operations.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(root_endpoint))
         .routes(routes!(room_endpoint))
+        .routes(routes!(device::device_endpoint))
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
