@@ -199,7 +199,8 @@ pub async fn register(
     super::Limited(ip): super::Limited,
     body: Result<Json<DeviceJson>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let rate = Rate::per_hour("e2ee_register_rate", state.config.e2ee.register_rate, 10);
+    let per_hour = state.config.e2ee.register_rate;
+    let rate = Rate::per_hour("e2ee_register_rate", per_hour, per_hour);
     limit(&state, rate, &crate::client_ip::budget_key(ip)).await?;
     let Json(body) = body.map_err(bad_body)?;
     let required = |field: &str| bundle::Invalid {
@@ -303,7 +304,8 @@ pub async fn ws_token(
     State(state): State<AppState>,
     Device(me): Device,
 ) -> Result<Response, ApiError> {
-    let rate = Rate::per_minute("e2ee_ticket_rate", state.config.e2ee.ticket_rate, 10);
+    let per_minute = state.config.e2ee.ticket_rate;
+    let rate = Rate::per_minute("e2ee_ticket_rate", per_minute, per_minute);
     let key = format!("{}:{}", me.account_id, me.device_id);
     limit(&state, rate, &key).await?;
     let ticket = e2ee::issue_ticket(&state.store, &me, unix_now() as i64)

@@ -164,7 +164,8 @@ pub async fn bundle_of(
         Ok(phone) => phone,
         Err(e) => return Ok(invalid(e)),
     };
-    let rate = Rate::per_minute("e2ee_claim_rate", state.config.e2ee.claim_rate, 5);
+    let per_minute = state.config.e2ee.claim_rate;
+    let rate = Rate::per_minute("e2ee_claim_rate", per_minute, per_minute);
     limit(
         &state,
         rate,

@@ -36,6 +36,7 @@ async fn contract(store: Store) {
     revocations(&store).await;
     lockout(&store).await;
     events(&store).await;
+    super::e2ee_contract::e2ee(&store).await;
     store.close().await;
 }
 
@@ -153,7 +154,7 @@ async fn migrates_once(store: &Store) {
     assert!(store.check().await.is_ok());
     store.migrate().await.unwrap();
     let applied = store.applied_migrations().await.unwrap();
-    assert_eq!(applied, [1, 2]);
+    assert_eq!(applied, [1, 2, 5]);
     store.migrate().await.expect("a second run is a no-op");
     assert_eq!(store.applied_migrations().await.unwrap(), applied);
 }

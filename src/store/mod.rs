@@ -94,6 +94,8 @@ macro_rules! execute {
 
 // After the macros, which they use.
 mod e2ee;
+#[cfg(test)]
+mod e2ee_contract;
 mod e2ee_queue;
 
 /// When failed logins lock a name.

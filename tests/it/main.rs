@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod credentials;
 mod demo;
+mod e2ee;
 mod hostile;
 mod http;
 mod lifecycle;
