@@ -250,11 +250,13 @@ pub async fn register(
         (status = 401, description = "`unauthorized`: no device token, or an unknown one",
             body = ErrorBody),
         (status = 422, response = InvalidBody),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]
 pub async fn add_device(
     State(state): State<AppState>,
+    _: super::Limited,
     Device(me): Device,
     body: Result<Json<DeviceJson>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -302,6 +304,7 @@ pub async fn add_device(
 )]
 pub async fn ws_token(
     State(state): State<AppState>,
+    _: super::Limited,
     Device(me): Device,
 ) -> Result<Response, ApiError> {
     let per_minute = state.config.e2ee.ticket_rate;

@@ -242,7 +242,7 @@ fn migrate_creates_the_sqlite_database_and_is_idempotent() {
         let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
         assert!(out.status.success(), "{}", stderr(&out));
         let said = String::from_utf8(out.stdout).unwrap();
-        assert!(said.contains("2 migrations applied, latest 2"), "{said}");
+        assert!(said.contains("3 migrations applied, latest 5"), "{said}");
     }
     assert!(dir.join("data/switchboard.db").exists());
     std::fs::remove_dir_all(&dir).unwrap();
