@@ -16,6 +16,10 @@ pub const JOB: &str = "retention";
 pub const BATCH: i64 = 1000;
 /// Failure counts older than this are forgotten (a lockout's window is shorter).
 const LOGIN_FAILURES_KEPT: i64 = 86_400;
+/// E2EE messages no device acknowledged are deleted after this long (seed 003: 30 days).
+pub const E2EE_MESSAGES_KEPT: i64 = 30 * 86_400;
+/// Claimed one-time prekey ids refuse re-uploads for this long (seed 003: 7 days).
+pub const E2EE_CLAIMED_KEPT: i64 = 7 * 86_400;
 
 /// One kind of expired data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +30,23 @@ pub enum Step {
     Revocations,
     /// Failed-login counts not touched for a day and not locking.
     LoginFailures,
+    /// E2EE messages queued more than 30 days ago and never acknowledged.
+    E2eeMessages,
+    /// Claimed one-time prekey ids (tombstones) older than 7 days.
+    E2eeClaimedKeys,
+    /// E2EE WebSocket tickets past their expiry.
+    E2eeTickets,
 }
 
 impl Step {
-    pub const ALL: &[Step] = &[Step::RefreshTokens, Step::Revocations, Step::LoginFailures];
+    pub const ALL: &[Step] = &[
+        Step::RefreshTokens,
+        Step::Revocations,
+        Step::LoginFailures,
+        Step::E2eeMessages,
+        Step::E2eeClaimedKeys,
+        Step::E2eeTickets,
+    ];
 
     /// The table it deletes from (the metric's label).
     pub fn table(self) -> &'static str {
@@ -37,6 +54,9 @@ impl Step {
             Step::RefreshTokens => "refresh_tokens",
             Step::Revocations => "revocations",
             Step::LoginFailures => "login_failures",
+            Step::E2eeMessages => "e2ee_messages",
+            Step::E2eeClaimedKeys => "e2ee_claimed_prekeys",
+            Step::E2eeTickets => "e2ee_tickets",
         }
     }
 
@@ -58,6 +78,17 @@ impl Step {
                     .purge_login_failures(now - LOGIN_FAILURES_KEPT, now, limit)
                     .await
             }
+            Step::E2eeMessages => {
+                store
+                    .e2ee_purge_messages(now - E2EE_MESSAGES_KEPT, limit)
+                    .await
+            }
+            Step::E2eeClaimedKeys => {
+                store
+                    .e2ee_purge_claimed(now - E2EE_CLAIMED_KEPT, limit)
+                    .await
+            }
+            Step::E2eeTickets => store.e2ee_purge_tickets(now, limit).await,
         }
     }
 }

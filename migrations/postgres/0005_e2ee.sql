@@ -15,6 +15,8 @@ CREATE TABLE e2ee_accounts (
 CREATE TABLE e2ee_devices (
     account_id         TEXT   NOT NULL REFERENCES e2ee_accounts (id) ON DELETE CASCADE,
     device_id          BIGINT NOT NULL,
+    -- `account_id:device_id`: the row's one text key (the sealing context of its push token)
+    device_key         TEXT   NOT NULL UNIQUE,
     -- SHA-256 of the device's bearer token
     token_hash         TEXT   NOT NULL UNIQUE,
     registration_id    BIGINT NOT NULL DEFAULT 0,

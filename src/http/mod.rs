@@ -7,6 +7,7 @@
 
 mod auth;
 mod demo;
+mod devices;
 mod e2ee;
 mod health;
 mod keys;
@@ -159,6 +160,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(turn::ice_servers))
         .routes(routes!(e2ee::register))
         .routes(routes!(e2ee::add_device))
+        .routes(routes!(devices::push_token))
+        .routes(routes!(devices::remove))
         .routes(routes!(e2ee::ws_token))
         .routes(routes!(keys::upload))
         .routes(routes!(keys::count))

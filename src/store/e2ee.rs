@@ -45,10 +45,20 @@ pub struct DeviceKeys {
 }
 
 /// An account's device: who holds a bearer token or a ticket.
+///
+/// Its `account_id:device_id` is the row's text key, `device_key`, under which its push token
+/// is sealed ([`DeviceRef::key`]).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeviceRef {
     pub account_id: String,
     pub device_id: i64,
+}
+
+impl DeviceRef {
+    /// `account_id:device_id`: the device row's text key.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.account_id, self.device_id)
+    }
 }
 
 /// How an upload of one-time prekeys ended. Nothing is stored unless it is `Stored`.
@@ -82,8 +92,8 @@ pub struct Outgoing {
 
 const INSERT_DEVICE: &str = "INSERT INTO e2ee_devices (account_id, device_id, token_hash, \
     registration_id, signed_prekey_id, signed_prekey, prekey_signature, fallback_key_id, \
-    fallback_key, fallback_signature, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)";
+    fallback_key, fallback_signature, created_at, updated_at, device_key) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)";
 const INSERT_PREKEY: &str = "INSERT INTO e2ee_prekeys (account_id, device_id, key_id, public_key) \
     VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, device_id, key_id) DO NOTHING";
 
@@ -103,6 +113,7 @@ macro_rules! insert_device {
             .bind(&d.fallback_key.public_key)
             .bind(&d.fallback_key.signature)
             .bind($now)
+            .bind(format!("{}:{}", $account, $device_id))
             .execute(&mut *$tx)
             .await
             .map_err(duplicate("a device with this token"))?;

@@ -16,7 +16,11 @@ pub struct SealedColumn {
 
 /// Every sealed column of the schema: what a key rotation walks. A feature that seals a
 /// column lists it here.
-pub const SEALED_COLUMNS: &[SealedColumn] = &[];
+pub const SEALED_COLUMNS: &[SealedColumn] = &[SealedColumn {
+    table: "e2ee_devices",
+    key_column: "device_key",
+    column: "push_token_sealed",
+}];
 
 /// What a key rotation did to a column.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

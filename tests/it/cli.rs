@@ -278,7 +278,7 @@ fn migrate_applies_to_postgres() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8(out.stdout).unwrap().contains("latest 2"));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("latest 5"));
 }
 
 #[test]

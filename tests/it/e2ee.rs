@@ -1,9 +1,10 @@
 //! The E2EE relay on real nodes: registration and key bundles ([`keys`]), store-and-forward
-//! over the device WebSocket ([`messages`]), hostile input and limits ([`hostile`]), and
-//! three nodes on real Redis and Postgres ([`cluster`]). Clients here are what seed 003's
-//! were: Ed25519 identity keys signing X25519-sized prekeys.
-
+//! over the device WebSocket ([`messages`]), hostile input and limits ([`hostile`]), push
+//! tokens, device removal and retention ([`devices`]), and three nodes on real Redis and
+//! Postgres ([`cluster`]). Clients here are what seed 003's were: Ed25519 identity keys
+//! signing X25519-sized prekeys.
 mod cluster;
+mod devices;
 mod hostile;
 mod keys;
 mod messages;

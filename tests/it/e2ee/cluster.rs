@@ -13,18 +13,8 @@ use crate::cluster::{redis_config, spawn_cluster};
 
 /// A config on the test Redis (fresh prefix) and a fresh, migrated Postgres database.
 pub async fn postgres_redis_config() -> Config {
-    let admin = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect("run scripts/test");
     let redis = std::env::var("SWITCHBOARD_TEST_REDIS_URL").expect("run scripts/test");
-    let name = format!("e2ee_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-    let create = format!("CREATE DATABASE {name}");
-    sqlx::query(sqlx::AssertSqlSafe(create))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    let url = format!("{base}/{name}");
+    let url = fresh_postgres("e2ee").await;
     let store = Store::connect(&url, PoolSize { min: 0, max: 2 })
         .await
         .unwrap();
