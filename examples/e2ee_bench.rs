@@ -191,6 +191,8 @@ async fn main() {
     let arg =
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (targets, concurrency, messages) = (arg(1, 40), arg(2, 64), arg(3, 20_000));
+    // reqwest is built without a TLS provider of its own; the node's (ring) serves.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()

@@ -33,40 +33,34 @@ pub async fn postgres_redis_config() -> Config {
 #[ignore = "needs Postgres and Redis: run scripts/test"]
 async fn e2ee_a_thousand_claimers_on_three_nodes_get_each_of_100_keys_once() {
     let nodes = spawn_cluster(3, &postgres_redis_config().await);
+    let nodes: Vec<&TestNode> = nodes.iter().collect();
+    claim_rounds(&nodes).await;
+}
+
+/// 1,000 concurrent bundle fetches of one device with 100 keys, spread over `nodes`, twice
+/// (refilled in between): exactly 100 distinct keys and 900 fallbacks each time.
+pub async fn claim_rounds(nodes: &[&TestNode]) {
     let alice = Phone::new();
-    let a = register(&nodes[0], &alice, 0..100).await;
-    let claimers: Vec<Creds> = {
-        let mut all = Vec::new();
-        for i in 0..10 {
-            all.push(register(&nodes[i % 3], &Phone::new(), 0..0).await);
-        }
-        all
-    };
+    let a = register(nodes[0], &alice, 0..100).await;
+    let mut claimers = Vec::new();
+    for i in 0..10 {
+        claimers.push(register(nodes[i % nodes.len()], &Phone::new(), 0..0).await);
+    }
     let path = format!("/api/v1/keys/{}", alice.hash);
+    let urls: Vec<String> = nodes.iter().map(|n| n.http(&path)).collect();
+    let client = http_client();
     for round in 0..2u32 {
         if round > 0 {
-            // Refill with fresh ids, as a client would after the fallback notice.
-            let start = 1000 * round;
-            for chunk in 0..1 {
-                let keys = prekeys(start + chunk * 100..start + chunk * 100 + 100);
-                let body = json!({"one_time_prekeys": keys});
-                let (status, _) = call(
-                    &nodes[1],
-                    "PUT",
-                    "/api/v1/keys",
-                    Some(&a.token),
-                    Some(&body),
-                )
-                .await;
-                assert_eq!(status, 200);
-            }
+            // Refilled with fresh ids, as a client does after the fallback notice.
+            let body = json!({"one_time_prekeys": prekeys(1000..1100)});
+            let last = nodes[nodes.len() - 1];
+            let (status, _) = call(last, "PUT", "/api/v1/keys", Some(&a.token), Some(&body)).await;
+            assert_eq!(status, 200);
         }
-        let urls: Vec<String> = nodes.iter().map(|n| n.http(&path)).collect();
-        let client = http_client();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..1000 {
             let request = client
-                .get(&urls[i % 3])
+                .get(&urls[i % urls.len()])
                 .bearer_auth(&claimers[i % 10].token);
             tasks.spawn(async move {
                 let response = request.send().await.expect("HTTP request");
@@ -75,8 +69,7 @@ async fn e2ee_a_thousand_claimers_on_three_nodes_get_each_of_100_keys_once() {
                 bundle["devices"][0]["one_time_prekey"]["key_id"].as_i64()
             });
         }
-        let mut keys = Vec::new();
-        let mut fallbacks = 0;
+        let (mut keys, mut fallbacks) = (Vec::new(), 0);
         while let Some(result) = tasks.join_next().await {
             match result.unwrap() {
                 Some(key) => keys.push(key),
@@ -84,12 +77,9 @@ async fn e2ee_a_thousand_claimers_on_three_nodes_get_each_of_100_keys_once() {
             }
         }
         let distinct: HashSet<i64> = keys.iter().copied().collect();
-        assert_eq!(
-            (keys.len(), distinct.len(), fallbacks),
-            (100, 100, 900),
-            "round {round}"
-        );
-        let (_, count) = call(&nodes[2], "GET", "/api/v1/keys/count", Some(&a.token), None).await;
+        let got = (keys.len(), distinct.len(), fallbacks);
+        assert_eq!(got, (100, 100, 900), "round {round}");
+        let (_, count) = call(nodes[0], "GET", "/api/v1/keys/count", Some(&a.token), None).await;
         assert_eq!(count["one_time_prekeys"], 0);
     }
 }

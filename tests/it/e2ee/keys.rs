@@ -190,3 +190,15 @@ async fn e2ee_a_second_device_registers_through_the_first_and_gets_its_own_keys(
         (409, Some("already_registered"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2ee_a_thousand_claimers_on_one_sqlite_node_get_each_of_100_keys_once() {
+    let dir = std::env::temp_dir().join(format!("sb-e2ee-{}", uuid::Uuid::new_v4().simple()));
+    let mut config = e2ee_config();
+    config.database.url =
+        switchboard::config::Secret::new(format!("sqlite://{}/e2ee.db", dir.display()));
+    let node = spawn_node(config);
+    super::cluster::claim_rounds(&[&node]).await;
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
