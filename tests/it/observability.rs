@@ -453,6 +453,8 @@ async fn the_log_of_a_whole_session_names_each_refusal_once_and_holds_no_secret(
     for (format, level) in [("text", "debug"), ("json", "debug"), ("text", "trace")] {
         let mut node = session_node(format, level);
         let addr = node.address();
+        // Serving, with its database migrated (a starting node answers 503 `starting`).
+        node.wait_for("demo accounts", WAIT);
         let secrets = scripted_session(addr).await;
         let log = node.terminate_and_collect();
         secrets.check(&log);
