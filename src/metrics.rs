@@ -89,6 +89,9 @@ pub const TLS_RELOADS: &str = "switchboard_tls_certificate_loads_total";
 pub const TLS_CERT_EXPIRY: &str = "switchboard_tls_certificate_expiry_timestamp_seconds";
 /// TLS handshakes that failed or timed out on the public listener.
 pub const TLS_HANDSHAKE_ERRORS: &str = "switchboard_tls_handshake_errors_total";
+/// QR calls by what happened (`initiated`, `answered`, `missed`, `rejected`, `ended`,
+/// `expired`).
+pub const CALLS: &str = "switchboard_calls_total";
 
 /// Every metric with its kind and help text, for the `# HELP` lines and `docs/metrics.md`.
 pub const ALL: &[(&str, Kind, &str)] = &[
@@ -281,6 +284,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         TLS_HANDSHAKE_ERRORS,
         Kind::Counter,
         "TLS handshakes on the public listener that failed or timed out.",
+    ),
+    (
+        CALLS,
+        Kind::Counter,
+        "QR calls by what happened: initiated, answered, missed, rejected, ended, expired.",
     ),
 ];
 

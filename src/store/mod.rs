@@ -91,6 +91,10 @@ macro_rules! execute {
     };
 }
 
+mod calls;
+
+pub use calls::{CallCode, CallSession, SealedProfile};
+
 /// When failed logins lock a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutRule {

@@ -6,6 +6,7 @@
 //! HTTP request with such a token gets 401/403 JSON. [`connection`] runs the upgraded socket;
 //! [`routes()`] are merged into the node's router by [`crate::app`].
 
+mod calls;
 mod connection;
 
 use std::net::SocketAddr;
@@ -79,6 +80,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(root_endpoint))
         .routes(routes!(room_endpoint))
+        .routes(routes!(calls::call_endpoint))
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
