@@ -36,9 +36,10 @@ pub fn owner_ended(call: &CallSession, reason: &str) -> String {
     json!({"type": "call_ended", "sessionId": call.session_id, "reason": reason}).to_string()
 }
 
-/// `call-ended` with `reason`, for a signaling socket.
-pub fn call_ended(reason: &str) -> String {
-    json!({"type": "call-ended", "reason": reason}).to_string()
+/// `call-ended` with `reason`, for a signaling socket (its `type` first: the socket closes
+/// after a frame that starts so).
+pub fn call_ended(reason: &'static str) -> String {
+    format!(r#"{{"type":"call-ended","reason":"{reason}"}}"#)
 }
 
 impl Calls {
@@ -92,7 +93,7 @@ impl Calls {
     }
 
     /// Tells the owner's devices and the caller that a call that rang is over.
-    pub(super) async fn ended(&self, call: &CallSession, reason: &str) {
+    pub(super) async fn ended(&self, call: &CallSession, reason: &'static str) {
         self.tell_owner(&call.owner_id, owner_ended(call, reason))
             .await;
         self.tell_side(call, Side::Caller, call_ended(reason)).await;

@@ -242,7 +242,7 @@ fn migrate_creates_the_sqlite_database_and_is_idempotent() {
         let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
         assert!(out.status.success(), "{}", stderr(&out));
         let said = String::from_utf8(out.stdout).unwrap();
-        assert!(said.contains("2 migrations applied, latest 2"), "{said}");
+        assert!(said.contains("3 migrations applied, latest 4"), "{said}");
     }
     assert!(dir.join("data/switchboard.db").exists());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -256,7 +256,7 @@ fn migrate_applies_to_postgres() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8(out.stdout).unwrap().contains("latest 2"));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("latest 4"));
 }
 
 #[test]

@@ -179,15 +179,17 @@ impl CallSocket {
                 let fingerprint = (kind != "ice-candidate")
                     .then(|| signal::fingerprint(payload))
                     .flatten();
-                let other = self.side.other();
-                if !self.calls.tell_side(&self.call, other, frame).await {
-                    let detail = "the other participant is not connected";
-                    return self.refuse("peer_not_connected", detail).await;
-                }
+                // Recorded before the signal leaves, so that only the side whose fingerprint
+                // completes the pair announces it.
                 if let Some(fingerprint) = fingerprint {
                     self.calls
                         .fingerprint(&self.call, self.side, &fingerprint)
                         .await;
+                }
+                let other = self.side.other();
+                if !self.calls.tell_side(&self.call, other, frame).await {
+                    let detail = "the other participant is not connected";
+                    return self.refuse("peer_not_connected", detail).await;
                 }
                 Flow::Go
             }
