@@ -307,27 +307,6 @@ pub async fn authenticate(
     }
 }
 
-/// Deletes expired refresh tokens and revocations now and then every `every`, for as long as
-/// the node runs. A failure (the database is down) is logged and tried again at the next round.
-pub async fn purge_expired_tokens(store: Store, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let now = crate::auth::unix_seconds();
-        match store.purge_expired_tokens(now).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "expired refresh tokens deleted"),
-            Err(e) => tracing::warn!(error = %e, "expired refresh tokens not purged"),
-        }
-        if let Err(e) = store.purge_revocations(now).await {
-            tracing::warn!(error = %e, "expired revocations not purged");
-        }
-        if let Err(e) = store.purge_login_failures(now - 86_400, now).await {
-            tracing::warn!(error = %e, "stale login failures not purged");
-        }
-    }
-}
-
 /// API key names: 1-64 printable characters.
 pub fn validate_key_name(name: &str) -> Result<(), AccountError> {
     let length = name.chars().count();

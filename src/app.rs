@@ -21,6 +21,7 @@ use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::protocol::{CloseCode, Frame, NodeId, ServerMessage};
+use crate::retention::Retention;
 use crate::state::{AppState, Startup};
 use crate::tasks::Supervisor;
 use crate::tls::Tls;
@@ -168,8 +169,6 @@ async fn demo_users(store: crate::store::Store) {
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest delay between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(10);
-/// How often a node deletes expired refresh tokens.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How long connections may stay open after the drain before the node stops regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -432,17 +431,23 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         store,
         mut tasks,
     } = backends;
+    let node_name = node.to_string();
     let hub = Arc::new(Hub::new(node, bus, presence, config.subscription_linger));
     tasks.spawn("hub-inbound", Arc::clone(&hub).run_inbound(inbound));
     tasks.spawn(
         "presence-reaper",
         Arc::clone(&hub).run_reaper(config.lease_ttl / 2),
     );
-    // Not essential: a node whose purge stopped still serves everything.
-    tokio::spawn(crate::accounts::purge_expired_tokens(
-        store.clone(),
-        PURGE_EVERY,
-    ));
+    // Not essential: a node whose retention job stopped still serves everything.
+    tokio::spawn(
+        Retention {
+            store: store.clone(),
+            node: node_name,
+            keep: Duration::from_secs(u64::from(config.retention_days) * 86_400),
+            every: config.retention_interval,
+        }
+        .run(),
+    );
     tokio::spawn(crate::credentials::watch_revocations(
         store.clone(),
         Arc::clone(&hub),

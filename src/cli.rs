@@ -10,7 +10,7 @@ use clap::Subcommand;
 use switchboard::accounts::{self, AccountError};
 use switchboard::auth::{Revocation, unix_seconds as now};
 use switchboard::config::Config;
-use switchboard::store::{SecurityEvent, Store, StoreError};
+use switchboard::store::{Rotated, SEALED_COLUMNS, SecurityEvent, Store, StoreError};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -50,6 +50,18 @@ pub enum ApiKeyCommand {
     Revoke { key: String },
 }
 
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Re-seal every encrypted column under `data_key`: values sealed under an older key
+    /// (listed in `data_key_previous`, which still opens them) are sealed again, `--batch`
+    /// rows at a time. Safe to run while nodes serve, and again after an interruption.
+    RotateKey {
+        /// Rows read per batch.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch: i64,
+    },
+}
+
 /// Runs `task` on the configured database.
 fn on_store<F>(config: &Config, task: impl FnOnce(Store) -> F) -> anyhow::Result<()>
 where
@@ -73,6 +85,36 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
 pub fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     on_store(config, |store| async move {
         run_apikey(&store, config, command).await
+    })
+}
+
+pub fn data(config: &Config, command: DataCommand) -> anyhow::Result<()> {
+    let DataCommand::RotateKey { batch } = command;
+    on_store(config, |store| async move {
+        let keys = config.data_keys();
+        let mut total = Rotated::default();
+        for column in SEALED_COLUMNS {
+            let done = store.rotate_column(column, &keys, batch).await?;
+            println!(
+                "{}.{}: {} re-sealed, {} already under the current key, {} opened with no key",
+                column.table, column.column, done.resealed, done.current, done.failed
+            );
+            total += done;
+        }
+        println!(
+            "data key {}: {} values re-sealed, {} already current",
+            keys.current_id(),
+            total.resealed,
+            total.current
+        );
+        if total.failed > 0 {
+            anyhow::bail!(
+                "{} values open with none of the configured data keys: add the key that sealed \
+                 them to data_key_previous (SWITCHBOARD_DATA_KEY_PREVIOUS) and run again",
+                total.failed
+            );
+        }
+        Ok(())
     })
 }
 

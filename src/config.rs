@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::datakey::{self, DataKeys};
 use serde::{Deserialize, Serialize};
 
 mod calls;
@@ -223,6 +224,20 @@ pub struct Config {
     /// from `jwt_secret` (then changing `jwt_secret` makes existing API keys unusable).
     #[serde(with = "optional")]
     pub sealing_key: Option<Secret>,
+    /// The key sensitive columns are encrypted with at rest: base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Empty = derived from the sealing secret in development;
+    /// production refuses it empty.
+    #[serde(with = "optional")]
+    pub data_key: Option<Secret>,
+    /// Older data keys: they still open what they sealed while `switchboard data rotate-key`
+    /// re-seals it under `data_key`.
+    pub data_key_previous: Vec<Secret>,
+    /// Days that ended calls, expired codes and other records are kept before the retention
+    /// job removes them.
+    pub retention_days: u32,
+    /// How often the retention job runs (on one node of the cluster at a time).
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
     /// Failed logins of one name within `lockout_duration` that lock it; 0 = never.
     pub lockout_threshold: usize,
     /// Failed logins from one address within `lockout_duration` that lock it out of every
@@ -487,6 +502,10 @@ impl Default for Config {
             max_token_lifetime: Duration::from_secs(30 * 86_400),
             registration: String::new(),
             sealing_key: None,
+            data_key: None,
+            data_key_previous: Vec::new(),
+            retention_days: 30,
+            retention_interval: Duration::from_secs(3600),
             lockout_threshold: 10,
             lockout_address_threshold: 50,
             lockout_duration: Duration::from_secs(15 * 60),
@@ -688,7 +707,8 @@ impl Config {
             }
             let secrets = std::iter::once(("jwt_secret", &self.jwt_secret))
                 .chain(self.turn.secret.iter().map(|s| ("turn.secret", s)))
-                .chain(self.sealing_key.iter().map(|s| ("sealing_key", s)));
+                .chain(self.sealing_key.iter().map(|s| ("sealing_key", s)))
+                .chain(self.data_key.iter().map(|s| ("data_key", s)));
             for (setting, secret) in secrets {
                 if let Some(reason) = weakness(secret.expose()) {
                     return Err(invalid(
@@ -796,6 +816,15 @@ impl Config {
                 "must be at most 1h (0s turns resuming off)",
             ));
         }
+        self.data_keys_checked()?;
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(invalid("retention_days", "between 1 and 3650"));
+        }
+        at_least(
+            "retention_interval",
+            self.retention_interval,
+            Duration::from_secs(1),
+        )?;
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) => return Err(invalid("tls.key", "needs to be set with tls.cert")),
             (None, Some(_)) => return Err(invalid("tls.cert", "needs to be set with tls.key")),
@@ -812,10 +841,48 @@ impl Config {
             crate::protocol::NodeId::parse(id).map_err(|e| invalid("node_id", e.to_string()))?;
         }
         self.calls.validate()?;
-        self.validate_text()
+        self.validate_text()?;
+        if self.env == Environment::Production && self.data_key.is_none() {
+            return Err(invalid(
+                "data_key",
+                "production needs a data key to encrypt sensitive columns at rest: base64 of 32 random bytes (`openssl rand -base64 32` makes one)",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the TURN and STUN settings: URIs of the right schemes, a secret with TURN URIs.
+    /// The node's data keys: `data_key` (and `data_key_previous`), or in development without
+    /// one a key derived from the sealing secret (`sealing_key`, else `jwt_secret`).
+    pub fn data_keys(&self) -> DataKeys {
+        self.data_keys_checked()
+            .expect("the data keys were checked when the config was loaded")
+    }
+
+    fn data_keys_checked(&self) -> Result<DataKeys, ConfigError> {
+        let parse = |setting: &str, key: &Secret| {
+            datakey::parse_key(key.expose()).map_err(|e| invalid(setting, e.to_string()))
+        };
+        let previous = self
+            .data_key_previous
+            .iter()
+            .map(|key| parse("data_key_previous", key))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match &self.data_key {
+            Some(key) => DataKeys::new(&parse("data_key", key)?, &previous),
+            None if previous.is_empty() => {
+                let secret = self.sealing_key.as_ref().unwrap_or(&self.jwt_secret);
+                DataKeys::derived(secret.expose().as_bytes())
+            }
+            None => {
+                return Err(invalid(
+                    "data_key_previous",
+                    "needs data_key, the key that replaces them",
+                ));
+            }
+        })
+    }
+
     fn validate_turn(&self) -> Result<(), ConfigError> {
         let uri = |setting: &str, uri: &str, schemes: &[&str]| {
             let scheme = uri.split_once(':').map_or("", |(scheme, _)| scheme);
@@ -1325,6 +1392,9 @@ fn typed_env_value(
 mod tests {
     use super::*;
 
+    /// A data key as `openssl rand -base64 32` prints one.
+    const TEST_DATA_KEY: &str = "TVwOw8QWITOAn2/Q4vnPT4hhdHHIfGspL9NPW1R0VrA=";
+
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -1646,6 +1716,29 @@ mod tests {
             ),
             ("demo", &[("SWITCHBOARD_DEMO", "maybe")], "true or false"),
             (
+                "data_key",
+                &[("SWITCHBOARD_DATA_KEY", "c2hvcnQ=")],
+                "32 random bytes",
+            ),
+            (
+                "data_key_previous",
+                &[
+                    ("SWITCHBOARD_DATA_KEY", TEST_DATA_KEY),
+                    ("SWITCHBOARD_DATA_KEY_PREVIOUS", "not base64!"),
+                ],
+                "not base64",
+            ),
+            (
+                "retention_days",
+                &[("SWITCHBOARD_RETENTION_DAYS", "0")],
+                "between 1 and 3650",
+            ),
+            (
+                "retention_interval",
+                &[("SWITCHBOARD_RETENTION_INTERVAL", "10ms")],
+                "at least 1s",
+            ),
+            (
                 "resume_window",
                 &[("SWITCHBOARD_RESUME_WINDOW", "2h")],
                 "at most 1h",
@@ -1944,6 +2037,7 @@ mod tests {
     fn production_refuses_weak_secrets_naming_the_setting_and_never_the_value() {
         let base = [
             ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_DATA_KEY", TEST_DATA_KEY),
             ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
             ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example"),
         ];
@@ -2014,8 +2108,19 @@ mod tests {
             assert!(e.to_string().contains("SWITCHBOARD_JWT_SECRET"), "{e}");
         }
         let strong = "Jq3x9Vb2LmT8wZ4kR7nY1pD6sF0gH5cA".to_owned();
+        let without_data_key = env(&[
+            ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_JWT_SECRET", &strong),
+            ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
+            ("SWITCHBOARD_ALLOWED_ORIGINS", "*"),
+        ]);
+        let e = Config::load(None, &without_data_key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SWITCHBOARD_DATA_KEY"), "{e}");
         let ok = env(&[
             ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_DATA_KEY", TEST_DATA_KEY),
             ("SWITCHBOARD_JWT_SECRET", &strong),
             ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
             ("SWITCHBOARD_ALLOWED_ORIGINS", "*"),
@@ -2024,6 +2129,7 @@ mod tests {
         // Origins unset: refused in production, any in development.
         let unset = env(&[
             ("SWITCHBOARD_ENV", "production"),
+            ("SWITCHBOARD_DATA_KEY", TEST_DATA_KEY),
             ("SWITCHBOARD_JWT_SECRET", &strong),
         ]);
         let e = Config::load(None, &unset).unwrap_err().to_string();

@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::ApiKeyCommand,
     },
+    /// Data at rest: re-sealing encrypted columns under a new data key.
+    Data {
+        #[command(subcommand)]
+        command: cli::DataCommand,
+    },
     /// Token tools.
     Token {
         #[command(subcommand)]
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
         Command::Migrate => migrate(&config),
         Command::User { command } => cli::user(&config, command),
         Command::Apikey { command } => cli::apikey(&config, command),
+        Command::Data { command } => cli::data(&config, command),
         Command::Token {
             command:
                 TokenCommand::Mint {

@@ -83,6 +83,11 @@ pub const SESSIONS_PARKED: &str = "switchboard_sessions_parked";
 pub const SESSIONS_ENDED: &str = "switchboard_sessions_ended_total";
 /// `resume` requests, by result (`resumed`, or the refusal's reason).
 pub const RESUMES: &str = "switchboard_resumes_total";
+/// Rows the retention job removed, by table.
+pub const RETENTION_REMOVED: &str = "switchboard_retention_rows_removed_total";
+/// Retention job ticks, by result (`ran`, `skipped`: another node ran it this interval,
+/// `failed`).
+pub const RETENTION_RUNS: &str = "switchboard_retention_runs_total";
 /// Loads of the TLS certificate files, by result (`loaded`, `refused`).
 pub const TLS_RELOADS: &str = "switchboard_tls_certificate_loads_total";
 /// When the served TLS certificate ends (its `notAfter`), Unix seconds.
@@ -270,6 +275,16 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         "Parked sessions that ended without being resumed, by how.",
     ),
     (RESUMES, Kind::Counter, "Resume requests, by result."),
+    (
+        RETENTION_REMOVED,
+        Kind::Counter,
+        "Rows the retention job removed, by table.",
+    ),
+    (
+        RETENTION_RUNS,
+        Kind::Counter,
+        "Retention job ticks on this node, by result.",
+    ),
     (
         TLS_RELOADS,
         Kind::Counter,

@@ -12,6 +12,7 @@ use crate::auth::Tokens;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::datakey::DataKeys;
 use crate::hub::Hub;
 use crate::limits::{NodeSlots, Pending, Rate, Throttle, UserBudgets};
 use crate::protocol::NodeId;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// STUN and TURN servers, and the secret that signs TURN credentials.
     pub turn: Arc<Turn>,
     pub store: Store,
+    /// The keys sensitive columns are sealed with at rest.
+    pub data_keys: Arc<DataKeys>,
     pub metrics: PrometheusHandle,
     pub supervisor: Arc<Supervisor>,
     /// Sessions whose connection was lost, waiting to be resumed.
@@ -76,6 +79,7 @@ impl AppState {
             throttle,
             user_budgets: Arc::default(),
             proxies: Arc::new(proxies),
+            data_keys: Arc::new(config.data_keys()),
             config: Arc::new(config),
             hub,
             store,

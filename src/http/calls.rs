@@ -20,7 +20,7 @@ use crate::calls::{CallError, Calls, code};
 use crate::error::{ApiError, ErrorBody};
 use crate::protocol::UserId;
 use crate::state::AppState;
-use crate::store::User;
+use crate::store::{SealedProfile, User};
 
 /// The calls service of this node.
 pub(super) fn calls(state: &AppState) -> Calls {
@@ -308,14 +308,26 @@ pub async fn qr(
     Ok((headers, svg).into_response())
 }
 
-/// Keeps an owner's profile fields, sealed with the data key. Until the node has data keys the
-/// fields are not kept at all (never in the clear).
+/// Keeps an owner's profile fields, each sealed with the data key (the account id as its
+/// context, so a value cannot move to another account's row).
 async fn store_profile(
-    _state: &AppState,
-    _user_id: &str,
+    state: &AppState,
+    user_id: &str,
     emergency_contact: Option<String>,
     vehicle_number: Option<String>,
 ) -> Result<(), ApiError> {
-    let _ = (emergency_contact, vehicle_number);
+    let seal = |value: Option<String>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| state.data_keys.seal(&v, user_id))
+    };
+    let profile = SealedProfile {
+        emergency_contact: seal(emergency_contact),
+        vehicle_number: seal(vehicle_number),
+    };
+    if profile == SealedProfile::default() {
+        return Ok(());
+    }
+    state.store.set_profile(user_id, &profile, now()).await?;
     Ok(())
 }

@@ -27,6 +27,117 @@ fn token(id: &str, user: &str, family: &str, expires_at: i64) -> RefreshToken {
     }
 }
 
+/// Of many nodes claiming a job's interval at once, one wins; the next interval is free again.
+async fn jobs(store: &Store) {
+    let claims = (0..8).map(|n| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_job("retention", &format!("node-{n}"), NOW, 3600)
+                .await
+        }
+    });
+    let won: Vec<bool> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(won.iter().filter(|&&w| w).count(), 1, "{won:?}");
+    let winner = format!("node-{}", won.iter().position(|&w| w).unwrap());
+    assert_eq!(
+        store.last_job_run("retention").await.unwrap(),
+        Some((winner, NOW))
+    );
+    assert!(
+        !store
+            .claim_job("retention", "late", NOW + 3599, 3600)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_job("retention", "late", NOW + 3600, 3600)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_job("other-job", "late", NOW, 3600)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.last_job_run("missing").await.unwrap(), None);
+}
+
+/// A key rotation re-seals what older keys sealed, in batches, and leaves alone what no key
+/// opens.
+async fn sealed_columns(store: &Store) {
+    use crate::datakey::DataKeys;
+    execute!(
+        store,
+        "CREATE TABLE sealed_test (id TEXT PRIMARY KEY, secret TEXT)"
+    )
+    .unwrap();
+    let column = SealedColumn {
+        table: "sealed_test",
+        key_column: "id",
+        column: "secret",
+    };
+    let (old, new) = (
+        DataKeys::new(&[1; 32], &[]),
+        DataKeys::new(&[2; 32], &[[1; 32]]),
+    );
+    for n in 0..25 {
+        let id = format!("row-{n:02}");
+        let keys = if n % 5 == 0 { &new } else { &old };
+        let sealed = keys.seal(&format!("value {n}"), &id);
+        execute!(
+            store,
+            "INSERT INTO sealed_test (id, secret) VALUES ($1, $2)",
+            &id,
+            &sealed
+        )
+        .unwrap();
+    }
+    execute!(
+        store,
+        "INSERT INTO sealed_test (id, secret) VALUES ('row-nul', NULL)"
+    )
+    .unwrap();
+    let stranger = DataKeys::new(&[3; 32], &[]).seal("lost", "row-x");
+    execute!(
+        store,
+        "INSERT INTO sealed_test (id, secret) VALUES ('row-x', $1)",
+        &stranger
+    )
+    .unwrap();
+    let done = store.rotate_column(&column, &new, 4).await.unwrap();
+    assert_eq!(
+        done,
+        Rotated {
+            resealed: 20,
+            current: 5,
+            failed: 1
+        }
+    );
+    let rows = store.sealed_batch(&column, "", 100).await.unwrap();
+    assert_eq!(rows.len(), 26, "NULLs are skipped");
+    let only_new = DataKeys::new(&[2; 32], &[]);
+    for (id, sealed) in rows.iter().filter(|(id, _)| id != "row-x") {
+        let n: usize = id.trim_start_matches("row-").parse().unwrap();
+        assert_eq!(only_new.open(sealed, id).unwrap(), format!("value {n}"));
+    }
+    let again = store.rotate_column(&column, &new, 4).await.unwrap();
+    assert_eq!((again.resealed, again.current), (0, 25));
+    assert!(
+        !store
+            .reseal(&column, "row-01", "not the value", "x")
+            .await
+            .unwrap()
+    );
+    execute!(store, "DROP TABLE sealed_test").unwrap();
+}
+
 /// Runs the whole contract on a store whose database is empty.
 async fn contract(store: Store) {
     migrates_once(&store).await;
@@ -36,6 +147,8 @@ async fn contract(store: Store) {
     revocations(&store).await;
     lockout(&store).await;
     events(&store).await;
+    jobs(&store).await;
+    sealed_columns(&store).await;
     store.close().await;
 }
 
@@ -73,9 +186,9 @@ async fn revocations(store: &Store) {
     assert_eq!(rest, [(second, key.clone())]);
     let later = store.revocations_after(0, 150, 10).await.unwrap();
     assert_eq!(later, [(second, key.clone()), (third, user.clone())]);
-    assert_eq!(store.purge_revocations(150).await.unwrap(), 1);
+    assert_eq!(store.purge_revocations(150, 1000).await.unwrap(), 1);
     assert_eq!(
-        store.purge_revocations(10_000).await.unwrap(),
+        store.purge_revocations(10_000, 1000).await.unwrap(),
         1,
         "keys stay"
     );
@@ -144,7 +257,7 @@ async fn lockout(store: &Store) {
     for _ in 0..3 {
         store.reserve_login("held", 1, rule).await.unwrap();
     }
-    assert_eq!(store.purge_login_failures(100, 200).await.unwrap(), 1);
+    assert_eq!(store.purge_login_failures(100, 200, 1000).await.unwrap(), 1);
     assert_eq!(store.login_failures("old").await.unwrap(), None);
     assert!(store.login_failures("held").await.unwrap().is_some());
 }
@@ -153,7 +266,15 @@ async fn migrates_once(store: &Store) {
     assert!(store.check().await.is_ok());
     store.migrate().await.unwrap();
     let applied = store.applied_migrations().await.unwrap();
-    assert_eq!(applied, [1, 2, 4]);
+    let versions = |m: &sqlx::migrate::Migrator| m.iter().map(|m| m.version).collect::<Vec<_>>();
+    let expected = versions(&SQLITE_MIGRATIONS);
+    assert_eq!(
+        versions(&POSTGRES_MIGRATIONS),
+        expected,
+        "both engines, the same versions"
+    );
+    assert_eq!(expected, (1..=expected.len() as i64).collect::<Vec<_>>());
+    assert_eq!(applied, expected);
     store.migrate().await.expect("a second run is a no-op");
     assert_eq!(store.applied_migrations().await.unwrap(), applied);
 }
@@ -247,7 +368,7 @@ async fn refresh_tokens(store: &Store) {
         .add_refresh_token(&token("t5", &user.id, "f3", NOW + 60))
         .await
         .unwrap();
-    assert_eq!(store.purge_expired_tokens(NOW).await.unwrap(), 1);
+    assert_eq!(store.purge_expired_tokens(NOW, 1000).await.unwrap(), 1);
     assert_eq!(store.revoke_user_tokens(&user.id).await.unwrap(), 1);
     // Removing a user removes its tokens.
     assert!(store.remove_user(&user.id).await.unwrap());

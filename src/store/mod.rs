@@ -9,8 +9,6 @@
 //! secrets never stored in the clear: passwords as argon2id hashes, refresh tokens as SHA-256
 //! hashes, API-key secrets sealed. Signaling never waits on the store.
 
-#[cfg(test)]
-mod contract;
 mod records;
 
 use std::str::FromStr;
@@ -91,6 +89,11 @@ macro_rules! execute {
     };
 }
 
+#[cfg(test)]
+mod contract;
+mod upkeep;
+
+pub use upkeep::{Rotated, SEALED_COLUMNS, SealedColumn};
 mod calls;
 
 pub use calls::{CallCode, CallSession, SealedProfile};
@@ -387,12 +390,19 @@ impl Store {
         .await
     }
 
-    /// Deletes failure counts last touched before `stale` and not locked at `now`.
-    pub async fn purge_login_failures(&self, stale: i64, now: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `limit` failure counts last touched before `stale` and not locked at
+    /// `now`; returns how many.
+    pub async fn purge_login_failures(
+        &self,
+        stale: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         timed("purge_login_failures", async move {
-            const SQL: &str = "DELETE FROM login_failures WHERE updated_at < $1 \
-                AND (locked_until IS NULL OR locked_until <= $2)";
-            Ok(execute!(self, SQL, stale, now)?)
+            const SQL: &str = "DELETE FROM login_failures WHERE username_key IN \
+                (SELECT username_key FROM login_failures WHERE updated_at < $1 \
+                AND (locked_until IS NULL OR locked_until <= $2) LIMIT $3)";
+            Ok(execute!(self, SQL, stale, now, limit)?)
         })
         .await
     }
@@ -486,11 +496,12 @@ impl Store {
         .await
     }
 
-    /// Deletes refresh tokens that expired before `now`; returns how many.
-    pub async fn purge_expired_tokens(&self, now: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `limit` refresh tokens that expired before `now`; returns how many.
+    pub async fn purge_expired_tokens(&self, now: i64, limit: i64) -> Result<u64, StoreError> {
         timed("purge_expired_tokens", async move {
-            const SQL: &str = "DELETE FROM refresh_tokens WHERE expires_at < $1";
-            Ok(execute!(self, SQL, now)?)
+            const SQL: &str = "DELETE FROM refresh_tokens WHERE id IN \
+                (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)";
+            Ok(execute!(self, SQL, now, limit)?)
         })
         .await
     }
@@ -637,11 +648,13 @@ impl Store {
         .await
     }
 
-    /// Deletes revocations whose tokens have all expired by `now`; returns how many.
-    pub async fn purge_revocations(&self, now: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `limit` revocations whose tokens have all expired by `now`; returns how
+    /// many.
+    pub async fn purge_revocations(&self, now: i64, limit: i64) -> Result<u64, StoreError> {
         timed("purge_revocations", async move {
-            const SQL: &str = "DELETE FROM revocations WHERE expires_at <= $1";
-            Ok(execute!(self, SQL, now)?)
+            const SQL: &str = "DELETE FROM revocations WHERE seq IN \
+                (SELECT seq FROM revocations WHERE expires_at <= $1 LIMIT $2)";
+            Ok(execute!(self, SQL, now, limit)?)
         })
         .await
     }

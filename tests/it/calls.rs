@@ -5,6 +5,7 @@
 
 mod abuse;
 mod cluster;
+mod data;
 
 use std::time::Duration;
 

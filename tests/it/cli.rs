@@ -94,6 +94,10 @@ fn production_refuses_to_start_with_a_weak_secret() {
     for secret in [None, Some("short-secret"), Some(DEV_JWT_SECRET)] {
         let mut env = vec![
             ("SWITCHBOARD_ENV", "production"),
+            (
+                "SWITCHBOARD_DATA_KEY",
+                "TVwOw8QWITOAn2/Q4vnPT4hhdHHIfGspL9NPW1R0VrA=",
+            ),
             ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
         ];
         if let Some(s) = secret {
@@ -208,6 +212,10 @@ fn predecessor_variables_are_named_when_the_config_fails_and_for_token_mint() {
         &["serve"],
         &[
             ("SWITCHBOARD_ENV", "production"),
+            (
+                "SWITCHBOARD_DATA_KEY",
+                "TVwOw8QWITOAn2/Q4vnPT4hhdHHIfGspL9NPW1R0VrA=",
+            ),
             ("JWT_SECRET_KEY", "the-old-secret-value"),
         ],
     );
@@ -242,7 +250,9 @@ fn migrate_creates_the_sqlite_database_and_is_idempotent() {
         let out = switchboard(&["migrate"], &[("SWITCHBOARD_DATABASE_URL", &url)]);
         assert!(out.status.success(), "{}", stderr(&out));
         let said = String::from_utf8(out.stdout).unwrap();
-        assert!(said.contains("3 migrations applied, latest 4"), "{said}");
+        let n = std::fs::read_dir("migrations/sqlite").unwrap().count();
+        let applied = format!("{n} migrations applied, latest {n}");
+        assert!(said.contains(&applied), "{said}");
     }
     assert!(dir.join("data/switchboard.db").exists());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -374,6 +384,10 @@ async fn a_development_node_creates_demo_accounts_once_and_production_never() {
     let mut production = NodeProcess::start(&[
         ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
         ("SWITCHBOARD_ENV", "production"),
+        (
+            "SWITCHBOARD_DATA_KEY",
+            "TVwOw8QWITOAn2/Q4vnPT4hhdHHIfGspL9NPW1R0VrA=",
+        ),
         ("SWITCHBOARD_JWT_SECRET", secret),
         ("SWITCHBOARD_CORS_ORIGINS", "https://app.example"),
         ("SWITCHBOARD_ALLOWED_ORIGINS", "https://app.example"),
@@ -385,4 +399,44 @@ async fn a_development_node_creates_demo_accounts_once_and_production_never() {
         production.log
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn data_rotate_key_reports_the_current_key_and_refuses_bad_input() {
+    let dir = std::env::temp_dir().join(format!("sb-rotate-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/switchboard.db", dir.display());
+    let key = "TVwOw8QWITOAn2/Q4vnPT4hhdHHIfGspL9NPW1R0VrA=";
+    let settings = [
+        ("SWITCHBOARD_DATABASE_URL", url.as_str()),
+        ("SWITCHBOARD_DATA_KEY", key),
+    ];
+    let out = switchboard(&["data", "rotate-key", "--batch", "50"], &settings);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = switchboard::config::Config::load(
+        None,
+        &[("SWITCHBOARD_DATA_KEY".to_owned(), key.to_owned())].into(),
+    )
+    .unwrap()
+    .data_keys()
+    .current_id()
+    .to_owned();
+    assert!(said.contains(&format!("data key {id}")), "{said}");
+    assert!(!said.contains(key) && !stderr(&out).contains(key));
+
+    let out = switchboard(&["data", "rotate-key", "--batch", "0"], &settings);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let bad_previous = [
+        ("SWITCHBOARD_DATABASE_URL", url.as_str()),
+        ("SWITCHBOARD_DATA_KEY", key),
+        ("SWITCHBOARD_DATA_KEY_PREVIOUS", "AAAA"),
+    ];
+    let out = switchboard(&["data", "rotate-key"], &bad_previous);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("SWITCHBOARD_DATA_KEY_PREVIOUS"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,6 +17,7 @@ mod openapi;
 mod policy;
 mod readme;
 mod resume;
+mod retention;
 mod store;
 mod tls;
 mod topology;

@@ -631,3 +631,19 @@ impl Drop for NodeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The URL of a new, empty database on the test Postgres (`SWITCHBOARD_TEST_DATABASE_URL`,
+/// started by `scripts/test`), named `{prefix}_{random}`.
+pub async fn fresh_postgres(prefix: &str) -> String {
+    let admin = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect("run scripts/test");
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}

@@ -588,6 +588,10 @@ fn production_without_tls_on_a_public_address_says_it_expects_a_proxy() {
     let production = [
         ("SWITCHBOARD_ENV", "production"),
         (
+            "SWITCHBOARD_DATA_KEY",
+            "TVwOw8QWITOAn2/Q4vnPT4hhdHHIfGspL9NPW1R0VrA=",
+        ),
+        (
             "SWITCHBOARD_JWT_SECRET",
             "a-production-secret-of-forty-bytes-000000",
         ),
