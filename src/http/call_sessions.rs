@@ -177,6 +177,7 @@ fn session_path(path: Result<Path<String>, PathRejection>) -> Result<String, Api
 )]
 pub async fn accept(
     State(state): State<AppState>,
+    _: Limited,
     Bearer(identity): Bearer,
     session: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -206,6 +207,7 @@ pub async fn accept(
 )]
 pub async fn reject(
     State(state): State<AppState>,
+    _: Limited,
     Bearer(identity): Bearer,
     session: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -199,6 +199,7 @@ pub async fn login(
 )]
 pub async fn generate(
     State(state): State<AppState>,
+    _: Limited,
     Bearer(identity): Bearer,
     body: Result<Json<Generate>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -289,6 +290,7 @@ pub async fn revoke(
     )
 )]
 pub async fn qr(
+    _: Limited,
     _: Bearer,
     body: Result<Json<QrRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
