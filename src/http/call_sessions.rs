@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::auth::{bad_body, no_store};
 use super::calls::{calls, rfc3339};
-use super::openapi::{DatabaseDown, InvalidBody, Refused};
+use super::openapi::{DatabaseDown, InvalidBody, RateLimited, Refused};
 use super::{Bearer, Limited, rate_limited};
 use crate::calls::{CallError, code, valid_anon_id};
 use crate::client_ip::budget_key;
@@ -172,6 +172,7 @@ fn session_path(path: Result<Path<String>, PathRejection>) -> Result<String, Api
         (status = 404, description = "`no_such_call`", body = ErrorBody),
         (status = 409, description = "`call_taken`: another device answered", body = ErrorBody),
         (status = 410, description = "`call_over`: missed, rejected or ended", body = ErrorBody),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]
@@ -202,6 +203,7 @@ pub async fn accept(
         (status = 401, response = Refused),
         (status = 404, description = "`no_such_call`", body = ErrorBody),
         (status = 410, description = "`call_over`", body = ErrorBody),
+        (status = 429, response = RateLimited),
         (status = 503, response = DatabaseDown),
     )
 )]

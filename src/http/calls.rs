@@ -287,6 +287,7 @@ pub async fn revoke(
         (status = 200, description = "The QR code", content_type = "image/svg+xml", body = String),
         (status = 400, description = "`malformed_code`, `invalid_body`", body = ErrorBody),
         (status = 401, response = Refused),
+        (status = 429, response = RateLimited),
     )
 )]
 pub async fn qr(

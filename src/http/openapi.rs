@@ -44,6 +44,7 @@ const BEARER: &str = "bearer";
         (name = "auth", description = "Accounts, access tokens and refresh tokens"),
         (name = "websocket", description = "The signaling endpoints: WebSocket upgrades"),
         (name = "webrtc", description = "TURN credentials and ICE servers for RTCPeerConnection"),
+        (name = "calls", description = "QR call invites (seed 004): codes, anonymous calls, their signaling socket"),
         (name = "docs", description = "This document and its browsable page"),
     ),
     components(

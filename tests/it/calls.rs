@@ -4,6 +4,7 @@
 //! [`cluster`] runs the flow across three nodes on Redis and Postgres.
 
 mod abuse;
+mod bench;
 mod cluster;
 mod data;
 

@@ -8,7 +8,7 @@ use super::*;
 use crate::cluster::{Redis, redis_config, spawn_cluster};
 
 /// A node config on the test Redis under a fresh prefix, with a fresh Postgres database.
-async fn cluster_config() -> Config {
+pub async fn cluster_config() -> Config {
     let admin = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect("run scripts/test");
     let name = format!("calls_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::PgPool::connect(&admin).await.unwrap();
