@@ -65,9 +65,12 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, Refusal> {
             ));
         }
     };
+    // Parsed in full once: skipping a value (what a raw value does) lets through escapes that
+    // a strict parser refuses (a lone surrogate), and the other side must get valid JSON.
     let payload = raw
         .payload
         .filter(|p| p.get().trim_start().starts_with('{'))
+        .filter(|p| serde_json::from_str::<serde_json::Value>(p.get()).is_ok())
         .ok_or_else(|| {
             refuse(
                 "invalid_payload",
@@ -141,6 +144,10 @@ mod tests {
             (r#"{"type":"join"}"#, "unknown_type"),
             (r#"{"type":"offer"}"#, "invalid_payload"),
             (r#"{"type":"answer","payload":"x"}"#, "invalid_payload"),
+            (
+                r#"{"type":"answer","payload":{"a":"\ud800"}}"#,
+                "invalid_payload",
+            ),
         ] {
             assert_eq!(parse(junk).unwrap_err().code, code, "{junk}");
         }

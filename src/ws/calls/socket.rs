@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::calls::signal::{self, Incoming, Refusal};
 use crate::calls::{Calls, Side, side_client, side_user, unix_now};
-use crate::limits::Slot;
+use crate::limits::{MessageLimit, Slot, Verdict};
+use crate::metrics as m;
 use crate::protocol::{CloseCode, ConnId, Frame, Member};
 use crate::registry::{ConnHandle, Control};
 use crate::state::AppState;
@@ -31,6 +32,8 @@ struct CallSocket {
     calls: Calls,
     call: CallSession,
     side: Side,
+    /// The connection's message rate (`msg_rate`, `msg_burst`), as on `/ws`.
+    limit: MessageLimit,
 }
 
 /// Runs one participant's signaling socket until it closes.
@@ -69,6 +72,7 @@ pub async fn call_socket(
         calls,
         call,
         side,
+        limit: MessageLimit::new(state.config.msg_rate, state.config.msg_burst),
     };
     if state.hub.connect(&me, handle, 0).await.is_err() {
         let refusal = Refusal {
@@ -100,9 +104,8 @@ impl CallSocket {
         loop {
             let flow = tokio::select! {
                 message = self.socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
-                    Some(Ok(Message::Binary(_))) => {
-                        self.refuse("invalid_message", "frames are JSON text").await
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        self.on_data(message).await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Go,
                     Some(Ok(Message::Close(_))) | None => return CloseCode::Normal,
@@ -121,6 +124,41 @@ impl CallSocket {
             };
             if let Flow::Close(code) = flow {
                 return code;
+            }
+        }
+    }
+
+    /// A text or binary frame from the participant, within the connection's rate.
+    async fn on_data(&mut self, message: Message) -> Flow {
+        match self.within_rate().await {
+            Ok(true) => {}
+            Ok(false) => return Flow::Go,
+            Err(code) => return Flow::Close(code),
+        }
+        match message {
+            Message::Text(text) => self.on_text(text.as_str()).await,
+            _ => self.refuse("invalid_message", "frames are JSON text").await,
+        }
+    }
+
+    /// Whether a data frame is within the connection's rate (a refusal is answered once);
+    /// `Err` closes a connection that keeps flooding.
+    async fn within_rate(&mut self) -> Result<bool, CloseCode> {
+        match self.limit.check() {
+            Verdict::Pass | Verdict::Refill => Ok(true),
+            Verdict::Refuse(wait) => {
+                m::limit_hit("msg_rate");
+                let detail = format!("too many messages; wait {} ms", wait.as_millis().max(1));
+                self.refuse("rate_limited", &detail).await;
+                Ok(false)
+            }
+            Verdict::Drop => {
+                m::limit_dropped("msg_rate");
+                Ok(false)
+            }
+            Verdict::Close => {
+                m::limit_hit("flood");
+                Err(CloseCode::PolicyViolation)
             }
         }
     }

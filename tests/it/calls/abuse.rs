@@ -88,6 +88,19 @@ async fn expired_revoked_tampered_and_mistyped_codes_are_refused_alike() {
             "{bad}"
         );
     }
+    // The owner draws the good code as an SVG QR image; a damaged one is refused.
+    let qr = |data: &str| {
+        http_client()
+            .post(node.http("/api/v1/tokens/qr"))
+            .bearer_auth(&owner.token)
+            .json(&json!({"qrCodeData": data}))
+            .send()
+    };
+    let image = qr(&good).await.unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/svg+xml");
+    assert!(image.text().await.unwrap().contains("<svg"));
+    assert_eq!(qr(&mistyped).await.unwrap().status(), 400);
     // The good code still works, bare or framed.
     assert_eq!(validate(&node, &token).await.1["valid"], true);
     assert_eq!(validate(&node, &good).await.1["valid"], true);
@@ -351,4 +364,30 @@ async fn junk_bodies_and_frames_get_stable_error_codes_and_the_call_goes_on() {
     let (mut b, _) = Leg::join(&node, session, answered["signalingToken"].as_str().unwrap()).await;
     leg.send(offer("sha-256 01:02")).await;
     assert_eq!(b.recv_type("offer").await["from"], call["anonymousId"]);
+}
+
+#[tokio::test]
+async fn a_participant_flooding_its_signaling_socket_is_refused_then_closed() {
+    let mut config = test_config();
+    config.msg_rate = 5;
+    config.msg_burst = 5;
+    let node = spawn_node(config);
+    let owner = register(&node).await;
+    let code = generate(&node, &owner).await;
+    let _phone = device(&node, &owner, "phone").await;
+    let (_, call) = initiate(&node, &code).await;
+    let session = call["sessionId"].as_str().unwrap();
+    let (mut leg, _) = Leg::join(&node, session, call["signalingToken"].as_str().unwrap()).await;
+    for _ in 0..200 {
+        leg.send_text("{\"type\":\"hang-up?\"}").await;
+    }
+    let mut codes = Vec::new();
+    let closed = loop {
+        match leg.next().await {
+            Ok(frame) => codes.push(frame["code"].as_str().unwrap_or_default().to_owned()),
+            Err(code) => break code,
+        }
+    };
+    assert!(codes.iter().any(|c| c == "rate_limited"), "{codes:?}");
+    assert_eq!(closed, Some(1008), "{codes:?}");
 }
