@@ -364,6 +364,26 @@ async fn junk_bodies_and_frames_get_stable_error_codes_and_the_call_goes_on() {
     let (mut b, _) = Leg::join(&node, session, answered["signalingToken"].as_str().unwrap()).await;
     leg.send(offer("sha-256 01:02")).await;
     assert_eq!(b.recv_type("offer").await["from"], call["anonymousId"]);
+    // The owner's device opens a second socket: it takes over (4001), and the caller is not told
+    // the owner left. When the owner's socket goes without a hang-up, the caller is.
+    let secret = answered["signalingToken"].as_str().unwrap();
+    let (b2, _) = Leg::join(&node, session, secret).await;
+    assert_eq!(b.closed().await, Some(4001));
+    drop(b2);
+    let mut before = Vec::new();
+    let left = loop {
+        let frame = leg.recv().await;
+        if frame["type"] == "peer-left" {
+            break frame;
+        }
+        before.push(frame["type"].as_str().unwrap().to_owned());
+    };
+    assert_eq!(left["peer"], answered["anonymousId"]);
+    assert_eq!(
+        before,
+        ["peer-joined", "peer-joined"],
+        "one per socket, no peer-left between"
+    );
 }
 
 #[tokio::test]
