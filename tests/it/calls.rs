@@ -338,11 +338,11 @@ async fn no_answer_frame_or_log_line_of_a_call_carries_the_owners_identity() {
     node.shutdown();
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 0, "something was logged");
+    let caller_secret = seen[1]["signalingToken"].as_str().unwrap().to_owned();
+    assert_eq!(caller_secret.len(), 43);
+    let never_logged = [owner.token.as_str(), token.as_str(), caller_secret.as_str()];
     for line in logs.lines() {
-        for secret in secrets
-            .iter()
-            .chain([&owner.token.as_str(), &token.as_str()])
-        {
+        for secret in secrets.iter().chain(&never_logged) {
             assert!(
                 !line.contains(secret),
                 "a log line carries {secret}: {line}"

@@ -116,16 +116,31 @@ impl CallSocket {
                     None => Flow::Close(CloseCode::Normal),
                 },
                 code = control.closed() => Flow::Close(code),
-                () = &mut timeout => {
-                    let _ = self.calls.expire(&self.call).await;
-                    self.send(crate::calls::notify_ended("expired")).await;
-                    Flow::Close(CloseCode::Normal)
+                () = &mut timeout => match self.deadline_moved().await {
+                    // Answered after this socket opened: the call's time counts from then.
+                    Some(at) => {
+                        timeout.as_mut().reset(at);
+                        Flow::Go
+                    }
+                    None => {
+                        let _ = self.calls.expire(&self.call).await;
+                        self.send(crate::calls::notify_ended("expired")).await;
+                        Flow::Close(CloseCode::Normal)
+                    }
                 }
             };
             if let Flow::Close(code) = flow {
                 return code;
             }
         }
+    }
+
+    /// When the call's time ends now, if later than this socket thought (the answer set it).
+    async fn deadline_moved(&mut self) -> Option<tokio::time::Instant> {
+        let now = self.calls.store.call(&self.call.session_id).await.ok()??;
+        let left = now.session_deadline.saturating_sub(unix_now());
+        self.call.session_deadline = now.session_deadline;
+        (left > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(left.unsigned_abs()))
     }
 
     /// A text or binary frame from the participant, within the connection's rate.

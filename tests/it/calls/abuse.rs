@@ -411,3 +411,36 @@ async fn a_participant_flooding_its_signaling_socket_is_refused_then_closed() {
     assert!(codes.iter().any(|c| c == "rate_limited"), "{codes:?}");
     assert_eq!(closed, Some(1008), "{codes:?}");
 }
+
+#[tokio::test]
+async fn an_answered_call_ends_as_expired_at_the_session_timeout() {
+    let mut config = test_config();
+    config.calls.session_timeout = Duration::from_secs(10);
+    config.calls.ring_timeout = Duration::from_secs(5);
+    let node = spawn_node(config);
+    let owner = register(&node).await;
+    let code = generate(&node, &owner).await;
+    let _phone = device(&node, &owner, "phone").await;
+    let (_, call) = initiate(&node, &code).await;
+    let session = call["sessionId"].as_str().unwrap();
+    let (mut a, _) = Leg::join(&node, session, call["signalingToken"].as_str().unwrap()).await;
+    let (_, answered) = accept(&node, &owner, session).await;
+    let (mut b, _) = Leg::join(&node, session, answered["signalingToken"].as_str().unwrap()).await;
+    for leg in [&mut a, &mut b] {
+        let ended = tokio::time::timeout(Duration::from_secs(15), leg.recv_type("call-ended"));
+        assert_eq!(
+            ended.await.expect("within the timeout")["reason"],
+            "expired"
+        );
+    }
+    assert_eq!(
+        node.state
+            .store
+            .call(session)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "expired"
+    );
+}

@@ -103,7 +103,17 @@ async fn retention_deletes_expired_codes_and_old_calls_once_across_many_nodes() 
         store.call(&session).await.unwrap().is_some(),
         "a recent call stays"
     );
-    // Past the retention period the ended call goes too.
+    // A call left ringing by a node that died is ended by the next run after its deadline.
+    let _phone = device(&node, &owner, "phone").await;
+    let (_, ringing) = initiate(&node, &code).await;
+    let ringing = ringing["sessionId"].as_str().unwrap();
+    retention("n0").run_once(now + 120).await.unwrap();
+    let row = store.call(ringing).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.ended_at),
+        ("missed", Some(now + 120))
+    );
+    // Past the retention period the ended calls go too.
     let later = now + 31 * 86_400;
     let removed = retention("n0").run_once(later).await.unwrap();
     assert!(removed >= 1);
