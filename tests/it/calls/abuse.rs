@@ -433,14 +433,8 @@ async fn an_answered_call_ends_as_expired_at_the_session_timeout() {
             "expired"
         );
     }
-    assert_eq!(
-        node.state
-            .store
-            .call(session)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        "expired"
-    );
+    let row = node.state.store.call(session).await.unwrap().unwrap();
+    assert_eq!(row.status, "expired");
+    let lasted = row.ended_at.unwrap() - row.answered_at.unwrap();
+    assert!((9..=12).contains(&lasted), "{lasted} s");
 }
