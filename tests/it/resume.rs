@@ -437,3 +437,76 @@ async fn a_resume_takes_over_a_session_whose_death_only_the_client_saw() {
     alice.expect_quiet().await;
     assert_eq!(node.state.resumes.parked(), 0);
 }
+
+/// Three nodes on Redis: the parked session is on node 0, its peers on nodes 1 and 2 keep
+/// signalling it (targeted, room-wide and user-addressed) while it is away; the resume gets it
+/// all once and in order, and neither peer sees it leave or join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn peers_on_other_nodes_reach_a_parked_session_through_redis() {
+    use crate::cluster::{Redis, redis_config, spawn_cluster};
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let (mut bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&nodes[1], "r", "alice", "a1").await;
+        let (mut carol, _) = Client::join(&nodes[2], "r", "carol", "c1").await;
+        bob.recv_type("user_joined").await;
+        bob.recv_type("user_joined").await;
+        alice.recv_type("user_joined").await;
+        let grant = bob.resume.clone().unwrap();
+        alice.send(candidate(1)).await;
+        assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), 1);
+        let last_seq = bob.last_seq;
+        drop(bob);
+        parked(&nodes[0], 1).await;
+
+        for n in 2..=40 {
+            alice.send(candidate(n)).await;
+        }
+        carol
+            .send(json!({"type": "signal", "data": {"note": "from carol"}}))
+            .await;
+        carol
+            .send(json!({"type": "webrtc_offer", "target_user_id": "bob", "data": {"type": "offer", "sdp": "v=0"}}))
+            .await;
+        // Carol's signal reaches Alice too: proof that the room's traffic went round.
+        assert_eq!(
+            alice.recv_type("signal").await["data"]["note"],
+            "from carol"
+        );
+
+        let (mut bob, answer) = resume(&nodes[0], "/ws/r", &grant, last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        assert_eq!(answer["rooms"], json!(["r"]));
+        let mut candidates = Vec::new();
+        let (mut signal, mut offer) = (false, false);
+        while candidates.len() < 39 || !signal || !offer {
+            let frame = bob.recv().await;
+            match frame["type"].as_str() {
+                Some("ice_candidate") => candidates.push(candidate_number(&frame)),
+                Some("signal") => signal = true,
+                Some("webrtc_offer") => offer = true,
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        assert_eq!(
+            candidates,
+            (2..=40).collect::<Vec<_>>(),
+            "all, once, in order"
+        );
+        bob.expect_quiet().await;
+        alice.expect_quiet().await;
+        carol.expect_quiet().await;
+        // Still one session: both peers reach it, and it reaches them.
+        carol
+            .send(json!({"type": "offer", "to": "b1", "offer": {"type": "offer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(bob.recv_type("offer").await["from"], "c1");
+        bob.send(json!({"type": "answer", "to": "a1", "answer": {"type": "answer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(alice.recv_type("answer").await["from"], "b1");
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
