@@ -510,3 +510,66 @@ async fn peers_on_other_nodes_reach_a_parked_session_through_redis() {
         }
     }
 }
+
+/// With a token in the URL the node authenticates at once; a `resume` as the first frame then
+/// takes the parked session up on this connection instead of the fresh one, which ends without
+/// a trace. A session of another user is refused, and stays parked for its own client.
+#[tokio::test]
+async fn a_resume_as_the_first_frame_after_a_url_token_takes_the_session_up() {
+    let node = spawn_node(test_config());
+    let (mut alice, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (bob, _) = Client::join(&node, "r", "bob", "b1").await;
+    alice.recv_type("user_joined").await;
+    let grant = bob.resume.clone().unwrap();
+    let last_seq = bob.last_seq;
+    drop(bob);
+    parked(&node, 1).await;
+    for n in 1..=3 {
+        alice.send(candidate(n)).await;
+    }
+
+    // Someone else's token does not open Bob's session.
+    let url = format!("{}?token={}", node.ws("/ws"), token("carol"));
+    let mut carol = connect(&url).await.expect("upgrade accepted");
+    assert_eq!(carol.recv().await["type"], "auth_success");
+    carol
+        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+        .await;
+    let refused = carol.recv().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["reason"].as_str()),
+        (Some("resume_failed"), Some("invalid_token"))
+    );
+    assert_eq!(node.state.resumes.parked(), 1, "still parked for Bob");
+
+    let url = format!("{}?token={}", node.ws("/ws"), token("bob"));
+    let mut bob = connect(&url).await.expect("upgrade accepted");
+    let fresh = bob.recv().await;
+    assert_eq!(fresh["type"], "auth_success");
+    bob.send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+        .await;
+    let answer = bob.recv().await;
+    assert_eq!(
+        answer,
+        json!({"type": "resumed", "session": grant.0, "client_id": "b1", "rooms": ["r"]})
+    );
+    bob.last_seq = last_seq;
+    for n in 1..=3 {
+        assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), n);
+    }
+    assert_eq!(node.state.resumes.parked(), 0);
+    alice.expect_quiet().await;
+    bob.send(json!({"type": "answer", "to": "a1", "answer": {"type": "answer", "sdp": "v=0"}}))
+        .await;
+    assert_eq!(alice.recv_type("answer").await["from"], "b1");
+
+    // Only as the first frame: later, `resume` is a protocol error as before.
+    let mut again = connect(&url).await.expect("upgrade accepted");
+    assert_eq!(again.recv().await["type"], "auth_success");
+    again.send(json!({"type": "join", "room": "other"})).await;
+    again.recv_type("users_in_room").await;
+    again
+        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": 0}))
+        .await;
+    again.expect_error("already_authenticated").await;
+}
