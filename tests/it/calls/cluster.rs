@@ -9,6 +9,11 @@ use crate::cluster::{Redis, redis_config, spawn_cluster};
 
 /// A node config on the test Redis under a fresh prefix, with a fresh Postgres database.
 pub async fn cluster_config() -> Config {
+    config_on(Redis::Standalone).await
+}
+
+/// [`cluster_config`] on `redis`.
+async fn config_on(redis: Redis) -> Config {
     let admin = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect("run scripts/test");
     let name = format!("calls_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::PgPool::connect(&admin).await.unwrap();
@@ -19,7 +24,7 @@ pub async fn cluster_config() -> Config {
         .unwrap();
     pool.close().await;
     let (base, _) = admin.rsplit_once('/').unwrap();
-    let mut config = redis_config(&Redis::Standalone.url());
+    let mut config = redis_config(&redis.url());
     config.database.url = Secret::new(format!("{base}/{name}"));
     config.calls.ip_rate = 0;
     config.calls.code_rate = 0;
@@ -31,6 +36,13 @@ pub async fn cluster_config() -> Config {
 async fn the_whole_call_flows_across_three_nodes_on_redis_and_postgres() {
     let nodes = spawn_cluster(3, &cluster_config().await);
     assert_eq!(nodes[0].state.store.engine(), "postgres");
+    full_flow(&nodes).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and Postgres: run scripts/test"]
+async fn the_whole_call_flows_across_three_nodes_on_a_redis_cluster() {
+    let nodes = spawn_cluster(3, &config_on(Redis::Cluster).await);
     full_flow(&nodes).await;
 }
 
