@@ -92,6 +92,12 @@ pub fn side_user(session_id: &str, side: Side) -> UserId {
     UserId::parse(&format!("call:{session_id}:{}", side.letter())).expect("a valid user id")
 }
 
+/// Whether `user` is a side of a call ([`side_user`]): reserved for call signaling sockets,
+/// so that no token's connection may be one or send it anything.
+pub fn is_call_side(user: &UserId) -> bool {
+    user.as_str().starts_with("call:")
+}
+
 /// The client id of a side's signaling connection.
 pub fn side_client(session_id: &str, side: Side) -> ClientId {
     ClientId::parse(&format!("{session_id}_{}", side.letter())).expect("a valid client id")

@@ -1042,13 +1042,15 @@ async fn may_signal(
         )
         .retry_after(wait));
     }
-    let allowed = peers.admin
-        || *target == session.me.user_id
-        || match state.config.user_signals {
-            UserSignals::Any => true,
-            UserSignals::Grant => matches_any(&peers.names, target.as_str()),
-            UserSignals::SharedRoom => state.hub.shares_room(session.rooms(), target).await?,
-        };
+    // A call's sides are reached through the call's own socket only (docs/calls.md).
+    let allowed = !crate::calls::is_call_side(target)
+        && (peers.admin
+            || *target == session.me.user_id
+            || match state.config.user_signals {
+                UserSignals::Any => true,
+                UserSignals::Grant => matches_any(&peers.names, target.as_str()),
+                UserSignals::SharedRoom => state.hub.shares_room(session.rooms(), target).await?,
+            });
     if allowed {
         return Ok(());
     }

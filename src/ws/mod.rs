@@ -325,6 +325,12 @@ pub async fn admit(
         m::auth_failure(e.reason());
         ErrorFrame::new(e.code(), e.to_string())
     })?;
+    if crate::calls::is_call_side(&identity.user_id) {
+        // Reserved for QR calls' signaling sockets: a token for one would receive a call.
+        m::auth_failure("forbidden");
+        let message = "this user id is reserved";
+        return Err(ErrorFrame::new(ErrorCode::Forbidden, message));
+    }
     if let Some(room) = room.filter(|r| !identity.rooms.allows(r)) {
         m::auth_failure("forbidden");
         let message = format!("token does not grant room {room}");

@@ -438,3 +438,38 @@ async fn an_answered_call_ends_as_expired_at_the_session_timeout() {
     let lasted = row.ended_at.unwrap() - row.answered_at.unwrap();
     assert!((9..=12).contains(&lasted), "{lasted} s");
 }
+
+#[tokio::test]
+async fn no_token_reaches_a_calls_side_over_the_user_websocket() {
+    let node = spawn_node(test_config());
+    let owner = register(&node).await;
+    let code = generate(&node, &owner).await;
+    let _phone = device(&node, &owner, "phone").await;
+    let (_, call) = initiate(&node, &code).await;
+    let session = call["sessionId"].as_str().unwrap();
+    let (mut leg, _) = Leg::join(&node, session, call["signalingToken"].as_str().unwrap()).await;
+    // A signal addressed to the caller's side from an account's /ws: forbidden, not delivered.
+    let admin = token_with("mallory", |c| c.role = Some("admin".into()));
+    let url = node.ws(&format!("/ws?token={admin}&client_id=m1"));
+    let mut mallory = connect(&url).await.unwrap();
+    mallory.recv_type("auth_success").await;
+    let target = format!("call:{session}:a");
+    let signal = json!({"type": "webrtc_offer", "target_user_id": target, "data": {"sdp": "x"}});
+    mallory.send(signal).await;
+    mallory.expect_error("forbidden").await;
+    // A token whose subject is a call's side is refused.
+    let url = node.ws(&format!("/ws?token={}", token(&target)));
+    let mut fake = connect(&url).await.unwrap();
+    fake.expect_error("forbidden").await;
+    // The caller's socket got nothing of either.
+    leg.send(json!({"type": "hang-up"})).await;
+    let mut got = Vec::new();
+    let closed = loop {
+        match leg.next().await {
+            Ok(frame) => got.push(frame["type"].as_str().unwrap_or_default().to_owned()),
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(closed, Some(1000));
+    assert!(!got.iter().any(|t| t.starts_with("webrtc")), "{got:?}");
+}
