@@ -59,8 +59,21 @@ fn keyed_config() -> switchboard::config::Config {
 
 #[tokio::test]
 async fn retention_deletes_expired_codes_and_old_calls_once_across_many_nodes() {
-    let node = spawn_node(keyed_config());
-    let nodes = std::slice::from_ref(&node);
+    retention_runs_once(&spawn_node(keyed_config())).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and Postgres: run scripts/test"]
+async fn retention_of_calls_runs_once_on_postgres_under_three_nodes() {
+    let nodes = crate::cluster::spawn_cluster(3, &super::cluster::cluster_config().await);
+    assert_eq!(nodes[1].state.store.engine(), "postgres");
+    retention_runs_once(&nodes[1]).await;
+}
+
+/// Ten ticks of the retention job at once on `node`'s store: one runs, deleting expired codes
+/// and, past the retention period, ended calls.
+async fn retention_runs_once(node: &TestNode) {
+    let nodes = std::slice::from_ref(node);
     let store = node.state.store.clone();
     let owner = register(&nodes[0]).await;
     let code = generate(&nodes[0], &owner).await;
@@ -104,8 +117,8 @@ async fn retention_deletes_expired_codes_and_old_calls_once_across_many_nodes() 
         "a recent call stays"
     );
     // A call left ringing by a node that died is ended by the next run after its deadline.
-    let _phone = device(&node, &owner, "phone").await;
-    let (_, ringing) = initiate(&node, &code).await;
+    let _phone = device(node, &owner, "phone").await;
+    let (_, ringing) = initiate(node, &code).await;
     let ringing = ringing["sessionId"].as_str().unwrap();
     retention("n0").run_once(now + 120).await.unwrap();
     let row = store.call(ringing).await.unwrap().unwrap();
