@@ -16,6 +16,9 @@ use std::time::Duration;
 use crate::datakey::{self, DataKeys};
 use serde::{Deserialize, Serialize};
 
+mod calls;
+pub use calls::CallsConfig;
+
 /// The signing secret a development node uses when none is configured. Production refuses it.
 pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-production";
 /// The shortest secret production accepts, in bytes.
@@ -67,6 +70,7 @@ const RANGES: &[(&str, usize, usize)] = &[
 fn range(path: &str) -> Option<(usize, usize)> {
     RANGES
         .iter()
+        .chain(calls::RANGES)
         .find(|(setting, _, _)| *setting == path)
         .map(|(_, min, max)| (*min, *max))
 }
@@ -261,6 +265,8 @@ pub struct Config {
     /// `[tls]`: the certificate the public listener serves HTTPS and `wss://` with, when the
     /// node terminates TLS itself (no proxy in front).
     pub tls: TlsConfig,
+    /// `[calls]`: QR call invites: how long codes and calls live, and the code-check rates.
+    pub calls: CallsConfig,
     /// `[e2ee]`: the E2EE relay's key directory and message queue.
     pub e2ee: E2eeConfig,
 }
@@ -543,6 +549,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             tls: TlsConfig::default(),
             e2ee: E2eeConfig::default(),
+            calls: CallsConfig::default(),
         }
     }
 }
@@ -870,6 +877,7 @@ impl Config {
         if let Some(id) = &self.node_id {
             crate::protocol::NodeId::parse(id).map_err(|e| invalid("node_id", e.to_string()))?;
         }
+        self.calls.validate()?;
         self.validate_text()?;
         if self.env == Environment::Production && self.data_key.is_none() {
             return Err(invalid(
@@ -1887,6 +1895,49 @@ mod tests {
                 &[("SWITCHBOARD_STUN_URIS", "turn:stun.example.com")],
                 "stun: or stuns: URI",
             ),
+            (
+                "calls.token_ttl",
+                &[("SWITCHBOARD_CALLS_TOKEN_TTL", "30s")],
+                "between 1m and",
+            ),
+            (
+                "calls.session_timeout",
+                &[("SWITCHBOARD_CALLS_SESSION_TIMEOUT", "2d")],
+                "between 10s and",
+            ),
+            (
+                "calls.ring_timeout",
+                &[("SWITCHBOARD_CALLS_RING_TIMEOUT", "0s")],
+                "between 1s and",
+            ),
+            (
+                "calls.ring_timeout",
+                &[
+                    ("SWITCHBOARD_CALLS_RING_TIMEOUT", "5m"),
+                    ("SWITCHBOARD_CALLS_SESSION_TIMEOUT", "1m"),
+                ],
+                "shorter than calls.session_timeout",
+            ),
+            (
+                "calls.ip_rate",
+                &[("SWITCHBOARD_CALLS_IP_RATE", "-1")],
+                "between 0 and 1000000",
+            ),
+            (
+                "calls.ip_burst",
+                &[("SWITCHBOARD_CALLS_IP_BURST", "0")],
+                "between 1 and 1000000",
+            ),
+            (
+                "calls.code_rate",
+                &[("SWITCHBOARD_CALLS_CODE_RATE", "many")],
+                "between 0 and 1000000",
+            ),
+            (
+                "calls.code_burst",
+                &[("SWITCHBOARD_CALLS_CODE_BURST", "0")],
+                "between 1 and 1000000",
+            ),
         ];
         let covered: Vec<&str> = cases.iter().map(|(path, _, _)| *path).collect();
         for path in every_setting() {
@@ -1905,7 +1956,7 @@ mod tests {
 
     #[test]
     fn counts_name_their_range_for_wrong_types_and_out_of_range_values() {
-        for (setting, min, max) in RANGES {
+        for (setting, min, max) in RANGES.iter().chain(calls::RANGES) {
             let var = env_name(setting);
             let above = (max + 1).to_string();
             for value in [

@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod bus;
+pub mod calls;
 pub mod client_ip;
 pub mod config;
 pub mod credentials;

@@ -100,6 +100,9 @@ pub const E2EE_MESSAGES: &str = "switchboard_e2ee_messages_total";
 pub const E2EE_ACKED: &str = "switchboard_e2ee_messages_acked_total";
 /// E2EE key bundles served per device, by `key` (`one_time`, `fallback`).
 pub const E2EE_CLAIMS: &str = "switchboard_e2ee_prekey_claims_total";
+/// QR calls by what happened (`initiated`, `answered`, `missed`, `rejected`, `ended`,
+/// `expired`).
+pub const CALLS: &str = "switchboard_calls_total";
 
 /// Every metric with its kind and help text, for the `# HELP` lines and `docs/metrics.md`.
 pub const ALL: &[(&str, Kind, &str)] = &[
@@ -317,6 +320,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         E2EE_CLAIMS,
         Kind::Counter,
         "E2EE bundles served per device, by key (one_time, fallback).",
+    ),
+    (
+        CALLS,
+        Kind::Counter,
+        "QR calls by what happened: initiated, answered, missed, rejected, ended, expired.",
     ),
 ];
 

@@ -29,7 +29,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::hub::Hub;
 use crate::metrics as m;
-use crate::protocol::{CloseCode, Frame, Member, ResumeGrant};
+use crate::protocol::{CloseCode, Frame, Member, ResumeGrant, UserId};
 use crate::registry::Control;
 use crate::signaling::Session;
 
@@ -197,6 +197,7 @@ const DETACH_WAIT: Duration = Duration::from_secs(2);
 /// client saw the connection die before this node did).
 struct Attached {
     ticket: Ticket,
+    user: UserId,
     detach: Arc<Notify>,
 }
 
@@ -237,9 +238,10 @@ impl Resumes {
 
     /// Notes that `ticket`'s session is live on a connection that lets go when `detach` is
     /// notified (it then parks as if its socket had dropped).
-    pub fn attach(&self, ticket: &Ticket, detach: Arc<Notify>) {
+    pub fn attach(&self, ticket: &Ticket, user: &UserId, detach: Arc<Notify>) {
         let live = Attached {
             ticket: ticket.clone(),
+            user: user.clone(),
             detach,
         };
         self.live().insert(ticket.grant.session.clone(), live);
@@ -298,7 +300,19 @@ impl Resumes {
     /// (whose death the client saw first), with the right token: that connection lets go and
     /// parks, and the session is taken from there.
     pub async fn resume(&self, id: &str, token: &str, last_seq: u64) -> Result<Parked, Refusal> {
-        let refused = match self.take(id, token, last_seq) {
+        self.resume_as(id, token, last_seq, None).await
+    }
+
+    /// [`Resumes::resume`] for a connection that authenticated as `user` already: a session
+    /// of another user is refused as `invalid_token`, and stays where it is.
+    pub async fn resume_as(
+        &self,
+        id: &str,
+        token: &str,
+        last_seq: u64,
+        user: Option<&UserId>,
+    ) -> Result<Parked, Refusal> {
+        let refused = match self.take(id, token, last_seq, user) {
             Err(Refusal::Expired) => Refusal::Expired,
             taken => return taken,
         };
@@ -306,7 +320,9 @@ impl Resumes {
         tokio::pin!(parking);
         parking.as_mut().enable();
         let detach = match self.live().get(id) {
-            Some(live) if live.ticket.admits(token) => Arc::clone(&live.detach),
+            Some(live) if live.ticket.admits(token) && user.is_none_or(|u| *u == live.user) => {
+                Arc::clone(&live.detach)
+            }
             Some(_) => return Err(Refusal::InvalidToken),
             None => return Err(refused),
         };
@@ -319,7 +335,7 @@ impl Resumes {
             {
                 return Err(Refusal::Expired);
             }
-            match self.take(id, token, last_seq) {
+            match self.take(id, token, last_seq, user) {
                 Err(Refusal::Expired) => {
                     parking.set(self.parking.notified());
                     parking.as_mut().enable();
@@ -331,13 +347,19 @@ impl Resumes {
 
     /// Takes session `id` up again if `token` is its resume token and it still has what was
     /// sent after `last_seq`. A refusal leaves the session parked (except when it was closed).
-    pub fn take(&self, id: &str, token: &str, last_seq: u64) -> Result<Parked, Refusal> {
+    pub fn take(
+        &self,
+        id: &str,
+        token: &str,
+        last_seq: u64,
+        user: Option<&UserId>,
+    ) -> Result<Parked, Refusal> {
         if !self.enabled() {
             return Err(Refusal::Disabled);
         }
         let mut parked = self.lock();
         let (_, session) = parked.get(id).ok_or(Refusal::Expired)?;
-        if !session.ticket.admits(token) {
+        if !session.ticket.admits(token) || user.is_some_and(|u| *u != session.me.user_id) {
             return Err(Refusal::InvalidToken);
         }
         if session.control.code().is_some() {

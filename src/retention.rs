@@ -36,6 +36,11 @@ pub enum Step {
     E2eeClaimedKeys,
     /// E2EE WebSocket tickets past their expiry.
     E2eeTickets,
+    /// QR call codes past their expiry, or revoked.
+    CallCodes,
+    /// QR calls that ended more than the retention period ago (calls whose time ran out
+    /// while no node watched them are ended first).
+    CallSessions,
 }
 
 impl Step {
@@ -46,6 +51,8 @@ impl Step {
         Step::E2eeMessages,
         Step::E2eeClaimedKeys,
         Step::E2eeTickets,
+        Step::CallCodes,
+        Step::CallSessions,
     ];
 
     /// The table it deletes from (the metric's label).
@@ -57,6 +64,8 @@ impl Step {
             Step::E2eeMessages => "e2ee_messages",
             Step::E2eeClaimedKeys => "e2ee_claimed_prekeys",
             Step::E2eeTickets => "e2ee_tickets",
+            Step::CallCodes => "token_mappings",
+            Step::CallSessions => "call_sessions",
         }
     }
 
@@ -69,7 +78,6 @@ impl Step {
         cutoff: i64,
         limit: i64,
     ) -> Result<u64, StoreError> {
-        let _ = cutoff; // No step under the retention period yet.
         match self {
             Step::RefreshTokens => store.purge_expired_tokens(now, limit).await,
             Step::Revocations => store.purge_revocations(now, limit).await,
@@ -89,6 +97,11 @@ impl Step {
                     .await
             }
             Step::E2eeTickets => store.e2ee_purge_tickets(now, limit).await,
+            Step::CallCodes => store.purge_call_codes(now, limit).await,
+            Step::CallSessions => {
+                store.expire_calls(now).await?;
+                store.purge_calls(cutoff, limit).await
+            }
         }
     }
 }

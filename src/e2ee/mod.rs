@@ -34,6 +34,12 @@ pub fn hub_user(device: &DeviceRef) -> UserId {
         .expect("account ids are UUIDs")
 }
 
+/// Whether `user` is an E2EE device's hub user ([`hub_user`]): reserved for the devices'
+/// sockets, so that no token's connection may be one or send it anything.
+pub fn is_device_user(user: &UserId) -> bool {
+    user.as_str().starts_with("e2ee:")
+}
+
 /// The client id a device's WebSocket claims: a newer connection of the device takes over.
 pub fn hub_client(device: &DeviceRef) -> ClientId {
     ClientId::parse(&format!("e2ee-{}-{}", device.account_id, device.device_id))

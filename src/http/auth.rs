@@ -114,7 +114,7 @@ fn oauth_refusal(e: ApiError) -> Response {
 }
 
 /// A refused JSON body, answered as `{detail, code}` with the rejection's status.
-fn bad_body(rejection: JsonRejection) -> ApiError {
+pub(super) fn bad_body(rejection: JsonRejection) -> ApiError {
     ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
 }
 
@@ -237,7 +237,7 @@ fn grant(state: &AppState, user: &User, refresh: &str) -> Value {
 }
 
 /// Checks a username and password, recording the outcome.
-async fn log_in(
+pub(super) async fn log_in(
     state: &AppState,
     username: &str,
     password: &str,
@@ -272,7 +272,7 @@ async fn log_in(
 }
 
 /// A token answer, which no cache may keep (RFC 6749 §5.1).
-fn no_store(status: StatusCode, body: Value) -> Response {
+pub(super) fn no_store(status: StatusCode, body: Value) -> Response {
     let headers = [
         (header::CACHE_CONTROL, "no-store"),
         (header::PRAGMA, "no-cache"),

@@ -6,6 +6,8 @@
 //! [`observe`].
 
 mod auth;
+mod call_sessions;
+mod calls;
 mod demo;
 mod devices;
 mod e2ee;
@@ -155,6 +157,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::me))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
+        .routes(routes!(calls::register))
+        .routes(routes!(calls::login))
+        .routes(routes!(calls::generate))
+        .routes(routes!(calls::list))
+        .routes(routes!(calls::revoke))
+        .routes(routes!(calls::qr))
+        .routes(routes!(call_sessions::validate))
+        .routes(routes!(call_sessions::initiate))
+        .routes(routes!(call_sessions::accept))
+        .routes(routes!(call_sessions::reject))
         .routes(routes!(turn::auth_credentials))
         .routes(routes!(turn::webrtc_credentials))
         .routes(routes!(turn::ice_servers))

@@ -46,6 +46,7 @@ const BEARER: &str = "bearer";
         (name = "webrtc", description = "TURN credentials and ICE servers for RTCPeerConnection"),
         (name = "e2ee", description = "The E2EE relay: key bundles with one-time prekey claims, \
             and store-and-forward of encrypted messages (device bearer tokens)"),
+        (name = "calls", description = "QR call invites (seed 004): codes, anonymous calls, their signaling socket"),
         (name = "docs", description = "This document and its browsable page"),
     ),
     components(

@@ -274,9 +274,7 @@ async fn migrates_once(store: &Store) {
         expected,
         "both engines, the same versions"
     );
-    // Ascending; a number may be missing while a branch that took it is not merged yet.
-    assert!(expected.windows(2).all(|w| w[0] < w[1]), "{expected:?}");
-    assert_eq!(expected[..3], [1, 2, 3]);
+    assert_eq!(expected, (1..=expected.len() as i64).collect::<Vec<_>>());
     assert_eq!(applied, expected);
     store.migrate().await.expect("a second run is a no-op");
     assert_eq!(store.applied_migrations().await.unwrap(), applied);

@@ -99,6 +99,9 @@ mod e2ee_queue;
 mod upkeep;
 
 pub use upkeep::{Rotated, SEALED_COLUMNS, SealedColumn};
+mod calls;
+
+pub use calls::{CallCode, CallSession, SealedProfile};
 
 /// When failed logins lock a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,25 @@ pub struct SealedColumn {
 
 /// Every sealed column of the schema: what a key rotation walks. A feature that seals a
 /// column lists it here.
-pub const SEALED_COLUMNS: &[SealedColumn] = &[SealedColumn {
-    table: "e2ee_devices",
-    key_column: "device_key",
-    column: "push_token_sealed",
-}];
+pub const SEALED_COLUMNS: &[SealedColumn] = &[
+    // QR call owners' profile fields (`docs/calls.md`).
+    SealedColumn {
+        table: "user_profiles",
+        key_column: "user_id",
+        column: "emergency_contact",
+    },
+    SealedColumn {
+        table: "user_profiles",
+        key_column: "user_id",
+        column: "vehicle_number",
+    },
+    // E2EE devices' push tokens (`docs/e2ee.md`).
+    SealedColumn {
+        table: "e2ee_devices",
+        key_column: "device_key",
+        column: "push_token_sealed",
+    },
+];
 
 /// What a key rotation did to a column.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -117,6 +117,11 @@ struct Conn {
     dropped: bool,
     /// Notified when a `resume` on another connection takes this session over.
     detach: Option<Arc<Notify>>,
+    /// Authenticated by the upgrade's token and no frame read since: a `resume` now takes a
+    /// parked session of the same user up on this connection instead of the fresh one.
+    resume_first: bool,
+    /// The parked session a first-frame `resume` took, for [`Conn::serve`] to continue.
+    taken: Option<(Box<Parked>, u64)>,
 }
 
 /// What a token says of whom its user-addressed signals may go to.
@@ -158,6 +163,12 @@ enum Next {
     },
     /// Not a text frame.
     Other(Incoming),
+    /// A `resume` as the first frame of a connection its upgrade's token authenticated.
+    Resume {
+        session: String,
+        resume_token: String,
+        last_seq: u64,
+    },
 }
 
 /// Runs one upgraded connection to its end. The socket moves into a boxed `Conn` before the
@@ -180,6 +191,8 @@ pub fn run(
         replay: None,
         dropped: false,
         detach: None,
+        resume_first: false,
+        taken: None,
     });
     run_boxed(conn, start)
 }
@@ -196,6 +209,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         pending,
     } = start;
     let span = conn.span.clone();
+    conn.resume_first = pre_auth.is_some() && conn.state.resumes.enabled();
     let authenticated = Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref()))
         .instrument(span.clone())
         .await;
@@ -428,16 +442,8 @@ impl Conn {
                         return Ok(Authenticated::Resumed(Box::new(parked), last_seq));
                     }
                     Err(refusal) => {
-                        metrics::counter!(m::RESUMES, "result" => refusal.reason()).increment(1);
-                        if refusal == Refusal::InvalidToken {
-                            m::auth_failure("resume_token");
-                        }
-                        let failed = ServerMessage::ResumeFailed {
-                            reason: refusal.reason(),
-                            message: refusal.message(),
-                        };
                         // The client may authenticate afresh within the same deadline.
-                        if !self.send(&failed).await {
+                        if !self.refuse_resume(refusal).await {
                             return Err(CloseCode::Normal);
                         }
                         continue;
@@ -520,7 +526,7 @@ impl Conn {
         };
         let replay = ticket.is_some().then(|| Replay::new(config.outbox_frames));
         if let Some(ticket) = &ticket {
-            self.attach(ticket);
+            self.attach(ticket, &session.me.user_id);
         }
         drop(config);
         let sent = Box::pin(self.send(&success)).await;
@@ -542,13 +548,33 @@ impl Conn {
             control,
             ticket,
         };
-        Box::pin(self.end(live, code)).instrument(span).await
+        let code = Box::pin(self.end(live, code)).instrument(span).await;
+        match self.taken.take() {
+            // A `resume` as the first frame: the fresh session ended above (it had done
+            // nothing but join the URL's room, if any), the parked one goes on here.
+            Some((parked, last_seq)) => Box::pin(self.resume(*parked, last_seq)).await,
+            None => code,
+        }
+    }
+
+    /// Answers a refused `resume` with `resume_failed` (counted; a wrong token as an auth
+    /// failure); `false` when the socket is gone.
+    async fn refuse_resume(&mut self, refusal: Refusal) -> bool {
+        metrics::counter!(m::RESUMES, "result" => refusal.reason()).increment(1);
+        if refusal == Refusal::InvalidToken {
+            m::auth_failure("resume_token");
+        }
+        let failed = ServerMessage::ResumeFailed {
+            reason: refusal.reason(),
+            message: refusal.message(),
+        };
+        self.send(&failed).await
     }
 
     /// Lets a `resume` on another connection take this session over.
-    fn attach(&mut self, ticket: &Ticket) {
+    fn attach(&mut self, ticket: &Ticket, user: &UserId) {
         let detach = Arc::new(Notify::new());
-        self.state.resumes.attach(ticket, Arc::clone(&detach));
+        self.state.resumes.attach(ticket, user, Arc::clone(&detach));
         self.detach = Some(detach);
     }
 
@@ -589,7 +615,7 @@ impl Conn {
         };
         // `take` checked that the replay still holds everything after `last_seq`.
         let missed = replay.after(last_seq).unwrap_or_default();
-        self.attach(&ticket);
+        self.attach(&ticket, &me.user_id);
         let mut session = session;
         let mut outbox = outbox;
         // `resumed` is not numbered: the replay's numbers follow `last_seq`.
@@ -770,7 +796,9 @@ impl Conn {
                     let next = match (verdict, incoming) {
                         // `refill` settles: it passes or refuses.
                         (Verdict::Pass | Verdict::Refill, Incoming::Text(text)) => {
-                            self.relay(session, &text)
+                            let next = self.relay(session, &text);
+                            self.resume_first = false;
+                            next
                         }
                         (Verdict::Pass | Verdict::Refill, other) => Next::Other(other),
                         (Verdict::Refuse(wait), _) => Next::Error(rate_limited(wait)),
@@ -866,9 +894,22 @@ impl Conn {
     /// The hot path: parses a text frame and relays a room signal without waiting; everything
     /// else is handed to [`Conn::slow`].
     fn relay(&self, session: &Session, text: &str) -> Next {
-        let action = match inbound::parse(text).and_then(|msg| session.handle(msg)) {
-            Ok(action) => action,
-            Err(e) => return Next::Error(e),
+        let action = match inbound::parse(text) {
+            Ok(ClientMessage::Resume {
+                session,
+                resume_token,
+                last_seq,
+            }) if self.resume_first => {
+                return Next::Resume {
+                    session,
+                    resume_token,
+                    last_seq,
+                };
+            }
+            parsed => match parsed.and_then(|msg| session.handle(msg)) {
+                Ok(action) => action,
+                Err(e) => return Next::Error(e),
+            },
         };
         let Action::SendRoom {
             kind,
@@ -904,6 +945,23 @@ impl Conn {
                 match hub.send_to_unknown(&session.me, &room, &to, frame).await {
                     Ok(()) => true,
                     Err(e) => self.send_error(e).await,
+                }
+            }
+            Next::Resume {
+                session: id,
+                resume_token,
+                last_seq,
+            } => {
+                let resumes = Arc::clone(&self.state.resumes);
+                let user = Some(&session.me.user_id);
+                match resumes.resume_as(&id, &resume_token, last_seq, user).await {
+                    Ok(parked) => {
+                        metrics::counter!(m::RESUMES, "result" => "resumed").increment(1);
+                        self.taken = Some((Box::new(parked), last_seq));
+                        // Ends this session's loop; `serve` continues the parked one.
+                        return Some(CloseCode::Normal);
+                    }
+                    Err(refusal) => self.refuse_resume(refusal).await,
                 }
             }
             Next::Other(Incoming::Text(_) | Incoming::Control) => true,
@@ -984,13 +1042,17 @@ async fn may_signal(
         )
         .retry_after(wait));
     }
-    let allowed = peers.admin
-        || *target == session.me.user_id
-        || match state.config.user_signals {
-            UserSignals::Any => true,
-            UserSignals::Grant => matches_any(&peers.names, target.as_str()),
-            UserSignals::SharedRoom => state.hub.shares_room(session.rooms(), target).await?,
-        };
+    // A call's sides are reached through the call's own socket only (docs/calls.md), an E2EE
+    // device through the relay's API (docs/e2ee.md).
+    let allowed = !crate::calls::is_call_side(target)
+        && !crate::e2ee::is_device_user(target)
+        && (peers.admin
+            || *target == session.me.user_id
+            || match state.config.user_signals {
+                UserSignals::Any => true,
+                UserSignals::Grant => matches_any(&peers.names, target.as_str()),
+                UserSignals::SharedRoom => state.hub.shares_room(session.rooms(), target).await?,
+            });
     if allowed {
         return Ok(());
     }

@@ -6,6 +6,7 @@
 //! HTTP request with such a token gets 401/403 JSON. [`connection`] runs the upgraded socket;
 //! [`routes()`] are merged into the node's router by [`crate::app`].
 
+mod calls;
 mod connection;
 mod device;
 
@@ -82,6 +83,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(root_endpoint))
         .routes(routes!(room_endpoint))
         .routes(routes!(device::device_endpoint))
+        .routes(routes!(calls::call_endpoint))
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
@@ -326,6 +328,15 @@ pub async fn admit(
         m::auth_failure(e.reason());
         ErrorFrame::new(e.code(), e.to_string())
     })?;
+    if crate::calls::is_call_side(&identity.user_id)
+        || crate::e2ee::is_device_user(&identity.user_id)
+    {
+        // Reserved for QR calls' signaling sockets and E2EE devices' sockets: a token for one
+        // would receive a call, or a device's messages.
+        m::auth_failure("forbidden");
+        let message = "this user id is reserved";
+        return Err(ErrorFrame::new(ErrorCode::Forbidden, message));
+    }
     if let Some(room) = room.filter(|r| !identity.rooms.allows(r)) {
         m::auth_failure("forbidden");
         let message = format!("token does not grant room {room}");

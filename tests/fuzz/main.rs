@@ -389,6 +389,50 @@ fn ids(runs: u64) {
     report("ids", runs, started);
 }
 
+/// QR call codes and call signaling frames: a code parses only as a well-formed token with its
+/// checksum; a frame parses or is refused with a stable code, and a relayed frame is JSON.
+fn calls(runs: u64) {
+    use switchboard::calls::{code, signal};
+    let started = Instant::now();
+    let (token, _) = code::new_token();
+    let corpus: Vec<Vec<u8>> = [
+        code::qr_data(&token),
+        token.clone(),
+        r#"{"type":"offer","payload":{"type":"offer","sdp":"v=0\r\na=fingerprint:sha-256 AB:CD\r\n"}}"#
+            .to_owned(),
+        r#"{"type":"ice-candidate","payload":{"candidate":"c"}}"#.to_owned(),
+        r#"{"type":"hang-up"}"#.to_owned(),
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let mut mutator = Mutator::new(seed(), corpus);
+    for _ in 0..runs {
+        let input = mutator.next();
+        let text = String::from_utf8_lossy(&input);
+        if let Ok(token) = code::parse(&text) {
+            assert_eq!(token.len(), code::TOKEN_CHARS);
+            assert_eq!(code::parse(&code::qr_data(token)), Ok(token));
+        }
+        match signal::parse(&text) {
+            Ok(signal::Incoming::Relay { kind, payload }) => {
+                let out = signal::relayed(kind, "anon_x", payload);
+                let value: serde_json::Value = serde_json::from_str(&out).expect("relayed JSON");
+                assert_eq!(value["type"], kind);
+                if let Some(print) = signal::fingerprint(payload) {
+                    assert!(print.len() <= 200 && !print.contains(['"', '\\', '\n']));
+                }
+            }
+            Ok(signal::Incoming::HangUp) => {}
+            Err(refusal) => {
+                let codes = ["invalid_message", "unknown_type", "invalid_payload"];
+                assert!(codes.contains(&refusal.code), "{}", refusal.code);
+            }
+        }
+    }
+    report("calls", runs, started);
+}
+
 /// Config values: any value of any setting loads or is refused with a message naming the
 /// setting's variable.
 fn config_values(runs: u64) {
@@ -558,6 +602,7 @@ fn short_pass_of_every_target() {
     tokens(SHORT);
     addresses(SHORT);
     ids(SHORT);
+    calls(SHORT);
     config_values(SHORT / 10);
     requests(SHORT / 10);
 }
@@ -602,4 +647,10 @@ fn long_run_ids() {
 #[ignore = "long: FUZZ_ITERATIONS inputs per target, run by hand"]
 fn long_run_config() {
     config_values(long_runs());
+}
+
+#[test]
+#[ignore = "long: FUZZ_ITERATIONS inputs per target, run by hand"]
+fn long_run_calls() {
+    calls(long_runs());
 }

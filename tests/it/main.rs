@@ -2,6 +2,7 @@ mod support;
 
 mod accounts;
 mod auth;
+mod calls;
 mod cli;
 mod cluster;
 mod credentials;

@@ -437,3 +437,139 @@ async fn a_resume_takes_over_a_session_whose_death_only_the_client_saw() {
     alice.expect_quiet().await;
     assert_eq!(node.state.resumes.parked(), 0);
 }
+
+/// Three nodes on Redis: the parked session is on node 0, its peers on nodes 1 and 2 keep
+/// signalling it (targeted, room-wide and user-addressed) while it is away; the resume gets it
+/// all once and in order, and neither peer sees it leave or join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn peers_on_other_nodes_reach_a_parked_session_through_redis() {
+    use crate::cluster::{Redis, redis_config, spawn_cluster};
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let (mut bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&nodes[1], "r", "alice", "a1").await;
+        let (mut carol, _) = Client::join(&nodes[2], "r", "carol", "c1").await;
+        bob.recv_type("user_joined").await;
+        bob.recv_type("user_joined").await;
+        alice.recv_type("user_joined").await;
+        let grant = bob.resume.clone().unwrap();
+        alice.send(candidate(1)).await;
+        assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), 1);
+        let last_seq = bob.last_seq;
+        drop(bob);
+        parked(&nodes[0], 1).await;
+
+        for n in 2..=40 {
+            alice.send(candidate(n)).await;
+        }
+        carol
+            .send(json!({"type": "signal", "data": {"note": "from carol"}}))
+            .await;
+        carol
+            .send(json!({"type": "webrtc_offer", "target_user_id": "bob", "data": {"type": "offer", "sdp": "v=0"}}))
+            .await;
+        // Carol's signal reaches Alice too: proof that the room's traffic went round.
+        assert_eq!(
+            alice.recv_type("signal").await["data"]["note"],
+            "from carol"
+        );
+
+        let (mut bob, answer) = resume(&nodes[0], "/ws/r", &grant, last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        assert_eq!(answer["rooms"], json!(["r"]));
+        let mut candidates = Vec::new();
+        let (mut signal, mut offer) = (false, false);
+        while candidates.len() < 39 || !signal || !offer {
+            let frame = bob.recv().await;
+            match frame["type"].as_str() {
+                Some("ice_candidate") => candidates.push(candidate_number(&frame)),
+                Some("signal") => signal = true,
+                Some("webrtc_offer") => offer = true,
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        assert_eq!(
+            candidates,
+            (2..=40).collect::<Vec<_>>(),
+            "all, once, in order"
+        );
+        bob.expect_quiet().await;
+        alice.expect_quiet().await;
+        carol.expect_quiet().await;
+        // Still one session: both peers reach it, and it reaches them.
+        carol
+            .send(json!({"type": "offer", "to": "b1", "offer": {"type": "offer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(bob.recv_type("offer").await["from"], "c1");
+        bob.send(json!({"type": "answer", "to": "a1", "answer": {"type": "answer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(alice.recv_type("answer").await["from"], "b1");
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
+
+/// With a token in the URL the node authenticates at once; a `resume` as the first frame then
+/// takes the parked session up on this connection instead of the fresh one, which ends without
+/// a trace. A session of another user is refused, and stays parked for its own client.
+#[tokio::test]
+async fn a_resume_as_the_first_frame_after_a_url_token_takes_the_session_up() {
+    let node = spawn_node(test_config());
+    let (mut alice, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (bob, _) = Client::join(&node, "r", "bob", "b1").await;
+    alice.recv_type("user_joined").await;
+    let grant = bob.resume.clone().unwrap();
+    let last_seq = bob.last_seq;
+    drop(bob);
+    parked(&node, 1).await;
+    for n in 1..=3 {
+        alice.send(candidate(n)).await;
+    }
+
+    // Someone else's token does not open Bob's session.
+    let url = format!("{}?token={}", node.ws("/ws"), token("carol"));
+    let mut carol = connect(&url).await.expect("upgrade accepted");
+    assert_eq!(carol.recv().await["type"], "auth_success");
+    carol
+        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+        .await;
+    let refused = carol.recv().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["reason"].as_str()),
+        (Some("resume_failed"), Some("invalid_token"))
+    );
+    assert_eq!(node.state.resumes.parked(), 1, "still parked for Bob");
+
+    let url = format!("{}?token={}", node.ws("/ws"), token("bob"));
+    let mut bob = connect(&url).await.expect("upgrade accepted");
+    let fresh = bob.recv().await;
+    assert_eq!(fresh["type"], "auth_success");
+    bob.send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+        .await;
+    let answer = bob.recv().await;
+    assert_eq!(
+        answer,
+        json!({"type": "resumed", "session": grant.0, "client_id": "b1", "rooms": ["r"]})
+    );
+    bob.last_seq = last_seq;
+    for n in 1..=3 {
+        assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), n);
+    }
+    assert_eq!(node.state.resumes.parked(), 0);
+    alice.expect_quiet().await;
+    bob.send(json!({"type": "answer", "to": "a1", "answer": {"type": "answer", "sdp": "v=0"}}))
+        .await;
+    assert_eq!(alice.recv_type("answer").await["from"], "b1");
+
+    // Only as the first frame: later, `resume` is a protocol error as before.
+    let mut again = connect(&url).await.expect("upgrade accepted");
+    assert_eq!(again.recv().await["type"], "auth_success");
+    again.send(json!({"type": "join", "room": "other"})).await;
+    again.recv_type("users_in_room").await;
+    again
+        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": 0}))
+        .await;
+    again.expect_error("already_authenticated").await;
+}

@@ -200,3 +200,31 @@ async fn e2ee_registrations_claims_and_tickets_are_rate_limited() {
         200
     );
 }
+
+#[tokio::test]
+async fn e2ee_no_token_reaches_a_device_over_the_user_websocket() {
+    let node = spawn_node(e2ee_config());
+    let (alice, bob) = (Phone::new(), Phone::new());
+    let a = register(&node, &alice, 1..2).await;
+    let b = register(&node, &bob, 1..2).await;
+    let mut ws = DeviceWs::connect(&node, &b).await;
+    assert!(ws.until_queue_empty().await.is_empty());
+    let device_user = format!("e2ee:{}:1", b.user_id);
+    // A signal addressed to the device's hub user from an account's /ws: forbidden.
+    let admin = token_with("mallory", |c| c.role = Some("admin".into()));
+    let mut mallory = connect(&node.ws(&format!("/ws?token={admin}&client_id=m1")))
+        .await
+        .unwrap();
+    mallory.recv_type("auth_success").await;
+    let signal =
+        json!({"type": "webrtc_offer", "target_user_id": device_user, "data": {"sdp": "x"}});
+    mallory.send(signal).await;
+    mallory.expect_error("forbidden").await;
+    // A token whose subject is a device's hub user is refused.
+    let url = node.ws(&format!("/ws?token={}", token(&device_user)));
+    let mut fake = connect(&url).await.unwrap();
+    fake.expect_error("forbidden").await;
+    // The device got nothing of either: the next frame is a real message.
+    send_to(&node, &a, &bob.hash, &["only this"]).await;
+    assert_eq!(content(&ws.recv().await), "only this");
+}
