@@ -120,6 +120,11 @@ impl Leg {
         self.ws.send(Message::text(text)).await.unwrap();
     }
 
+    /// Sends `text`; `false` when the node has closed the socket meanwhile.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.ws.send(Message::text(text)).await.is_ok()
+    }
+
     pub async fn send_raw(&mut self, message: Message) {
         self.ws.send(message).await.unwrap();
     }

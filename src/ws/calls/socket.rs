@@ -20,6 +20,8 @@ use crate::store::CallSession;
 
 /// Frames a signaling socket may have queued.
 const OUTBOX: usize = 64;
+/// How long a closing socket waits to send its close frame, then for the client's.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// What the loop does next.
 enum Flow {
@@ -262,11 +264,29 @@ impl CallSocket {
         let _ = self.socket.send(Message::Text(text.into())).await;
     }
 
+    /// Sends the close frame, then reads (and drops) what the client still sends until its own
+    /// close, for a moment: a socket dropped with unread data is reset, and the client may then
+    /// never see the close code.
     async fn close(mut self, code: CloseCode) {
         let frame = CloseFrame {
             code: code.code(),
             reason: code.reason().into(),
         };
-        let _ = self.socket.send(Message::Close(Some(frame))).await;
+        let sent = tokio::time::timeout(
+            CLOSE_LINGER,
+            self.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(frame)) = self.socket.recv().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
