@@ -455,6 +455,14 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
     let supervisor = Supervisor::new(tasks);
     let metrics = crate::metrics::install();
     let state = AppState::new(config, hub, store, throttle, supervisor, metrics);
+    // Sessions resumed on another node are handed over through the hub's inbound stream.
+    let (handoffs, inbound) = tokio::sync::mpsc::unbounded_channel();
+    state.hub.take_handoffs(handoffs);
+    tokio::spawn(Arc::clone(&state.handoffs).run(
+        Arc::clone(&state.hub),
+        Arc::clone(&state.resumes),
+        inbound,
+    ));
     if state.credentials.jwks_source().is_some() {
         let refresh = state.config.jwks.refresh;
         tokio::spawn(Arc::clone(&state.credentials).refresh_jwks(refresh));

@@ -1,0 +1,212 @@
+//! Resuming a session on another node of a cluster (three nodes on Redis, standalone and
+//! Cluster): the node that holds the session hands it over, and the client gets every signal
+//! after its `last_seq` once and in order, while its peers keep signalling it and see no
+//! `user_left` or `user_joined`; refusals asked remotely.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cluster::{Redis, redis_config, spawn_cluster};
+use crate::support::*;
+
+/// Waits until `node` has `n` parked sessions.
+async fn parked(node: &TestNode, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while node.state.resumes.parked() != n {
+        assert!(Instant::now() < deadline, "not {n} parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `node` holds `n` connections (a handed-over session's old one lets go).
+async fn connections(node: &TestNode, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while node.state.hub.registry.connections() != n {
+        assert!(Instant::now() < deadline, "not {n} connections");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends `resume` after `auth_required`; returns the client and the answer.
+async fn resume(node: &TestNode, grant: &(String, String), last_seq: u64) -> (Client, Value) {
+    let mut client = connect(&node.ws("/ws")).await.expect("upgrade accepted");
+    assert_eq!(client.recv().await, json!({"type": "auth_required"}));
+    client
+        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+        .await;
+    client.last_seq = last_seq;
+    let answer = client.recv().await;
+    (client, answer)
+}
+
+fn candidate(n: u32) -> Value {
+    json!({"type": "ice_candidate", "to": "b1", "candidate": {"candidate": format!("candidate:{n}"), "sdpMid": "0"}})
+}
+
+fn number(frame: &Value) -> u32 {
+    let text = frame["candidate"]["candidate"].as_str().unwrap();
+    text.trim_start_matches("candidate:").parse().unwrap()
+}
+
+/// Alice sends candidates `from..=to`, a few at a time, while the caller goes on.
+fn keep_sending(mut alice: Client, from: u32, to: u32) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        for n in from..=to {
+            alice.send(candidate(n)).await;
+            if n % 4 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        alice
+    })
+}
+
+/// Reads Bob's frames until he has candidates up to `to`, `signals` room broadcasts and
+/// `offers` user-addressed offers; returns the candidates' numbers.
+async fn collect(bob: &mut Client, to: u32, signals: usize, offers: usize) -> Vec<u32> {
+    let mut candidates = Vec::new();
+    let (mut s, mut o) = (0, 0);
+    while candidates.last() != Some(&to) || s < signals || o < offers {
+        let frame = bob.recv().await;
+        match frame["type"].as_str() {
+            Some("ice_candidate") => candidates.push(number(&frame)),
+            Some("signal") => s += 1,
+            Some("webrtc_offer") => o += 1,
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!((s, o), (signals, offers), "once each");
+    candidates
+}
+
+/// Bob drops on node 0 mid-negotiation and resumes on node 1 while Alice (node 1) keeps
+/// sending and Carol (node 2) broadcasts and signals him by user; then drops again and resumes
+/// on node 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_dropped_session_resumes_on_another_node_then_on_a_third() {
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let (mut bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&nodes[1], "r", "alice", "a1").await;
+        let (mut carol, _) = Client::join(&nodes[2], "r", "carol", "c1").await;
+        bob.recv_type("user_joined").await;
+        bob.recv_type("user_joined").await;
+        alice.recv_type("user_joined").await;
+        let grant = bob.resume.clone().unwrap();
+        alice.send(candidate(1)).await;
+        assert_eq!(number(&bob.recv_type("ice_candidate").await), 1);
+        let last_seq = bob.last_seq;
+        drop(bob);
+        parked(&nodes[0], 1).await;
+
+        for n in 2..=20 {
+            alice.send(candidate(n)).await;
+        }
+        carol
+            .send(json!({"type": "signal", "data": {"note": "from carol"}}))
+            .await;
+        carol
+            .send(json!({"type": "webrtc_offer", "target_user_id": "bob", "data": {"type": "offer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(
+            alice.recv_type("signal").await["data"]["note"],
+            "from carol"
+        );
+
+        // Alice goes on sending while Bob resumes on her node.
+        let sending = keep_sending(alice, 21, 120);
+        let (mut bob, answer) = resume(&nodes[1], &grant, last_seq).await;
+        assert_eq!(
+            answer,
+            json!({"type": "resumed", "session": grant.0, "client_id": "b1", "rooms": ["r"]})
+        );
+        let mut alice = sending.await.unwrap();
+        carol
+            .send(json!({"type": "signal", "data": {"note": "after"}}))
+            .await;
+        assert_eq!(alice.recv_type("signal").await["data"]["note"], "after");
+        let got = collect(&mut bob, 120, 2, 1).await;
+        assert_eq!(got, (2..=120).collect::<Vec<_>>(), "all, once, in order");
+        connections(&nodes[0], 0).await;
+        assert_eq!(nodes[0].state.resumes.parked(), 0);
+        bob.expect_quiet().await;
+        alice.expect_quiet().await;
+        carol.expect_quiet().await;
+
+        // It is the same session: peers reach it by client id and user, and it reaches them.
+        carol
+            .send(json!({"type": "offer", "to": "b1", "offer": {"type": "offer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(bob.recv_type("offer").await["from"], "c1");
+        bob.send(json!({"type": "answer", "to": "a1", "answer": {"type": "answer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(alice.recv_type("answer").await["from"], "b1");
+        bob.send(json!({"type": "signal", "data": {"note": "from bob"}}))
+            .await;
+        assert_eq!(carol.recv_type("signal").await["data"]["note"], "from bob");
+        assert_eq!(alice.recv_type("signal").await["data"]["note"], "from bob");
+
+        // Again, from node 1 to node 2.
+        let last_seq = bob.last_seq;
+        drop(bob);
+        parked(&nodes[1], 1).await;
+        for n in 121..=140 {
+            alice.send(candidate(n)).await;
+        }
+        let sending = keep_sending(alice, 141, 200);
+        let (mut bob, answer) = resume(&nodes[2], &grant, last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        let mut alice = sending.await.unwrap();
+        let got = collect(&mut bob, 200, 0, 0).await;
+        assert_eq!(got, (121..=200).collect::<Vec<_>>(), "all, once, in order");
+        connections(&nodes[1], 1).await;
+        bob.expect_quiet().await;
+        alice.expect_quiet().await;
+        carol.expect_quiet().await;
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
+
+/// Asked remotely: a forged token and another session's token are `invalid_token` (the session
+/// stays parked and resumes afterwards), a session nobody holds is `expired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn remote_resumes_with_bad_tokens_or_no_session_are_refused() {
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let (bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&nodes[1], "r", "alice", "a1").await;
+        let grant = bob.resume.clone().unwrap();
+        let other = alice.resume.clone().unwrap();
+        let last_seq = bob.last_seq;
+        drop(bob);
+        parked(&nodes[0], 1).await;
+
+        let forged = (grant.0.clone(), "A".repeat(43));
+        let (_, answer) = resume(&nodes[2], &forged, last_seq).await;
+        assert_eq!(answer["type"], "resume_failed", "{answer}");
+        assert_eq!(answer["reason"], "invalid_token");
+        let others = (grant.0.clone(), other.1.clone());
+        let (_, answer) = resume(&nodes[1], &others, last_seq).await;
+        assert_eq!(answer["reason"], "invalid_token", "{answer}");
+        let nobody = ("A".repeat(22), grant.1.clone());
+        let (_, answer) = resume(&nodes[2], &nobody, last_seq).await;
+        assert_eq!(answer["reason"], "expired", "{answer}");
+        assert_eq!(nodes[0].state.resumes.parked(), 1);
+
+        alice.send(candidate(1)).await;
+        let (mut bob, answer) = resume(&nodes[2], &grant, last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        // Alice's arrival went out before the drop, unread: replayed.
+        assert_eq!(bob.recv_type("user_joined").await["client_id"], "a1");
+        assert_eq!(number(&bob.recv_type("ice_candidate").await), 1);
+        alice.expect_quiet().await;
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
