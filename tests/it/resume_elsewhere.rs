@@ -210,3 +210,66 @@ async fn remote_resumes_with_bad_tokens_or_no_session_are_refused() {
         }
     }
 }
+
+/// A storm: 1,000 sessions parked on node 0 resume at once, half on node 1 and half on node
+/// 2; each gets exactly the two signals it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_storm_of_remote_resumes_each_gets_exactly_what_it_missed() {
+    const CLIENTS: usize = 1000;
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let (mut alice, _) = Client::join(&nodes[1], "storm", "alice", "a1").await;
+        let mut grants = Vec::with_capacity(CLIENTS);
+        for n in 0..CLIENTS {
+            let id = format!("c{n}");
+            let mut client = Client::user(&nodes[0], &format!("user{n}"), &id).await;
+            grants.push((id, client.resume.take().unwrap()));
+            drop(client);
+        }
+        parked(&nodes[0], CLIENTS).await;
+        for (id, _) in &grants {
+            for n in 0..2 {
+                alice
+                    .send(json!({"type": "webrtc_ice_candidate", "target_user_id": format!("user{}", &id[1..]), "data": {"n": n}}))
+                    .await;
+            }
+        }
+        alice.expect_quiet().await;
+        let tasks: Vec<_> = grants
+            .into_iter()
+            .enumerate()
+            .map(|(n, (id, grant))| {
+                let url = nodes[1 + n % 2].ws("/ws");
+                tokio::spawn(async move {
+                    let mut client = connect(&url).await.expect("upgrade accepted");
+                    client.recv_type("auth_required").await;
+                    client
+                        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": 0}))
+                        .await;
+                    let answer = client.recv_type("resumed").await;
+                    assert_eq!(answer["client_id"], id.as_str());
+                    for n in 0..2 {
+                        let frame = client.recv_type("webrtc_ice_candidate").await;
+                        assert_eq!(frame["data"]["n"], n);
+                    }
+                    client.expect_quiet().await;
+                    client
+                })
+            })
+            .collect();
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for task in tasks {
+            clients.push(task.await.unwrap());
+        }
+        connections(&nodes[0], 0).await;
+        assert_eq!(nodes[0].state.resumes.parked(), 0);
+        let moved =
+            nodes[1].state.hub.registry.connections() + nodes[2].state.hub.registry.connections();
+        assert_eq!(moved, CLIENTS + 1);
+        drop(clients);
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
