@@ -323,10 +323,12 @@ impl Resumes {
         metrics::gauge!(m::SESSIONS_PARKED).increment(1.0);
         self.parking.notify_waiters();
         let (resumes, hub, window) = (Arc::clone(self), Arc::clone(hub), self.window);
+        // Closed by a drain: parked for another node to take up.
+        let drained = control.code() == Some(CloseCode::ServiceRestart);
         tokio::spawn(async move {
             let ended = tokio::select! {
                 () = tokio::time::sleep(window) => "expired",
-                _ = control.closed() => "closed",
+                _ = control.closed(), if !drained => "closed",
             };
             let Some(parked) = resumes.remove(&id, generation) else {
                 return;
@@ -440,7 +442,8 @@ impl Resumes {
         if !session.ticket.admits_hash(token) || user.is_some_and(|u| *u != session.me.user_id) {
             return Err(Refusal::InvalidToken);
         }
-        if session.control.code().is_some() {
+        let code = session.control.code();
+        if code.is_some_and(|code| code != CloseCode::ServiceRestart) {
             return Err(Refusal::Closed);
         }
         if session.replay.after(last_seq).is_none() {

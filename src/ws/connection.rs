@@ -680,7 +680,7 @@ impl Conn {
             }
         };
         match (ticket, self.replay.take()) {
-            (Some(ticket), Some(replay)) if self.dropped && control.code().is_none() => {
+            (Some(ticket), Some(replay)) if self.parks(&control) => {
                 let peers = std::mem::take(&mut self.peers);
                 let parked = Parked {
                     me: session.me.clone(),
@@ -707,6 +707,18 @@ impl Conn {
             }
         }
         code
+    }
+
+    /// Whether the session parks as its connection ends: the socket dropped (and the session
+    /// was not closed), or a drain closed it in a cluster, where another node may take it up.
+    fn parks(&self, control: &Control) -> bool {
+        match control.code() {
+            None => self.dropped,
+            Some(CloseCode::ServiceRestart) => {
+                self.state.is_draining() && self.state.hub.bus.kind() != "memory"
+            }
+            Some(_) => false,
+        }
     }
 
     /// Joins the room named in the URL; returns a close code when the connection must end.
@@ -787,7 +799,13 @@ impl Conn {
                             self.dropped = true;
                             return CloseCode::Normal;
                         },
-                        code = &mut closed => return code,
+                        code = &mut closed => {
+                            // A drain's notice is in the outbox: the client gets it first.
+                            if code == CloseCode::ServiceRestart {
+                                self.flush_outbox(outbox).await;
+                            }
+                            return code;
+                        }
                     }
                 }
                 incoming = self.next() => {

@@ -273,3 +273,91 @@ async fn a_storm_of_remote_resumes_each_gets_exactly_what_it_missed() {
         }
     }
 }
+
+/// Node 0 drains with 200 clients while Alice (node 1) signals each of them: every client
+/// gets the `reconnect` notice with its session, resumes on node 1 or 2, and has every signal
+/// once and in order across its two connections; Alice sees nobody leave or join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_draining_node_hands_every_session_to_the_nodes_its_clients_resume_on() {
+    const CLIENTS: usize = 200;
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let mut nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let draining = nodes.remove(0);
+        let mut alice = Client::user(&nodes[0], "alice", "a1").await;
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for n in 0..CLIENTS {
+            let client = Client::user(&draining, &format!("user{n}"), &format!("c{n}")).await;
+            clients.push(client);
+        }
+        let signal = |n: usize, k: usize| json!({"type": "webrtc_ice_candidate", "target_user_id": format!("user{n}"), "data": {"k": k}});
+        for n in 0..CLIENTS {
+            alice.send(signal(n, 0)).await;
+        }
+        let stopped = tokio::task::spawn_blocking(move || draining.shutdown());
+        // Alice goes on while the node drains and its clients move.
+        let sending = tokio::spawn(async move {
+            for k in 1..=3 {
+                for n in 0..CLIENTS {
+                    alice.send(signal(n, k)).await;
+                }
+            }
+            alice
+        });
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut client)| {
+                let url = nodes[n % 2].ws("/ws");
+                tokio::spawn(async move {
+                    let (frames, code) = client.drain_until_close().await;
+                    assert_eq!(code, 1012);
+                    // The notice, then whatever was queued behind it.
+                    let notice = frames.iter().find(|f| f["type"] == "reconnect");
+                    let notice = notice.unwrap_or_else(|| panic!("no notice in {frames:?}"));
+                    assert_eq!(notice["reason"], "shutdown");
+                    let mut got: Vec<u64> = frames
+                        .iter()
+                        .filter(|f| f["type"] == "webrtc_ice_candidate")
+                        .map(|f| f["data"]["k"].as_u64().unwrap())
+                        .collect();
+                    let grant = client.resume.clone().unwrap();
+                    let mut again = connect(&url).await.expect("upgrade accepted");
+                    again.recv_type("auth_required").await;
+                    again
+                        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": client.last_seq}))
+                        .await;
+                    again.last_seq = client.last_seq;
+                    assert_eq!(again.recv_type("resumed").await["client_id"], format!("c{n}"));
+                    while got.len() < 4 {
+                        let frame = again.recv().await;
+                        match frame["type"].as_str() {
+                            Some("webrtc_ice_candidate") => {
+                                got.push(frame["data"]["k"].as_u64().unwrap());
+                            }
+                            _ => panic!("unexpected {frame}"),
+                        }
+                    }
+                    assert_eq!(got, vec![0, 1, 2, 3], "client {n}: all, once, in order");
+                    again
+                })
+            })
+            .collect();
+        let mut moved = Vec::with_capacity(CLIENTS);
+        for task in tasks {
+            moved.push(task.await.unwrap());
+        }
+        let mut alice = sending.await.unwrap();
+        stopped.await.unwrap();
+        for client in &mut moved {
+            client.expect_quiet().await;
+        }
+        alice.expect_quiet().await;
+        let held =
+            nodes[0].state.hub.registry.connections() + nodes[1].state.hub.registry.connections();
+        assert_eq!(held, CLIENTS + 1);
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
