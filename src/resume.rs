@@ -15,8 +15,11 @@
 //! closed while parked: revoked, replaced, its outbox overflowed) it leaves as a closed
 //! connection does. A client's own close, or a protocol violation, ends the session at once.
 //!
-//! Parked sessions live in the node that held their connection; a `resume` that reaches
-//! another node is answered `resume_failed` (`expired`), and the client starts afresh.
+//! Parked sessions live in the node that held their connection. A `resume` that reaches
+//! another node of a cluster is asked of the cluster, and the holder hands the session over
+//! ([`handoff`]): the client continues it there exactly as here. A draining node in a cluster
+//! parks the sessions it closes, so that their clients resume them elsewhere; a node that dies
+//! takes its sessions with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
