@@ -361,3 +361,59 @@ async fn a_draining_node_hands_every_session_to_the_nodes_its_clients_resume_on(
         }
     }
 }
+
+/// A session still live on node 0 (its client saw the connection die first) is taken over from
+/// node 1: the old connection is let go (4001) and what it was written after `last_seq` is
+/// replayed. Then, parked on node 1, it is resumed on node 2 by a connection that carried a
+/// token in its URL (`resume` as its first frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_live_session_is_taken_over_remotely_and_a_url_token_may_resume_remotely() {
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let nodes = spawn_cluster(3, &redis_config(&redis.url()));
+        let (mut old, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&nodes[1], "r", "alice", "a1").await;
+        old.recv_type("user_joined").await;
+        let grant = old.resume.clone().unwrap();
+        alice.send(candidate(1)).await;
+        assert_eq!(number(&old.recv_type("ice_candidate").await), 1);
+        let last_seq = old.last_seq;
+        alice.send(candidate(2)).await;
+        alice.send(candidate(3)).await;
+        alice.expect_quiet().await;
+
+        let (mut bob, answer) = resume(&nodes[1], &grant, last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        assert_eq!(collect(&mut bob, 3, 0, 0).await, vec![2, 3]);
+        let (_, code) = old.drain_until_close().await;
+        assert_eq!(code, 4001);
+        connections(&nodes[0], 0).await;
+        alice.send(candidate(4)).await;
+        assert_eq!(number(&bob.recv_type("ice_candidate").await), 4);
+
+        let last_seq = bob.last_seq;
+        drop(bob);
+        parked(&nodes[1], 1).await;
+        alice.send(candidate(5)).await;
+        let url = format!("{}?token={}", nodes[2].ws("/ws"), token("bob"));
+        let mut bob = connect(&url).await.expect("upgrade accepted");
+        assert_eq!(bob.recv().await["type"], "auth_success");
+        bob.send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+            .await;
+        bob.last_seq = last_seq;
+        let answer = bob.recv().await;
+        assert_eq!(
+            answer,
+            json!({"type": "resumed", "session": grant.0, "client_id": "b1", "rooms": ["r"]})
+        );
+        assert_eq!(number(&bob.recv_type("ice_candidate").await), 5);
+        bob.send(json!({"type": "answer", "to": "a1", "answer": {"type": "answer", "sdp": "v=0"}}))
+            .await;
+        assert_eq!(alice.recv_type("answer").await["from"], "b1");
+        alice.expect_quiet().await;
+        bob.expect_quiet().await;
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
