@@ -24,15 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
-use super::{Parked, Refusal, Resumes};
-use crate::auth::Credential;
+use super::{Refusal, Resumes};
 use crate::bus::{Envelope, Route, Topic};
 use crate::hub::Hub;
 use crate::metrics as m;
-use crate::protocol::{ClientId, ConnId, Frame, NodeId, RoomGrant, RoomId, Stamp, UserId};
+use crate::protocol::{ConnId, Frame, NodeId, Stamp, UserId};
 
 /// How long an asker waits for the holder's answer.
 pub const ASK_WAIT: Duration = Duration::from_secs(2);
@@ -43,100 +41,10 @@ pub const GRACE: Duration = Duration::from_millis(500);
 /// How long the new connection waits for the holder's end.
 pub const END_WAIT: Duration = Duration::from_secs(15);
 
-/// One step of a hand-off, as JSON in a [`Route::Handoff`] envelope.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
-enum Step {
-    Ask {
-        asker: NodeId,
-        session: String,
-        hash: [u8; 32],
-        last_seq: u64,
-        conn: ConnId,
-        user: Option<UserId>,
-    },
-    Answer {
-        conn: ConnId,
-        handed: Option<Box<Handed>>,
-        refused: Option<String>,
-    },
-    Moved {
-        conn: ConnId,
-    },
-    End {
-        conn: ConnId,
-    },
-}
+mod wire;
 
-/// What the new node needs to continue a session.
-#[derive(Serialize, Deserialize)]
-pub struct Handed {
-    pub holder: NodeId,
-    pub session: String,
-    pub client_id: ClientId,
-    pub user_id: UserId,
-    pub username: String,
-    pub rooms: Vec<RoomId>,
-    /// The rooms the token opens (`None`: any).
-    grant: Option<Vec<String>>,
-    pub max_rooms: usize,
-    jti: Option<String>,
-    key: Option<String>,
-    issued_at: u64,
-    expires_at: u64,
-    pub admin: bool,
-    pub peers: Vec<String>,
-    /// The frames written after `last_seq`, each with its number.
-    pub replay: Vec<(u64, String)>,
-}
-
-impl Handed {
-    fn of(parked: &Parked, last_seq: u64, holder: NodeId) -> Self {
-        let (grant, cred) = (&parked.session.grant, &parked.credential);
-        Self {
-            holder,
-            session: parked.ticket.grant.session.clone(),
-            client_id: parked.me.client_id.clone(),
-            user_id: parked.me.user_id.clone(),
-            username: parked.me.username.clone(),
-            rooms: parked.session.rooms().to_vec(),
-            grant: match grant {
-                RoomGrant::Any => None,
-                RoomGrant::Only(names) => Some(names.clone()),
-            },
-            max_rooms: parked.session.max_rooms,
-            jti: cred.jti.as_deref().map(str::to_owned),
-            key: cred.key.as_deref().map(str::to_owned),
-            issued_at: cred.issued_at,
-            expires_at: cred.expires_at,
-            admin: parked.admin,
-            peers: parked.peers.clone(),
-            replay: (parked
-                .replay
-                .after(last_seq)
-                .unwrap_or_default()
-                .into_iter())
-            .map(|(seq, frame)| (seq, frame.as_str().to_owned()))
-            .collect(),
-        }
-    }
-
-    pub fn grant(&self) -> RoomGrant {
-        match &self.grant {
-            None => RoomGrant::Any,
-            Some(names) => RoomGrant::Only(names.clone()),
-        }
-    }
-
-    pub fn credential(&self) -> Credential {
-        Credential {
-            jti: self.jti.as_deref().map(Into::into),
-            key: self.key.as_deref().map(Into::into),
-            issued_at: self.issued_at,
-            expires_at: self.expires_at,
-        }
-    }
-}
+pub use wire::Handed;
+use wire::Step;
 
 /// What reaches a new connection during its hand-off.
 pub enum Event {

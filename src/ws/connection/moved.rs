@@ -162,25 +162,36 @@ impl Conn {
         let missed = handed.replay.iter().map(|(_, f)| Frame::from(f.clone()));
         sent = sent && self.write_fresh(missed.collect()).await;
         let mut seen = Seen::default();
-        while sent {
+        // Forwarded frames the client was gone for (its socket failed during the switch).
+        let mut unsent = Vec::new();
+        loop {
             match tokio::time::timeout(handoff::END_WAIT, events.recv()).await {
                 Ok(Some(Event::Frame(frame))) => {
                     seen.add(&frame);
-                    sent = self.write_fresh(vec![frame]).await;
+                    if sent {
+                        sent = self.write_fresh(vec![frame]).await;
+                    } else {
+                        unsent.push(frame);
+                    }
                 }
                 Ok(Some(Event::Answer(_))) => {}
                 Ok(Some(Event::End) | None) | Err(_) => break,
             }
         }
         drop(events);
-        if sent {
-            let mut direct = Vec::new();
-            while let Ok(frame) = outbox_rx.try_recv() {
-                if !seen.take(&frame) {
-                    direct.push(frame);
-                }
+        let mut direct = Vec::new();
+        while let Ok(frame) = outbox_rx.try_recv() {
+            if !seen.take(&frame) {
+                direct.push(frame);
             }
+        }
+        if sent {
             sent = self.write_fresh(direct).await;
+        } else {
+            // The session parks with all of it, in order, for its next resume.
+            for frame in unsent.iter().chain(&direct) {
+                hub.registry.deliver_conn(conn, frame);
+            }
         }
         let code = if !sent {
             CloseCode::Normal
