@@ -1,7 +1,10 @@
 //! Resuming a session on another node of a cluster (three nodes on Redis, standalone and
 //! Cluster): the node that holds the session hands it over, and the client gets every signal
 //! after its `last_seq` once and in order, while its peers keep signalling it and see no
-//! `user_left` or `user_joined`; refusals asked remotely.
+//! `user_left` or `user_joined`. Also: a session still live on its node taken over remotely, a
+//! remote resume as the first frame after a URL token, a draining node handing all its sessions
+//! over, a storm of 1,000 remote resumes, and refusals asked remotely (bad tokens, no session,
+//! a window that ended).
 
 use std::time::{Duration, Instant};
 
@@ -412,6 +415,31 @@ async fn a_live_session_is_taken_over_remotely_and_a_url_token_may_resume_remote
         assert_eq!(alice.recv_type("answer").await["from"], "b1");
         alice.expect_quiet().await;
         bob.expect_quiet().await;
+        for node in nodes {
+            node.shutdown();
+        }
+    }
+}
+
+/// Past its window a session parked on node 0 has left (its peers saw `user_left`), and a
+/// resume on node 1 is `expired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn past_the_window_a_remote_resume_is_expired() {
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let mut config = redis_config(&redis.url());
+        config.resume_window = Duration::from_millis(300);
+        let nodes = spawn_cluster(2, &config);
+        let (bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&nodes[1], "r", "alice", "a1").await;
+        let grant = bob.resume.clone().unwrap();
+        let last_seq = bob.last_seq;
+        drop(bob);
+        assert_eq!(alice.recv_type("user_left").await["client_id"], "b1");
+        let (_, answer) = resume(&nodes[1], &grant, last_seq).await;
+        assert_eq!(answer["type"], "resume_failed", "{answer}");
+        assert_eq!(answer["reason"], "expired");
+        alice.expect_quiet().await;
         for node in nodes {
             node.shutdown();
         }
