@@ -8,12 +8,14 @@
 //!    answer within [`ASK_WAIT`] is `expired`.
 //! 2. The holder takes the session as a local resume would (the token checked in constant
 //!    time) and answers on the asker's [`Topic::Node`]: the member, its grant, rooms and
-//!    credential, and the frames after `last_seq` from the replay; then it forwards whatever
-//!    reaches the old connection's outbox ([`Route::Conn`]), in order, after the answer.
+//!    credential, and the frames after `last_seq` from the replay.
 //! 3. The asker claims the client id and takes the old connection's seats (nobody is told),
-//!    and says so (*moved*). The holder forwards for [`GRACE`] more (signals already on their
-//!    way to it), then sends *end* and lets the old connection go: presence moved, so its
-//!    departure removes and announces nothing.
+//!    and says so (*moved*); an answer that came after the asker gave up is *declined*. A
+//!    holder that hears neither within [`MOVE_WAIT`], or a decline, parks the session again.
+//! 4. Once moved, the holder forwards whatever reaches the old connection's outbox
+//!    ([`Route::Conn`]), in order, for [`GRACE`] (signals already on their way to it), then
+//!    sends *end* and lets the old connection go: presence moved, so its departure removes
+//!    and announces nothing.
 //!
 //! The new connection writes the forwarded frames as they come and holds what reaches it
 //! directly until the end; then it writes those, less the ones that came both ways (room and
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::{Refusal, Resumes};
 use crate::bus::{Envelope, Route, Topic};
@@ -34,8 +36,8 @@ use crate::protocol::{ConnId, Frame, NodeId, Stamp, UserId};
 
 /// How long an asker waits for the holder's answer.
 pub const ASK_WAIT: Duration = Duration::from_secs(2);
-/// How long the holder waits for the asker to take the seats before it gives the session up.
-const MOVE_WAIT: Duration = Duration::from_secs(10);
+/// How long the holder waits for the asker to take the seats before it parks the session again.
+const MOVE_WAIT: Duration = Duration::from_secs(5);
 /// How long the holder goes on forwarding after the asker took the seats.
 pub const GRACE: Duration = Duration::from_millis(500);
 /// How long the new connection waits for the holder's end.
@@ -60,8 +62,9 @@ pub enum Event {
 pub struct Handoffs {
     /// New connections here waiting for their holder, by connection id.
     asking: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Event>>>,
-    /// Sessions held here, being forwarded to a new connection (by its id) until it moved.
-    forwarding: Mutex<HashMap<ConnId, Arc<Notify>>>,
+    /// Sessions held here and handed to a new connection (by its id): told whether it took
+    /// the seats (`true`) or declined the answer (`false`).
+    forwarding: Mutex<HashMap<ConnId, mpsc::UnboundedSender<bool>>>,
 }
 
 /// A session handed to a new connection of this node: what it needs, and what comes next.
@@ -150,6 +153,7 @@ impl Handoffs {
         mut inbound: mpsc::UnboundedReceiver<Envelope>,
     ) {
         while let Some(envelope) = inbound.recv().await {
+            let origin = envelope.origin;
             let step = match envelope.route {
                 Route::Conn { conn } => {
                     if let Ok(frame) = Frame::try_from(envelope.payload) {
@@ -181,21 +185,34 @@ impl Handoffs {
                         (Some(handed), _) => Ok(handed),
                         (None, reason) => Err(Refusal::from_reason(&reason.unwrap_or_default())),
                     };
-                    self.tell(conn, Event::Answer(answer));
-                }
-                Step::Moved { conn } => {
-                    if let Some(moved) = lock(&self.forwarding).get(&conn) {
-                        moved.notify_one();
+                    let handed = answer.is_ok();
+                    if !self.tell(conn, Event::Answer(answer)) && handed {
+                        let hub = Arc::clone(&hub);
+                        tokio::spawn(async move {
+                            let declined = Step::Declined { conn };
+                            publish(&hub, &Topic::Node(origin), &declined).await;
+                        });
                     }
                 }
-                Step::End { conn } => self.tell(conn, Event::End),
+                Step::Moved { conn } => self.settle(conn, true),
+                Step::Declined { conn } => self.settle(conn, false),
+                Step::End { conn } => {
+                    self.tell(conn, Event::End);
+                }
             }
         }
     }
 
-    fn tell(&self, conn: ConnId, event: Event) {
-        if let Some(tx) = lock(&self.asking).get(&conn) {
-            let _ = tx.send(event);
+    /// Hands `event` to new connection `conn`; `false` when it is not asking (any more).
+    fn tell(&self, conn: ConnId, event: Event) -> bool {
+        lock(&self.asking)
+            .get(&conn)
+            .is_some_and(|tx| tx.send(event).is_ok())
+    }
+
+    fn settle(&self, conn: ConnId, moved: bool) {
+        if let Some(tx) = lock(&self.forwarding).get(&conn) {
+            let _ = tx.send(moved);
         }
     }
 
@@ -230,8 +247,8 @@ impl Handoffs {
             }
         };
         let handed = Handed::of(&parked, last_seq, hub.node.clone());
-        let moved = Arc::new(Notify::new());
-        lock(&self.forwarding).insert(conn, Arc::clone(&moved));
+        let (settled, mut settle) = mpsc::unbounded_channel();
+        lock(&self.forwarding).insert(conn, settled);
         let answer = Step::Answer {
             conn,
             handed: Some(Box::new(handed)),
@@ -243,12 +260,17 @@ impl Handoffs {
             resumes.park(&hub, parked);
             return;
         }
+        // Nothing is forwarded before the asker took the seats: a session it did not take
+        // stays whole here, parked again.
+        let moved = tokio::time::timeout(MOVE_WAIT, settle.recv()).await;
+        if !matches!(moved, Ok(Some(true))) {
+            lock(&self.forwarding).remove(&conn);
+            resumes.park(&hub, parked);
+            return;
+        }
         metrics::counter!(m::RESUMES, "result" => "handed_off").increment(1);
         let mut outbox = parked.outbox;
-        let stop = async {
-            let _ = tokio::time::timeout(MOVE_WAIT, moved.notified()).await;
-            tokio::time::sleep(GRACE).await;
-        };
+        let stop = tokio::time::sleep(GRACE);
         tokio::pin!(stop);
         loop {
             tokio::select! {

@@ -26,6 +26,10 @@ pub(super) enum Step {
     Moved {
         conn: ConnId,
     },
+    /// The answer came too late (the asker gave up): the holder keeps the session.
+    Declined {
+        conn: ConnId,
+    },
     End {
         conn: ConnId,
     },
