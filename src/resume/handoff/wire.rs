@@ -104,3 +104,42 @@ impl Handed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resume::Refusal;
+
+    #[test]
+    fn steps_round_trip_and_refusals_keep_their_reason() {
+        let ask = Step::Ask {
+            asker: NodeId::parse("node-1").unwrap(),
+            session: "s".into(),
+            hash: [7; 32],
+            last_seq: 41,
+            conn: ConnId(u64::MAX),
+            user: Some(UserId::parse("bob").unwrap()),
+        };
+        let json = serde_json::to_vec(&ask).unwrap();
+        let Step::Ask {
+            hash,
+            last_seq,
+            conn,
+            ..
+        } = serde_json::from_slice(&json).unwrap()
+        else {
+            panic!("not an ask");
+        };
+        assert_eq!((hash, last_seq, conn), ([7; 32], 41, ConnId(u64::MAX)));
+        for refusal in [
+            Refusal::Disabled,
+            Refusal::Expired,
+            Refusal::InvalidToken,
+            Refusal::Overflow,
+            Refusal::Closed,
+        ] {
+            assert_eq!(Refusal::from_reason(refusal.reason()), refusal);
+        }
+        assert_eq!(Refusal::from_reason("anything else"), Refusal::Expired);
+    }
+}
