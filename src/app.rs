@@ -455,6 +455,14 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
     let supervisor = Supervisor::new(tasks);
     let metrics = crate::metrics::install();
     let state = AppState::new(config, hub, store, throttle, supervisor, metrics);
+    // Sessions resumed on another node are handed over through the hub's inbound stream.
+    let (handoffs, inbound) = tokio::sync::mpsc::unbounded_channel();
+    state.hub.take_handoffs(handoffs);
+    tokio::spawn(Arc::clone(&state.handoffs).run(
+        Arc::clone(&state.hub),
+        Arc::clone(&state.resumes),
+        inbound,
+    ));
     if state.credentials.jwks_source().is_some() {
         let refresh = state.config.jwks.refresh;
         tokio::spawn(Arc::clone(&state.credentials).refresh_jwks(refresh));
@@ -462,14 +470,23 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
     state
 }
 
+/// How long a draining node in a cluster goes on handing its parked sessions over after its
+/// connections ended.
+const HANDOVER_LINGER: Duration = Duration::from_secs(3);
+
 /// Turns readiness off, tells every client to reconnect elsewhere, closes them with 1012, and
-/// waits for their cleanup until the shutdown deadline.
+/// waits for their cleanup until the shutdown deadline. In a cluster with resuming on, the
+/// sessions the drain closes park, and this node hands them over to the nodes their clients
+/// resume on until the deadline; those nobody resumed end then.
 pub async fn drain(state: &AppState) {
     state.start_draining();
     let registry = &state.hub.registry;
     tracing::info!(connections = registry.connections(), "draining");
-    // Sessions parked here end now: this node will not be here to resume them.
-    state.resumes.end_all(&state.hub).await;
+    let hands_over = state.resumes.enabled() && state.hub.bus.kind() != "memory";
+    if !hands_over {
+        // Sessions parked here end now: no other node can take them up.
+        state.resumes.end_all(&state.hub).await;
+    }
     registry.broadcast_each(|handle| {
         let notice = ServerMessage::Reconnect {
             reason: "shutdown",
@@ -479,8 +496,18 @@ pub async fn drain(state: &AppState) {
     });
     registry.close_all(CloseCode::ServiceRestart);
     let deadline = Instant::now() + state.config.shutdown_timeout;
-    while registry.connections() > 0 && Instant::now() < deadline {
+    // Until every connection has ended (parked sessions keep their place in the registry).
+    while registry.connections() > state.resumes.parked() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if hands_over {
+        // Clients resume elsewhere as soon as they read the notice; their sessions leave the
+        // registry once handed over.
+        let deadline = deadline.min(Instant::now() + HANDOVER_LINGER);
+        while registry.connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        state.resumes.end_all(&state.hub).await;
     }
     tracing::info!(left = registry.connections(), "drained");
 }

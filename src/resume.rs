@@ -15,8 +15,11 @@
 //! closed while parked: revoked, replaced, its outbox overflowed) it leaves as a closed
 //! connection does. A client's own close, or a protocol violation, ends the session at once.
 //!
-//! Parked sessions live in the node that held their connection; a `resume` that reaches
-//! another node is answered `resume_failed` (`expired`), and the client starts afresh.
+//! Parked sessions live in the node that held their connection. A `resume` that reaches
+//! another node of a cluster is asked of the cluster, and the holder hands the session over
+//! ([`handoff`]): the client continues it there exactly as here. A draining node in a cluster
+//! parks the sessions it closes, so that their clients resume them elsewhere; a node that dies
+//! takes its sessions with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, mpsc};
 
+pub mod handoff;
+
+pub use handoff::{Event, Handed, Handoffs, Handover};
+
+use crate::auth::Credential;
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::protocol::{CloseCode, Frame, Member, ResumeGrant, UserId};
@@ -53,6 +61,14 @@ impl Replay {
             bytes: 0,
             next: 1,
             max_frames: max_frames.max(1),
+        }
+    }
+
+    /// A replay whose first frame gets number `next` (a session continued from another node).
+    pub fn starting(max_frames: usize, next: u64) -> Self {
+        Self {
+            next: next.max(1),
+            ..Self::new(max_frames)
         }
     }
 
@@ -128,10 +144,32 @@ impl Ticket {
         }
     }
 
+    /// The ticket of session `session` whose client holds `resume_token` (a session continued
+    /// from another node).
+    pub fn from_token(session: String, resume_token: String) -> Self {
+        Self {
+            hash: hash(&resume_token),
+            grant: Arc::new(ResumeGrant {
+                session,
+                resume_token,
+            }),
+        }
+    }
+
+    #[cfg(test)]
     fn admits(&self, token: &str) -> bool {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.admits_hash(&hash(token))
+    }
+
+    /// Whether `hash` is the SHA-256 of this session's token (constant time).
+    fn admits_hash(&self, hash: &[u8; 32]) -> bool {
         bool::from(hash.ct_eq(&self.hash))
     }
+}
+
+/// The SHA-256 of a resume token: what nodes keep, and what a remote ask carries.
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// What a parked session keeps for the connection that resumes it.
@@ -142,6 +180,8 @@ pub struct Parked {
     pub control: Arc<Control>,
     pub replay: Replay,
     pub ticket: Ticket,
+    /// The token it authenticated with, for revocations.
+    pub credential: Arc<Credential>,
     /// Whether its token had the admin role, and its `peers` claim.
     pub admin: bool,
     pub peers: Vec<String>,
@@ -173,6 +213,19 @@ impl Refusal {
             Self::Overflow => "overflow",
             Self::Closed => "closed",
         }
+    }
+
+    /// The refusal whose `reason` is `reason` (a remote holder's answer).
+    pub fn from_reason(reason: &str) -> Self {
+        [
+            Self::Disabled,
+            Self::InvalidToken,
+            Self::Overflow,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|r| r.reason() == reason)
+        .unwrap_or(Self::Expired)
     }
 
     pub const fn message(self) -> &'static str {
@@ -273,10 +326,12 @@ impl Resumes {
         metrics::gauge!(m::SESSIONS_PARKED).increment(1.0);
         self.parking.notify_waiters();
         let (resumes, hub, window) = (Arc::clone(self), Arc::clone(hub), self.window);
+        // Closed by a drain: parked for another node to take up.
+        let drained = control.code() == Some(CloseCode::ServiceRestart);
         tokio::spawn(async move {
             let ended = tokio::select! {
                 () = tokio::time::sleep(window) => "expired",
-                _ = control.closed() => "closed",
+                _ = control.closed(), if !drained => "closed",
             };
             let Some(parked) = resumes.remove(&id, generation) else {
                 return;
@@ -312,7 +367,23 @@ impl Resumes {
         last_seq: u64,
         user: Option<&UserId>,
     ) -> Result<Parked, Refusal> {
-        let refused = match self.take(id, token, last_seq, user) {
+        self.resume_hashed(id, &hash(token), last_seq, user).await
+    }
+
+    /// Whether session `id` is here, parked or live (a remote ask is this node's to answer).
+    pub fn holds(&self, id: &str) -> bool {
+        self.lock().contains_key(id) || self.live().contains_key(id)
+    }
+
+    /// [`Resumes::resume_as`] with the SHA-256 of the token (a remote ask carries no token).
+    pub async fn resume_hashed(
+        &self,
+        id: &str,
+        token: &[u8; 32],
+        last_seq: u64,
+        user: Option<&UserId>,
+    ) -> Result<Parked, Refusal> {
+        let refused = match self.take_hashed(id, token, last_seq, user) {
             Err(Refusal::Expired) => Refusal::Expired,
             taken => return taken,
         };
@@ -320,7 +391,9 @@ impl Resumes {
         tokio::pin!(parking);
         parking.as_mut().enable();
         let detach = match self.live().get(id) {
-            Some(live) if live.ticket.admits(token) && user.is_none_or(|u| *u == live.user) => {
+            Some(live)
+                if live.ticket.admits_hash(token) && user.is_none_or(|u| *u == live.user) =>
+            {
                 Arc::clone(&live.detach)
             }
             Some(_) => return Err(Refusal::InvalidToken),
@@ -335,7 +408,7 @@ impl Resumes {
             {
                 return Err(Refusal::Expired);
             }
-            match self.take(id, token, last_seq, user) {
+            match self.take_hashed(id, token, last_seq, user) {
                 Err(Refusal::Expired) => {
                     parking.set(self.parking.notified());
                     parking.as_mut().enable();
@@ -354,15 +427,26 @@ impl Resumes {
         last_seq: u64,
         user: Option<&UserId>,
     ) -> Result<Parked, Refusal> {
+        self.take_hashed(id, &hash(token), last_seq, user)
+    }
+
+    fn take_hashed(
+        &self,
+        id: &str,
+        token: &[u8; 32],
+        last_seq: u64,
+        user: Option<&UserId>,
+    ) -> Result<Parked, Refusal> {
         if !self.enabled() {
             return Err(Refusal::Disabled);
         }
         let mut parked = self.lock();
         let (_, session) = parked.get(id).ok_or(Refusal::Expired)?;
-        if !session.ticket.admits(token) || user.is_some_and(|u| *u != session.me.user_id) {
+        if !session.ticket.admits_hash(token) || user.is_some_and(|u| *u != session.me.user_id) {
             return Err(Refusal::InvalidToken);
         }
-        if session.control.code().is_some() {
+        let code = session.control.code();
+        if code.is_some_and(|code| code != CloseCode::ServiceRestart) {
             return Err(Refusal::Closed);
         }
         if session.replay.after(last_seq).is_none() {

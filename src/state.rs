@@ -16,7 +16,7 @@ use crate::datakey::DataKeys;
 use crate::hub::Hub;
 use crate::limits::{NodeSlots, Pending, Rate, Throttle, UserBudgets};
 use crate::protocol::NodeId;
-use crate::resume::Resumes;
+use crate::resume::{Handoffs, Resumes};
 use crate::store::Store;
 use crate::tasks::Supervisor;
 use crate::turn::Turn;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub supervisor: Arc<Supervisor>,
     /// Sessions whose connection was lost, waiting to be resumed.
     pub resumes: Arc<Resumes>,
+    /// Sessions moving between this node and others.
+    pub handoffs: Arc<Handoffs>,
     pub started: Instant,
     draining: Arc<AtomicBool>,
 }
@@ -86,6 +88,7 @@ impl AppState {
             metrics,
             supervisor: Arc::new(supervisor),
             resumes: Arc::new(Resumes::new(config_resume_window)),
+            handoffs: Arc::default(),
             started: Instant::now(),
             draining: Arc::default(),
         }

@@ -81,6 +81,13 @@ pub enum Route {
     /// A revocation (its JSON in the payload): every node stops the tokens it names and closes
     /// the local connections that authenticated with them.
     Revoke,
+    /// A step of a session's hand-off between nodes (its JSON in the payload: an ask on
+    /// [`Topic::Cluster`], an answer or an end on the asker's [`Topic::Node`]); see
+    /// [`crate::hub`] and the `resume` module.
+    Handoff,
+    /// A frame that reached a session's old connection, forwarded to its new connection `conn`
+    /// on the receiving node during a hand-off.
+    Conn { conn: ConnId },
 }
 
 impl Route {
@@ -125,6 +132,8 @@ impl Route {
                 conn: ConnId(42),
             },
             Route::Revoke,
+            Route::Handoff,
+            Route::Conn { conn: ConnId(7) },
         ]
     }
 

@@ -9,6 +9,7 @@
 //! waits for Redis, and what cannot be delivered comes back to it as an error frame.
 
 mod devices;
+mod moves;
 mod relay;
 mod roster;
 mod subscriptions;
@@ -45,6 +46,9 @@ pub struct Hub {
     /// The revocations this node knows; the token verifier checks against the same set.
     pub revoked: Arc<Revoked>,
     subs: Arc<Subscriptions>,
+    /// Where hand-off envelopes go ([`Route::Handoff`], [`Route::Conn`]), in the order they
+    /// arrived: to the resume layer's task, once it is set up.
+    handoffs: std::sync::OnceLock<mpsc::UnboundedSender<Envelope>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
@@ -94,6 +98,7 @@ impl Hub {
             bus,
             presence,
             revoked: Arc::default(),
+            handoffs: std::sync::OnceLock::new(),
         }
     }
 

@@ -207,6 +207,16 @@ impl Hub {
                 self.tell(conn, peer_not_found(&room, &client));
                 return;
             }
+            Route::Handoff | Route::Conn { .. } => {
+                let envelope = Envelope {
+                    origin,
+                    route,
+                    payload,
+                    stamp,
+                };
+                self.hand_off(envelope);
+                return;
+            }
             Route::Revoke => {
                 match serde_json::from_slice::<Revocation>(&payload) {
                     Ok(revocation) => {
@@ -235,7 +245,10 @@ impl Hub {
             } => {
                 // Known before the local members hear of it, so they can answer at once.
                 self.rosters.seat(&room, Seat { client, conn, node });
-                self.registry.deliver_room(&room, conn, &frame);
+                // Empty: a session that moved here from another node, silently.
+                if !frame.as_str().is_empty() {
+                    self.registry.deliver_room(&room, conn, &frame);
+                }
             }
             Route::Left { room, client, conn } => {
                 if self.holds_elsewhere(&room, &client, conn) {
@@ -260,7 +273,11 @@ impl Hub {
             Route::User { user, except } => {
                 self.registry.deliver_user(&user, except, &frame);
             }
-            Route::Kick { .. } | Route::Bounce { .. } | Route::Revoke => {}
+            Route::Kick { .. }
+            | Route::Bounce { .. }
+            | Route::Revoke
+            | Route::Handoff
+            | Route::Conn { .. } => {}
         }
     }
 

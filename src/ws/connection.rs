@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
-use crate::auth::Identity;
+use crate::auth::{Credential, Identity};
 use crate::config::UserSignals;
 use crate::hub::Relayed;
 use crate::limits::{MessageLimit, PendingSlot, Slot, Verdict};
@@ -24,6 +24,10 @@ use crate::registry::{ConnHandle, Control};
 use crate::resume::{Parked, Refusal, Replay, Ticket};
 use crate::signaling::{Action, Session};
 use crate::state::AppState;
+
+mod moved;
+
+use moved::Taken;
 
 /// Frames written per flush when the outbox has a backlog.
 const WRITE_BATCH: usize = 64;
@@ -121,7 +125,9 @@ struct Conn {
     /// parked session of the same user up on this connection instead of the fresh one.
     resume_first: bool,
     /// The parked session a first-frame `resume` took, for [`Conn::serve`] to continue.
-    taken: Option<(Box<Parked>, u64)>,
+    taken: Option<Taken>,
+    /// The token the session authenticated with (for a parked session's revocations).
+    credential: Arc<Credential>,
 }
 
 /// What a token says of whom its user-addressed signals may go to.
@@ -135,8 +141,8 @@ struct Peers {
 /// Who the client turned out to be: a fresh session, or a parked one it resumes.
 enum Authenticated {
     Fresh(Identity, Option<ClientId>),
-    /// The session, and the last `seq` the client received.
-    Resumed(Box<Parked>, u64),
+    /// The session (here or on another node), and the last `seq` the client received.
+    Resumed(Taken),
 }
 
 /// A session's connection-side state, for its end ([`Conn::end`]).
@@ -193,6 +199,7 @@ pub fn run(
         detach: None,
         resume_first: false,
         taken: None,
+        credential: Arc::default(),
     });
     run_boxed(conn, start)
 }
@@ -218,9 +225,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         Ok(Authenticated::Fresh(identity, client_id)) => {
             conn.serve(identity, client_id, room).await
         }
-        Ok(Authenticated::Resumed(parked, last_seq)) => {
-            Box::pin(conn.resume(*parked, last_seq)).await
-        }
+        Ok(Authenticated::Resumed(taken)) => Box::pin(conn.continue_taken(taken)).await,
         Err(code) => code,
     };
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
@@ -431,15 +436,12 @@ impl Conn {
                     session,
                     resume_token,
                     last_seq,
-                }) => match self
-                    .state
-                    .resumes
-                    .resume(&session, &resume_token, last_seq)
+                }) => match Box::pin(self.resume_anywhere(&session, resume_token, last_seq, None))
                     .await
                 {
-                    Ok(parked) => {
+                    Ok(taken) => {
                         metrics::counter!(m::RESUMES, "result" => "resumed").increment(1);
-                        return Ok(Authenticated::Resumed(Box::new(parked), last_seq));
+                        return Ok(Authenticated::Resumed(taken));
                     }
                     Err(refusal) => {
                         // The client may authenticate afresh within the same deadline.
@@ -482,13 +484,15 @@ impl Conn {
         let ticket = self.state.resumes.enabled().then(Ticket::generate);
         let (outbox, mut outbox_rx) = mpsc::channel(config.outbox_frames);
         let control = Arc::new(Control::default());
+        let credential = Arc::new(identity.credential.clone());
+        self.credential = Arc::clone(&credential);
         let handle = ConnHandle {
             conn: me.conn,
             client: me.client_id.clone(),
             user: me.user_id.clone(),
             outbox,
             control: Arc::clone(&control),
-            credential: Arc::new(identity.credential.clone()),
+            credential: Arc::clone(&credential),
             resume: ticket.as_ref().map(|t| Arc::clone(&t.grant)),
         };
         let connected = Box::pin(hub.connect(&me, handle, config.user_connections))
@@ -552,7 +556,7 @@ impl Conn {
         match self.taken.take() {
             // A `resume` as the first frame: the fresh session ended above (it had done
             // nothing but join the URL's room, if any), the parked one goes on here.
-            Some((parked, last_seq)) => Box::pin(self.resume(*parked, last_seq)).await,
+            Some(taken) => Box::pin(self.continue_taken(taken)).await,
             None => code,
         }
     }
@@ -598,9 +602,11 @@ impl Conn {
             control,
             replay,
             ticket,
+            credential,
             admin,
             peers,
         } = parked;
+        self.credential = credential;
         self.span.record("client_id", me.client_id.as_str());
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         self.limit_user(&me.user_id);
@@ -674,7 +680,7 @@ impl Conn {
             }
         };
         match (ticket, self.replay.take()) {
-            (Some(ticket), Some(replay)) if self.dropped && control.code().is_none() => {
+            (Some(ticket), Some(replay)) if self.parks(&control) => {
                 let peers = std::mem::take(&mut self.peers);
                 let parked = Parked {
                     me: session.me.clone(),
@@ -683,6 +689,7 @@ impl Conn {
                     control,
                     replay,
                     ticket,
+                    credential: Arc::clone(&self.credential),
                     admin: peers.admin,
                     peers: peers.names,
                 };
@@ -700,6 +707,18 @@ impl Conn {
             }
         }
         code
+    }
+
+    /// Whether the session parks as its connection ends: the socket dropped (and the session
+    /// was not closed), or a drain closed it in a cluster, where another node may take it up.
+    fn parks(&self, control: &Control) -> bool {
+        match control.code() {
+            None => self.dropped,
+            Some(CloseCode::ServiceRestart) => {
+                self.state.is_draining() && self.state.hub.bus.kind() != "memory"
+            }
+            Some(_) => false,
+        }
     }
 
     /// Joins the room named in the URL; returns a close code when the connection must end.
@@ -780,7 +799,13 @@ impl Conn {
                             self.dropped = true;
                             return CloseCode::Normal;
                         },
-                        code = &mut closed => return code,
+                        code = &mut closed => {
+                            // A drain's notice is in the outbox: the client gets it first.
+                            if code == CloseCode::ServiceRestart {
+                                self.flush_outbox(outbox).await;
+                            }
+                            return code;
+                        }
                     }
                 }
                 incoming = self.next() => {
@@ -952,12 +977,11 @@ impl Conn {
                 resume_token,
                 last_seq,
             } => {
-                let resumes = Arc::clone(&self.state.resumes);
                 let user = Some(&session.me.user_id);
-                match resumes.resume_as(&id, &resume_token, last_seq, user).await {
-                    Ok(parked) => {
+                match Box::pin(self.resume_anywhere(&id, resume_token, last_seq, user)).await {
+                    Ok(taken) => {
                         metrics::counter!(m::RESUMES, "result" => "resumed").increment(1);
-                        self.taken = Some((Box::new(parked), last_seq));
+                        self.taken = Some(taken);
                         // Ends this session's loop; `serve` continues the parked one.
                         return Some(CloseCode::Normal);
                     }

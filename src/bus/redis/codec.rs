@@ -75,6 +75,11 @@ impl BatchWriter {
                 out.put_u64(conn.0);
             }
             Route::Revoke => put_tag(out, b'V', ""),
+            Route::Handoff => put_tag(out, b'H', ""),
+            Route::Conn { conn } => {
+                put_tag(out, b'C', "");
+                out.put_u64(conn.0);
+            }
         }
         out.put_u64(stamp.to_bits());
         // Frames are at most `max_message_bytes`, far below 4 GiB.
@@ -174,6 +179,10 @@ fn take_route(buf: &mut Bytes) -> Result<Route, BusError> {
             conn: take_conn(buf)?,
         },
         b'V' => Route::Revoke,
+        b'H' => Route::Handoff,
+        b'C' => Route::Conn {
+            conn: take_conn(buf)?,
+        },
         _ => return Err(malformed("unknown route")),
     })
 }

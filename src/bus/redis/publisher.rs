@@ -255,7 +255,11 @@ fn sender(route: &Route) -> Option<ConnId> {
         Route::Member { from, .. } => Some(*from),
         Route::Room { except, .. } | Route::User { except, .. } => Some(*except),
         Route::Joined { conn, .. } | Route::Left { conn, .. } => Some(*conn),
-        Route::Bounce { .. } | Route::Kick { .. } | Route::Revoke => None,
+        Route::Bounce { .. }
+        | Route::Kick { .. }
+        | Route::Revoke
+        | Route::Handoff
+        | Route::Conn { .. } => None,
     }
 }
 

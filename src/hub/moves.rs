@@ -1,0 +1,95 @@
+//! A session moving between nodes (`resume` on another node): the new connection takes the
+//! client id and the room seats of the old one without anyone seeing it leave or join. The
+//! hand-off itself (who holds the session, what it carries) is the resume layer's; the hub
+//! carries its envelopes ([`Route::Handoff`], [`Route::Conn`]) to it, in order.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::Hub;
+use crate::bus::{BusError, Envelope, Route, Topic};
+use crate::metrics as m;
+use crate::presence::{Claim, Joined};
+use crate::protocol::{CloseCode, ErrorCode, ErrorFrame, Member, RoomId, Stamp};
+use crate::registry::ConnHandle;
+
+impl Hub {
+    /// Sends hand-off envelopes to `handoffs` from now on (once; later calls change nothing).
+    pub fn take_handoffs(&self, handoffs: mpsc::UnboundedSender<Envelope>) {
+        let _ = self.handoffs.set(handoffs);
+    }
+
+    /// Passes a hand-off envelope on; dropped (and counted) when nobody takes them.
+    pub(super) fn hand_off(&self, envelope: Envelope) {
+        let taken = self
+            .handoffs
+            .get()
+            .is_some_and(|tx| tx.send(envelope).is_ok());
+        if !taken {
+            metrics::counter!(m::BUS_DROPPED).increment(1);
+        }
+    }
+
+    /// Publishes a hand-off step on `topic`; returns how many other nodes listened.
+    pub async fn publish_handoff(
+        &self,
+        topic: &Topic,
+        route: Route,
+        payload: Bytes,
+        stamp: Stamp,
+    ) -> Result<usize, BusError> {
+        self.publish(topic, route, payload, stamp).await
+    }
+
+    /// Registers the new connection of a session that moved here: it takes the client id from
+    /// the old connection without evicting or closing it (the old node lets it go itself).
+    pub async fn connect_moved(&self, me: &Member, handle: ConnHandle) -> Result<(), ErrorFrame> {
+        if let Claim::Taken = self.presence.claim(me).await? {
+            return Err(ErrorFrame::new(
+                ErrorCode::ClientIdTaken,
+                "this client id belongs to another user",
+            ));
+        }
+        let (conn, credential) = (handle.conn, std::sync::Arc::clone(&handle.credential));
+        self.registry.insert(handle);
+        if self.revoked.refuses_token(me.user_id.as_str(), &credential) {
+            self.registry.close(conn, CloseCode::Revoked);
+        }
+        self.subs.acquire(&Topic::User(me.user_id.clone())).await?;
+        Ok(())
+    }
+
+    /// Takes over the seat of the moved session in `room`: presence and every roster point at
+    /// the new connection, and nobody is told anything (the join replaces the old record).
+    pub async fn rejoin(&self, me: &Member, room: &RoomId) -> Result<(), ErrorFrame> {
+        let topic = Topic::Room(room.clone());
+        self.subs.acquire(&topic).await?;
+        let joining = self.registry.begin_join(room, me.conn);
+        self.rosters.open(room);
+        let others = match self.presence.join(room, me, usize::MAX).await {
+            Ok(Joined::Joined(others) | Joined::Already(others)) => others,
+            Ok(Joined::Full) | Err(_) => {
+                if joining {
+                    self.registry.abort_join(room, me.conn);
+                }
+                self.subs.release(&topic);
+                self.close_roster_if_unused(room);
+                return Err(ErrorFrame::new(
+                    ErrorCode::Unavailable,
+                    "cluster state is unavailable; try again",
+                ));
+            }
+        };
+        self.registry.confirm_join(room, me.conn);
+        self.rosters.merge(room, &others);
+        let seat = Route::Joined {
+            room: room.clone(),
+            client: me.client_id.clone(),
+            conn: me.conn,
+            node: me.node.clone(),
+        };
+        self.publish(&topic, seat, Bytes::new(), Stamp::NONE)
+            .await?;
+        Ok(())
+    }
+}
