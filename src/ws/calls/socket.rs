@@ -272,11 +272,8 @@ impl CallSocket {
             code: code.code(),
             reason: code.reason().into(),
         };
-        let sent = tokio::time::timeout(
-            CLOSE_LINGER,
-            self.socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
         if !matches!(sent, Ok(Ok(()))) {
             return;
         }
