@@ -69,9 +69,16 @@ async fn five_nodes_starting_at_once_run_the_retention_job_once() {
     }
     let ran = r#"switchboard_retention_runs_total{result="ran"}"#;
     let skipped = r#"switchboard_retention_runs_total{result="skipped"}"#;
-    let deadline = Instant::now() + WAIT * 2;
-    while total(&addresses, ran).await + total(&addresses, skipped).await < 5.0 {
-        assert!(Instant::now() < deadline, "not every node ticked");
+    let failed = r#"switchboard_retention_runs_total{result="failed"}"#;
+    // Generous: the whole suite runs beside it, and the run deletes thousands of rows.
+    let deadline = Instant::now() + WAIT * 6;
+    loop {
+        let ticked = total(&addresses, ran).await + total(&addresses, skipped).await;
+        assert_eq!(total(&addresses, failed).await, 0.0, "a run failed");
+        if ticked >= 5.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ticked} of 5 nodes ticked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(total(&addresses, ran).await, 1.0, "one node ran it");
