@@ -438,7 +438,14 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         "presence-reaper",
         Arc::clone(&hub).run_reaper(config.lease_ttl / 2),
     );
-    // Not essential: a node whose retention job stopped still serves everything.
+    tokio::spawn(crate::credentials::watch_revocations(
+        store.clone(),
+        Arc::clone(&hub),
+    ));
+    let supervisor = Supervisor::new(tasks);
+    let metrics = crate::metrics::install();
+    // Not essential: a node whose retention job stopped still serves everything. Started once
+    // the metrics are installed, so that its first run is counted.
     tokio::spawn(
         Retention {
             store: store.clone(),
@@ -448,12 +455,6 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         }
         .run(),
     );
-    tokio::spawn(crate::credentials::watch_revocations(
-        store.clone(),
-        Arc::clone(&hub),
-    ));
-    let supervisor = Supervisor::new(tasks);
-    let metrics = crate::metrics::install();
     let state = AppState::new(config, hub, store, throttle, supervisor, metrics);
     // Sessions resumed on another node are handed over through the hub's inbound stream.
     let (handoffs, inbound) = tokio::sync::mpsc::unbounded_channel();
