@@ -234,3 +234,38 @@ async fn metrics_are_exported() {
         "{text}"
     );
 }
+
+/// Browsers ask before a cross-origin PUT or DELETE (the E2EE relay's keys and messages, a QR
+/// code's revocation): every method the API uses is allowed.
+#[tokio::test]
+async fn preflights_allow_every_method_the_api_uses() {
+    let node = spawn_node(test_config());
+    for (method, path) in [
+        ("GET", "/api/rooms"),
+        ("POST", "/auth/login"),
+        ("PUT", "/api/v1/keys"),
+        ("DELETE", "/api/v1/tokens/some-id"),
+    ] {
+        let response = http_client()
+            .request(reqwest::Method::OPTIONS, node.http(path))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", method)
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{method} {path}: {}",
+            response.status()
+        );
+        let allowed = response.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(allowed.contains(method), "{method} {path}: {allowed}");
+    }
+}
