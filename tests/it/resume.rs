@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// Waits until the node has `n` parked sessions.
-async fn parked(node: &TestNode, n: usize) {
+pub(crate) async fn parked(node: &TestNode, n: usize) {
     let deadline = Instant::now() + WAIT;
     while node.state.resumes.parked() != n {
         assert!(
@@ -26,7 +26,7 @@ async fn parked(node: &TestNode, n: usize) {
 /// Connects to `path` without a token and sends `resume` after `auth_required`; returns the
 /// client (its `last_seq` set to `last_seq`, so that it checks the replay's numbers) and the
 /// answer.
-async fn resume(
+pub(crate) async fn resume(
     node: &TestNode,
     path: &str,
     grant: &(String, String),
@@ -42,11 +42,11 @@ async fn resume(
     (client, answer)
 }
 
-fn candidate(n: u32) -> Value {
+pub(crate) fn candidate(n: u32) -> Value {
     json!({"type": "ice_candidate", "to": "b1", "candidate": {"candidate": format!("candidate:{n}"), "sdpMid": "0"}})
 }
 
-fn candidate_number(frame: &Value) -> u32 {
+pub(crate) fn candidate_number(frame: &Value) -> u32 {
     let text = frame["candidate"]["candidate"].as_str().unwrap();
     text.trim_start_matches("candidate:").parse().unwrap()
 }

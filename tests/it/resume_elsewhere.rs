@@ -8,19 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cluster::{Redis, redis_config, spawn_cluster};
+use crate::resume::{candidate, candidate_number as number, parked, resume};
 use crate::support::*;
-
-/// Waits until `node` has `n` parked sessions.
-async fn parked(node: &TestNode, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while node.state.resumes.parked() != n {
-        assert!(Instant::now() < deadline, "not {n} parked");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// Waits until `node` holds `n` connections (a handed-over session's old one lets go).
 async fn connections(node: &TestNode, n: usize) {
@@ -29,27 +21,6 @@ async fn connections(node: &TestNode, n: usize) {
         assert!(Instant::now() < deadline, "not {n} connections");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// Sends `resume` after `auth_required`; returns the client and the answer.
-async fn resume(node: &TestNode, grant: &(String, String), last_seq: u64) -> (Client, Value) {
-    let mut client = connect(&node.ws("/ws")).await.expect("upgrade accepted");
-    assert_eq!(client.recv().await, json!({"type": "auth_required"}));
-    client
-        .send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
-        .await;
-    client.last_seq = last_seq;
-    let answer = client.recv().await;
-    (client, answer)
-}
-
-fn candidate(n: u32) -> Value {
-    json!({"type": "ice_candidate", "to": "b1", "candidate": {"candidate": format!("candidate:{n}"), "sdpMid": "0"}})
-}
-
-fn number(frame: &Value) -> u32 {
-    let text = frame["candidate"]["candidate"].as_str().unwrap();
-    text.trim_start_matches("candidate:").parse().unwrap()
 }
 
 /// Alice sends candidates `from..=to`, a few at a time, while the caller goes on.
@@ -120,7 +91,7 @@ async fn a_dropped_session_resumes_on_another_node_then_on_a_third() {
 
         // Alice goes on sending while Bob resumes on her node.
         let sending = keep_sending(alice, 21, 120);
-        let (mut bob, answer) = resume(&nodes[1], &grant, last_seq).await;
+        let (mut bob, answer) = resume(&nodes[1], "/ws", &grant, last_seq).await;
         assert_eq!(
             answer,
             json!({"type": "resumed", "session": grant.0, "client_id": "b1", "rooms": ["r"]})
@@ -159,7 +130,7 @@ async fn a_dropped_session_resumes_on_another_node_then_on_a_third() {
             alice.send(candidate(n)).await;
         }
         let sending = keep_sending(alice, 141, 200);
-        let (mut bob, answer) = resume(&nodes[2], &grant, last_seq).await;
+        let (mut bob, answer) = resume(&nodes[2], "/ws", &grant, last_seq).await;
         assert_eq!(answer["type"], "resumed", "{answer}");
         let mut alice = sending.await.unwrap();
         let got = collect(&mut bob, 200, 0, 0).await;
@@ -190,19 +161,19 @@ async fn remote_resumes_with_bad_tokens_or_no_session_are_refused() {
         parked(&nodes[0], 1).await;
 
         let forged = (grant.0.clone(), "A".repeat(43));
-        let (_, answer) = resume(&nodes[2], &forged, last_seq).await;
+        let (_, answer) = resume(&nodes[2], "/ws", &forged, last_seq).await;
         assert_eq!(answer["type"], "resume_failed", "{answer}");
         assert_eq!(answer["reason"], "invalid_token");
         let others = (grant.0.clone(), other.1.clone());
-        let (_, answer) = resume(&nodes[1], &others, last_seq).await;
+        let (_, answer) = resume(&nodes[1], "/ws", &others, last_seq).await;
         assert_eq!(answer["reason"], "invalid_token", "{answer}");
         let nobody = ("A".repeat(22), grant.1.clone());
-        let (_, answer) = resume(&nodes[2], &nobody, last_seq).await;
+        let (_, answer) = resume(&nodes[2], "/ws", &nobody, last_seq).await;
         assert_eq!(answer["reason"], "expired", "{answer}");
         assert_eq!(nodes[0].state.resumes.parked(), 1);
 
         alice.send(candidate(1)).await;
-        let (mut bob, answer) = resume(&nodes[2], &grant, last_seq).await;
+        let (mut bob, answer) = resume(&nodes[2], "/ws", &grant, last_seq).await;
         assert_eq!(answer["type"], "resumed", "{answer}");
         // Alice's arrival went out before the drop, unread: replayed.
         assert_eq!(bob.recv_type("user_joined").await["client_id"], "a1");
@@ -385,7 +356,7 @@ async fn a_live_session_is_taken_over_remotely_and_a_url_token_may_resume_remote
         alice.send(candidate(3)).await;
         alice.expect_quiet().await;
 
-        let (mut bob, answer) = resume(&nodes[1], &grant, last_seq).await;
+        let (mut bob, answer) = resume(&nodes[1], "/ws", &grant, last_seq).await;
         assert_eq!(answer["type"], "resumed", "{answer}");
         assert_eq!(collect(&mut bob, 3, 0, 0).await, vec![2, 3]);
         let (_, code) = old.drain_until_close().await;
@@ -436,7 +407,7 @@ async fn past_the_window_a_remote_resume_is_expired() {
         let last_seq = bob.last_seq;
         drop(bob);
         assert_eq!(alice.recv_type("user_left").await["client_id"], "b1");
-        let (_, answer) = resume(&nodes[1], &grant, last_seq).await;
+        let (_, answer) = resume(&nodes[1], "/ws", &grant, last_seq).await;
         assert_eq!(answer["type"], "resume_failed", "{answer}");
         assert_eq!(answer["reason"], "expired");
         alice.expect_quiet().await;
