@@ -192,8 +192,8 @@ pub struct Config {
     pub write_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// How long a session whose connection was lost waits to be resumed (`resume`); 0 (the
-    /// default, until its cost at the relay's ceiling comes down) turns resuming off.
+    /// How long a session whose connection was lost waits to be resumed (`resume`, on any node);
+    /// 0 turns resuming off.
     #[serde(with = "humantime_serde")]
     pub resume_window: Duration,
     /// How long a node keeps a bus subscription after its last local interest left.
@@ -520,7 +520,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
-            resume_window: Duration::ZERO,
+            resume_window: Duration::from_secs(30),
             subscription_linger: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(3),
             cors_origins: Vec::new(),

@@ -1,10 +1,13 @@
-//! Resuming a session whose connection was lost (`resume_window`; off by default for now).
+//! Resuming a session whose connection was lost (`resume_window`, 30 s by default; 0 is off).
 //!
 //! Every authenticated connection is a *session*: an id and a resume token (`auth_success`
 //! carries both; the node keeps only the token's SHA-256). Every frame the delivery path writes
 //! to the session's socket carries the session's next sequence number (`seq`), and the last
 //! frames written stay in its [`Replay`]: a frame on the wire when the connection dropped may
-//! never have arrived.
+//! never have arrived. The replay lets go of what the client acknowledged: every
+//! [`ACK_EVERY`] frames (and with every keepalive) the server pings with the last number as the
+//! payload, and the client's WebSocket answers with a pong carrying it back, which it can only
+//! do after reading every frame before the ping.
 //!
 //! When the connection ends without a close from either side (the TCP connection dropped, a
 //! write failed, the client went silent), the session is *parked*: it stays registered and a
@@ -44,6 +47,11 @@ use crate::signaling::Session;
 /// Bytes of the frames a replay keeps at most (besides its frame count).
 pub const REPLAY_BYTES: usize = 1024 * 1024;
 
+/// Frames kept before the replay asks the client to acknowledge them (a ping carrying the last
+/// number). Frames the client acknowledged are let go while their memory is still warm; a
+/// replay the client never acknowledges keeps its frame count and [`REPLAY_BYTES`].
+pub const ACK_EVERY: usize = 32;
+
 /// The frames written to a session's sockets, numbered, the last of them kept.
 #[derive(Debug)]
 pub struct Replay {
@@ -52,15 +60,18 @@ pub struct Replay {
     /// The next frame's number; the first is 1.
     next: u64,
     max_frames: usize,
+    /// The number carried by the last acknowledgement ping not yet answered.
+    pinged: Option<u64>,
 }
 
 impl Replay {
     pub fn new(max_frames: usize) -> Self {
         Self {
-            frames: VecDeque::with_capacity(max_frames.min(64)),
+            frames: VecDeque::new(),
             bytes: 0,
             next: 1,
             max_frames: max_frames.max(1),
+            pinged: None,
         }
     }
 
@@ -91,6 +102,51 @@ impl Replay {
             self.bytes -= old.as_str().len();
         }
         seq
+    }
+
+    /// The payload of a ping that asks the client to acknowledge what it holds, when one is
+    /// due: at least [`ACK_EVERY`] frames are kept and no earlier such ping is unanswered. The
+    /// payload is the last number given out, 8 bytes big-endian; the client's pong echoes it.
+    pub fn ack_ping(&mut self) -> Option<[u8; 8]> {
+        if self.pinged.is_some() || self.frames.len() < ACK_EVERY {
+            return None;
+        }
+        Some(self.ping_payload())
+    }
+
+    /// The payload of a ping sent anyway (the keepalive's): it asks for an acknowledgement too.
+    pub fn ping_payload(&mut self) -> [u8; 8] {
+        let last = self.last();
+        self.pinged = Some(last);
+        last.to_be_bytes()
+    }
+
+    /// The replay goes on over a new connection: a ping written on the old one is answered by
+    /// nobody.
+    pub fn reconnected(&mut self) {
+        self.pinged = None;
+    }
+
+    /// A pong from the client. A pong answers a ping the server wrote after the frames its
+    /// number covers, on the same ordered stream: the client holds them, and they are no longer
+    /// kept. A payload that is not a number this replay gave out changes nothing.
+    pub fn pong(&mut self, payload: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(payload) else {
+            return;
+        };
+        let seq = u64::from_be_bytes(bytes);
+        if seq > self.last() {
+            return;
+        }
+        if self.pinged.is_some_and(|pinged| seq >= pinged) {
+            self.pinged = None;
+        }
+        while let Some((front, _)) = self.frames.front()
+            && *front <= seq
+        {
+            let (_, old) = self.frames.pop_front().expect("a front frame");
+            self.bytes -= old.as_str().len();
+        }
     }
 
     /// The last number given out (0 before the first frame).
@@ -504,6 +560,46 @@ mod tests {
         assert_eq!(replay.frames.len(), 2);
         assert!(replay.after(1).is_none());
         assert_eq!(replay.after(2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_pong_lets_go_of_the_frames_its_ping_covered() {
+        let mut replay = Replay::new(1000);
+        let seqs = |v: Option<Vec<(u64, Frame)>>| v.map(|v| v.len());
+        for n in 1..ACK_EVERY as u64 {
+            replay.record(Frame::from(format!("{{\"n\":{n}}}")));
+            assert_eq!(replay.ack_ping(), None, "not due before {ACK_EVERY} frames");
+        }
+        replay.record(Frame::from("{}".to_owned()));
+        let ping = replay.ack_ping().expect("due");
+        assert_eq!(u64::from_be_bytes(ping), ACK_EVERY as u64);
+        assert_eq!(replay.ack_ping(), None, "one unanswered at a time");
+        for _ in 0..3 {
+            replay.record(Frame::from("{}".to_owned()));
+        }
+        // Pongs that are not this replay's numbers change nothing.
+        replay.pong(b"");
+        replay.pong(b"1234567");
+        replay.pong(&1000u64.to_be_bytes());
+        assert_eq!(replay.frames.len(), ACK_EVERY + 3);
+        replay.pong(&ping);
+        assert_eq!(replay.frames.len(), 3);
+        assert_eq!(replay.bytes, 6);
+        // What the client acknowledged is gone; what came after it is whole.
+        assert_eq!(seqs(replay.after(ACK_EVERY as u64)), Some(3));
+        assert_eq!(seqs(replay.after(ACK_EVERY as u64 - 1)), None);
+        assert_eq!(replay.last(), ACK_EVERY as u64 + 3);
+        // Answered: the next ping waits for enough frames again.
+        assert_eq!(replay.ack_ping(), None);
+        // A ping the old connection never got answered is forgotten on the new one.
+        let _ = replay.ping_payload();
+        assert_eq!(replay.ack_ping(), None);
+        for _ in 0..ACK_EVERY {
+            replay.record(Frame::from("{}".to_owned()));
+        }
+        assert_eq!(replay.ack_ping(), None, "a keepalive ping is unanswered");
+        replay.reconnected();
+        assert!(replay.ack_ping().is_some());
     }
 
     #[test]

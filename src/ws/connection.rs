@@ -252,7 +252,13 @@ impl Conn {
         match frame {
             Message::Text(text) => Incoming::Text(text),
             Message::Binary(_) => Incoming::Binary,
-            Message::Ping(_) | Message::Pong(_) => Incoming::Control,
+            Message::Pong(payload) => {
+                if let Some(replay) = &mut self.replay {
+                    replay.pong(&payload);
+                }
+                Incoming::Control
+            }
+            Message::Ping(_) => Incoming::Control,
             Message::Close(_) => Incoming::Closed,
         }
     }
@@ -626,6 +632,8 @@ impl Conn {
         let mut outbox = outbox;
         // `resumed` is not numbered: the replay's numbers follow `last_seq`.
         let sent = self.send(&resumed).await && self.write_numbered(missed).await;
+        let mut replay = replay;
+        replay.reconnected();
         self.replay = Some(replay);
         let code = if !sent {
             CloseCode::Normal
@@ -854,7 +862,11 @@ impl Conn {
                         self.dropped = true;
                         return CloseCode::IdleTimeout;
                     }
-                    if !Box::pin(self.write(Message::Ping(Default::default()))).await {
+                    let ping = match &mut self.replay {
+                        Some(replay) => ack_ping(replay.ping_payload()),
+                        None => Message::Ping(Default::default()),
+                    };
+                    if !Box::pin(self.write(ping)).await {
                         return CloseCode::Normal;
                     }
                 }
@@ -890,6 +902,11 @@ impl Conn {
             if self.socket.feed(write(frame)).await.is_err() {
                 return false;
             }
+        }
+        if let Some(payload) = self.replay.as_mut().and_then(Replay::ack_ping)
+            && self.socket.feed(ack_ping(payload)).await.is_err()
+        {
+            return false;
         }
         self.socket.flush().await.is_ok()
     }
@@ -1091,6 +1108,11 @@ async fn may_signal(
 }
 
 /// The answer to the first message over the connection's rate.
+/// A ping that asks the client to acknowledge the frames up to the number it carries.
+fn ack_ping(payload: [u8; 8]) -> Message {
+    Message::Ping(bytes::Bytes::copy_from_slice(&payload))
+}
+
 fn rate_limited(wait: std::time::Duration) -> ErrorFrame {
     ErrorFrame::new(
         ErrorCode::RateLimited,

@@ -62,19 +62,27 @@ pub fn socket_text(frame: Frame) -> Message {
 /// `{"seq":N,` and the frame's members (a copy; the frame itself is shared by its recipients).
 /// The relayed signals never carry a client's own `seq` (the rules strip it).
 pub fn socket_text_seq(frame: &Frame, seq: u64) -> Message {
-    use std::fmt::Write;
     let text = frame.as_str();
     let Some(members) = text.strip_prefix('{') else {
         return socket_text(frame.clone());
     };
-    let mut out = String::with_capacity(text.len() + 28);
-    let _ = write!(out, "{{\"seq\":{seq}");
-    if !members.trim_start().starts_with('}') {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(seq);
+    let comma = !members.trim_start().starts_with('}');
+    // Exactly the length: a `String` whose capacity is its length becomes the socket's buffer
+    // without a second allocation for a shared count.
+    let mut out =
+        String::with_capacity(SEQ_KEY.len() + digits.len() + usize::from(comma) + members.len());
+    out.push_str(SEQ_KEY);
+    out.push_str(digits);
+    if comma {
         out.push(',');
     }
     out.push_str(members);
     Message::Text(out.into())
 }
+
+const SEQ_KEY: &str = "{\"seq\":";
 
 /// The WebSocket routes, `/ws/{room}`, `/ws` and the E2EE devices' `/api/v1/ws`, with their
 /// OpenAPI operations.

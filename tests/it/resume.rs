@@ -248,6 +248,49 @@ async fn a_session_that_fell_too_far_behind_cannot_resume() {
 }
 
 #[tokio::test]
+async fn pings_carry_the_last_seq_and_the_pongs_let_go_of_what_the_client_read() {
+    let node = spawn_node(test_config());
+    let (mut alice, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut bob, _) = Client::join(&node, "r", "bob", "b1").await;
+    alice.recv_type("user_joined").await;
+    // Enough frames for the node to ask for an acknowledgement (every 32 kept).
+    let mut pinged = None;
+    for n in 1..=40 {
+        alice.send(candidate(n)).await;
+        assert_eq!(candidate_number(&bob.recv_type("ice_candidate").await), n);
+        if let Some(payload) = bob.last_ping.take() {
+            let seq = u64::from_be_bytes(payload.try_into().expect("8 bytes"));
+            // The number of a frame written before the ping: one this client has read.
+            assert!(seq <= bob.last_seq, "{seq} > {}", bob.last_seq);
+            if seq >= 32 {
+                pinged.get_or_insert(seq);
+            }
+        }
+    }
+    let pinged = pinged.expect("a ping asking for an acknowledgement");
+    // The socket answered with a pong on its next read; a signal after it makes sure the node
+    // read the pong (one ordered stream) before the connection drops.
+    alice.send(candidate(41)).await;
+    bob.recv_type("ice_candidate").await;
+    let grant = bob.resume.clone().unwrap();
+    let last_seq = bob.last_seq;
+    drop(bob);
+    parked(&node, 1).await;
+    // Frames up to the acknowledged number are let go: a client claiming it missed one of
+    // them is told so, and the session waits for its true `last_seq`.
+    let (_, answer) = resume(&node, "/ws/r", &grant, pinged - 1).await;
+    assert_eq!(answer["reason"], "overflow", "{answer}");
+    let (mut bob, answer) = resume(&node, "/ws/r", &grant, pinged).await;
+    assert_eq!(answer["type"], "resumed", "{answer}");
+    // Everything after the acknowledged number is there, once and in order.
+    for _ in pinged..last_seq {
+        bob.recv_type("ice_candidate").await;
+    }
+    assert_eq!(bob.last_seq, last_seq);
+    bob.expect_quiet().await;
+}
+
+#[tokio::test]
 async fn a_session_whose_outbox_overflows_while_parked_ends() {
     let mut config = test_config();
     config.outbox_frames = 8;

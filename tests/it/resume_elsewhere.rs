@@ -145,6 +145,54 @@ async fn a_dropped_session_resumes_on_another_node_then_on_a_third() {
     }
 }
 
+/// The client vanishes again while its session is being handed to node 1 (it sends `resume`
+/// and drops at once): node 1 takes the session and parks it, with everything, and the client
+/// resumes it on node 2 from the same `last_seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_client_gone_during_its_hand_off_resumes_on_a_third_node_with_all_of_it() {
+    let nodes = spawn_cluster(3, &redis_config(&Redis::Standalone.url()));
+    let (mut bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+    let (mut alice, _) = Client::join(&nodes[2], "r", "alice", "a1").await;
+    bob.recv_type("user_joined").await;
+    let grant = bob.resume.clone().unwrap();
+    alice.send(candidate(1)).await;
+    assert_eq!(number(&bob.recv_type("ice_candidate").await), 1);
+    let last_seq = bob.last_seq;
+    drop(bob);
+    parked(&nodes[0], 1).await;
+    for n in 2..=10 {
+        alice.send(candidate(n)).await;
+    }
+
+    // The resume reaches node 1, and the client is gone before its answer.
+    let mut gone = connect(&nodes[1].ws("/ws"))
+        .await
+        .expect("upgrade accepted");
+    assert_eq!(gone.recv().await, json!({"type": "auth_required"}));
+    gone.send(json!({"type": "resume", "session": grant.0, "resume_token": grant.1, "last_seq": last_seq}))
+        .await;
+    drop(gone);
+    // Node 1 took it over from node 0, and holds it parked.
+    parked(&nodes[1], 1).await;
+    connections(&nodes[0], 0).await;
+    assert_eq!(nodes[0].state.resumes.parked(), 0);
+    for n in 11..=20 {
+        alice.send(candidate(n)).await;
+    }
+
+    let (mut bob, answer) = resume(&nodes[2], "/ws/r", &grant, last_seq).await;
+    assert_eq!(answer["type"], "resumed", "{answer}");
+    let got = collect(&mut bob, 20, 0, 0).await;
+    assert_eq!(got, (2..=20).collect::<Vec<_>>(), "all, once, in order");
+    bob.expect_quiet().await;
+    alice.expect_quiet().await;
+    assert_eq!(nodes[1].state.resumes.parked(), 0);
+    for node in nodes {
+        node.shutdown();
+    }
+}
+
 /// Asked remotely: a forged token and another session's token are `invalid_token` (the session
 /// stays parked and resumes afterwards), a session nobody holds is `expired`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

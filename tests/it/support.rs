@@ -90,7 +90,8 @@ pub fn test_config() -> Config {
     config.ip_connections = 0;
     config.ip_unauthenticated = 0;
     config.user_signal_rate = 0;
-    // Sessions resume (off by default): every test's client checks the frames' numbers.
+    // Sessions resume (the default, set here all the same): every test's client checks the
+    // frames' numbers.
     config.resume_window = Duration::from_secs(30);
     config
 }
@@ -263,6 +264,8 @@ pub struct Client {
     pub last_seq: u64,
     /// The session id and resume token of `auth_success` (or the last `reconnect` notice).
     pub resume: Option<(String, String)>,
+    /// The payload of the last WebSocket ping read (the socket answers each with a pong).
+    pub last_ping: Option<Vec<u8>>,
 }
 
 /// What a refused upgrade answered.
@@ -321,6 +324,7 @@ fn upgraded(
             client_id: String::new(),
             last_seq: 0,
             resume: None,
+            last_ping: None,
         }),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();
@@ -407,7 +411,8 @@ impl Client {
                 .expect("frame read");
             match message {
                 Message::Text(text) => return self.accept(&text),
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(payload) => self.last_ping = Some(payload.to_vec()),
+                Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
         }
@@ -424,7 +429,8 @@ impl Client {
                 .expect("frame read");
             match message {
                 Message::Text(text) => return Some(self.accept(&text)),
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(payload) => self.last_ping = Some(payload.to_vec()),
+                Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
         }
