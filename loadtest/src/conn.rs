@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::inbound::{Event, parse};
+use crate::inbound::{Event, Grant, parse};
 use crate::target::Target;
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -44,6 +44,8 @@ pub struct Joined {
     pub ws: Ws,
     /// Client ids of the other members, from `users_in_room`.
     pub peers: Vec<String>,
+    /// What resumes its session, when the server offers resuming.
+    pub grant: Option<Grant>,
 }
 
 /// Why a connection attempt failed, as a short key for tallies.
@@ -71,26 +73,7 @@ pub async fn dial(dial: &Dial<'_>) -> Result<Joined, DialError> {
 }
 
 async fn dial_inner(d: &Dial<'_>) -> Result<Joined, DialError> {
-    let addr = d
-        .target
-        .resolve()
-        .await
-        .map_err(|_| DialError("resolve".into()))?;
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    };
-    let stream = socket
-        .map_err(io_err)?
-        .connect(addr)
-        .await
-        .map_err(io_err)?;
-    stream.set_nodelay(true).map_err(io_err)?;
-    let url = d.target.ws_url(&path_and_query(d));
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-        .await
-        .map_err(ws_err)?;
+    let mut ws = open(d.target, &path_and_query(d)).await?;
     if d.auth == Auth::Message {
         expect(&mut ws, |e| matches!(e, Event::AuthRequired).then_some(())).await?;
         let hello = json!({"type": "auth_token", "token": d.token, "clientId": d.client_id});
@@ -98,7 +81,11 @@ async fn dial_inner(d: &Dial<'_>) -> Result<Joined, DialError> {
             .await
             .map_err(ws_err)?;
     }
-    expect(&mut ws, |e| matches!(e, Event::AuthSuccess).then_some(())).await?;
+    let grant = expect(&mut ws, |e| match e {
+        Event::AuthSuccess(grant) => Some(grant),
+        _ => None,
+    })
+    .await?;
     let peers = match d.room {
         Some(_) => {
             let mut early = Vec::new();
@@ -119,7 +106,63 @@ async fn dial_inner(d: &Dial<'_>) -> Result<Joined, DialError> {
         }
         None => Vec::new(),
     };
-    Ok(Joined { ws, peers })
+    Ok(Joined { ws, peers, grant })
+}
+
+/// Connect to `target` (the path of `room`, without a token) and resume session `grant` after
+/// `last_seq`, within `timeout`: the open connection once `resumed` arrives (the frames after
+/// `last_seq` follow), or why not (`resume_<reason>` for `resume_failed`).
+pub async fn resume(
+    target: &Target,
+    room: Option<&str>,
+    grant: &Grant,
+    last_seq: u64,
+    timeout: Duration,
+) -> Result<Ws, DialError> {
+    let attempt = async {
+        let mut ws = open(target, &room_path(room)).await?;
+        expect(&mut ws, |e| matches!(e, Event::AuthRequired).then_some(())).await?;
+        let ask = json!({"type": "resume", "session": grant.session,
+            "resume_token": grant.token, "last_seq": last_seq});
+        ws.send(Message::text(ask.to_string()))
+            .await
+            .map_err(ws_err)?;
+        expect(&mut ws, |e| match e {
+            Event::Resumed => Some(Ok(())),
+            Event::ResumeFailed(reason) => Some(Err(DialError(format!("resume_{reason}")))),
+            _ => None,
+        })
+        .await??;
+        Ok(ws)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(DialError("timeout".into())),
+    }
+}
+
+/// A TCP connection (no Nagle) to `target`, upgraded to a WebSocket at `path`.
+async fn open(target: &Target, path: &str) -> Result<Ws, DialError> {
+    let addr = target
+        .resolve()
+        .await
+        .map_err(|_| DialError("resolve".into()))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let stream = socket
+        .map_err(io_err)?
+        .connect(addr)
+        .await
+        .map_err(io_err)?;
+    stream.set_nodelay(true).map_err(io_err)?;
+    let url = target.ws_url(path);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        .await
+        .map_err(ws_err)?;
+    Ok(ws)
 }
 
 /// The member list, corrected by `user_joined` / `user_left` events (`true` = joined) that
@@ -136,11 +179,15 @@ fn merge_presence(mut users: Vec<String>, early: Vec<(bool, String)>) -> Vec<Str
     users
 }
 
-fn path_and_query(d: &Dial<'_>) -> String {
-    let path = match d.room {
+fn room_path(room: Option<&str>) -> String {
+    match room {
         Some(room) => format!("/ws/{room}"),
         None => "/ws".to_owned(),
-    };
+    }
+}
+
+fn path_and_query(d: &Dial<'_>) -> String {
+    let path = room_path(d.room);
     match d.auth {
         Auth::Query => format!("{path}?token={}&client_id={}", d.token, d.client_id),
         Auth::Message => path,

@@ -10,15 +10,27 @@ use crate::payload::Stamp;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     AuthRequired,
-    AuthSuccess,
+    /// With the session's grant when the server offers resuming.
+    AuthSuccess(Option<Grant>),
+    /// A session resumed (`resumed`), or why not (`resume_failed`'s `reason`).
+    Resumed,
+    ResumeFailed(String),
     UsersInRoom(Vec<String>),
     UserJoined(String),
     UserLeft(String),
     /// A relayed offer / candidate / signal; `None` when it carries no readable stamp.
     Signal(Option<Stamp>),
     Error(String),
-    Reconnect,
+    /// A draining node's notice, with the session's grant when it offers resuming.
+    Reconnect(Option<Grant>),
     Other,
+}
+
+/// What resumes a session: its id and resume token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub session: String,
+    pub token: String,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +47,14 @@ struct Inbound<'a> {
     candidate: Option<Carrier<'a>>,
     #[serde(default, borrow)]
     offer: Option<Carrier<'a>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    resume_token: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -50,27 +70,50 @@ struct Carrier<'a> {
 
 /// Parse a received text frame; `None` if it is not a JSON object with a `type`.
 pub fn parse(text: &str) -> Option<Event> {
+    parse_numbered(text).map(|(event, _)| event)
+}
+
+/// [`parse`], with the frame's `seq` (a session's number, when the server numbers frames).
+pub fn parse_numbered(text: &str) -> Option<(Event, Option<u64>)> {
     let msg: Inbound<'_> = serde_json::from_str(text).ok()?;
-    Some(match msg.kind.as_ref() {
+    let Inbound {
+        kind,
+        code,
+        client_id,
+        users,
+        candidate,
+        offer,
+        seq,
+        session,
+        resume_token,
+        reason,
+    } = msg;
+    let grant = session
+        .zip(resume_token)
+        .map(|(session, token)| Grant { session, token });
+    let event = match kind.as_ref() {
         "offer" | "answer" | "ice_candidate" | "signal" => {
-            let lt = msg.candidate.or(msg.offer).and_then(|c| c.lt);
+            let lt = candidate.or(offer).and_then(|c| c.lt);
             Event::Signal(lt.as_deref().and_then(Stamp::decode))
         }
         "auth_required" => Event::AuthRequired,
-        "auth_success" => Event::AuthSuccess,
+        "auth_success" => Event::AuthSuccess(grant),
+        "resumed" => Event::Resumed,
+        "resume_failed" => Event::ResumeFailed(reason.unwrap_or_default()),
         "users_in_room" => Event::UsersInRoom(
-            msg.users
+            users
                 .unwrap_or_default()
                 .into_iter()
                 .map(|u| u.client_id)
                 .collect(),
         ),
-        "user_joined" => Event::UserJoined(msg.client_id.unwrap_or_default()),
-        "user_left" => Event::UserLeft(msg.client_id.unwrap_or_default()),
-        "error" => Event::Error(msg.code.unwrap_or_else(|| "no_code".to_owned())),
-        "reconnect" => Event::Reconnect,
+        "user_joined" => Event::UserJoined(client_id.unwrap_or_default()),
+        "user_left" => Event::UserLeft(client_id.unwrap_or_default()),
+        "error" => Event::Error(code.unwrap_or_else(|| "no_code".to_owned())),
+        "reconnect" => Event::Reconnect(grant),
         _ => Event::Other,
-    })
+    };
+    Some((event, seq))
 }
 
 #[cfg(test)]
@@ -119,5 +162,35 @@ mod tests {
         );
         assert_eq!(parse(r#"{"type":"pong"}"#), Some(Event::Other));
         assert_eq!(parse("not json"), None);
+    }
+
+    #[test]
+    fn parses_sessions_and_their_numbers() {
+        let grant = Some(Grant {
+            session: "s".into(),
+            token: "t".into(),
+        });
+        let ok = r#"{"type":"auth_success","client_id":"a","session":"s","resume_token":"t"}"#;
+        assert_eq!(
+            parse_numbered(ok),
+            Some((Event::AuthSuccess(grant.clone()), None))
+        );
+        let notice =
+            r#"{"seq":7,"type":"reconnect","reason":"shutdown","session":"s","resume_token":"t"}"#;
+        assert_eq!(
+            parse_numbered(notice),
+            Some((Event::Reconnect(grant), Some(7)))
+        );
+        assert_eq!(
+            parse(r#"{"type":"auth_success","client_id":"a"}"#),
+            Some(Event::AuthSuccess(None))
+        );
+        let failed = r#"{"type":"resume_failed","reason":"expired","message":"m"}"#;
+        assert_eq!(parse(failed), Some(Event::ResumeFailed("expired".into())));
+        let signal = r#"{"seq":12,"type":"ice_candidate","candidate":{}}"#;
+        assert_eq!(
+            parse_numbered(signal),
+            Some((Event::Signal(None), Some(12)))
+        );
     }
 }

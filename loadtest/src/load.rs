@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub auth: Auth,
     /// Clients that lose their connection reconnect and re-join (on a surviving node).
     pub reconnect: bool,
+    /// Reconnecting clients resume their sessions (`resume` with the last `seq` received).
+    pub resume: bool,
     #[serde(skip)]
     pub secret: String,
 }
@@ -78,6 +80,7 @@ pub async fn run(spec: &LoadSpec, nodes: &Nodes, kill: Option<KillPlan>) -> Resu
         nodes.targets.clone(),
         spec.auth,
         spec.reconnect,
+        spec.resume,
     ));
     let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut set = JoinSet::new();

@@ -104,6 +104,9 @@ pub struct Counters {
     pub closes: Tally,
     /// Failed connects or joins, by kind.
     pub connect_failures: Tally,
+    /// How reconnects that tried to resume went: `resumed`, or `resume_<reason>` / the
+    /// connection's failure (then the client connected afresh).
+    pub resumes: Tally,
 }
 
 impl Counters {
@@ -117,6 +120,7 @@ impl Counters {
         merge_tally(&mut self.errors, &o.errors);
         merge_tally(&mut self.closes, &o.closes);
         merge_tally(&mut self.connect_failures, &o.connect_failures);
+        merge_tally(&mut self.resumes, &o.resumes);
     }
 }
 

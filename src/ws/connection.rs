@@ -34,6 +34,9 @@ const WRITE_BATCH: usize = 64;
 /// How long a closing connection may take to send its close frame, and then waits for the
 /// client's.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How long a draining node goes on relaying what a client sent before it read the
+/// `reconnect` notice.
+const DRAIN_READ: Duration = Duration::from_secs(1);
 
 /// What the upgrade handler learned before the upgrade.
 pub struct Start {
@@ -789,7 +792,10 @@ impl Conn {
                 biased;
                 code = &mut closed => {
                     match code {
-                        CloseCode::ServiceRestart => self.flush_outbox(outbox).await,
+                        CloseCode::ServiceRestart => {
+                            self.flush_outbox(outbox).await;
+                            Box::pin(self.relay_until_gone(session, detached.as_mut())).await;
+                        }
                         CloseCode::Revoked => {
                             let text = "the token of this connection was revoked";
                             self.send_error(ErrorFrame::new(ErrorCode::TokenRevoked, text))
@@ -909,6 +915,37 @@ impl Conn {
             return false;
         }
         self.socket.flush().await.is_ok()
+    }
+
+    /// After a drain's `reconnect` notice: what the client sent before it read the notice is
+    /// relayed still, until the client goes (it reconnects elsewhere) or [`DRAIN_READ`]
+    /// passes, or its `resume` reached another node (`detached`: the session moves). What
+    /// reaches the connection meanwhile waits in its outbox, for the session's next connection.
+    async fn relay_until_gone(
+        &mut self,
+        session: &mut Session,
+        mut detached: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) {
+        let deadline = tokio::time::Instant::now() + DRAIN_READ;
+        loop {
+            // What the client sent comes first: it was sent before the resume that moves the
+            // session.
+            let incoming = tokio::select! {
+                biased;
+                incoming = self.next() => incoming,
+                () = &mut detached => return,
+                () = tokio::time::sleep_until(deadline) => return,
+            };
+            let verdict = self.limit_data(&incoming);
+            let next = match (incoming, verdict) {
+                (Incoming::Closed, _) => return,
+                (Incoming::Text(text), Verdict::Pass) => self.relay(session, &text),
+                _ => continue,
+            };
+            if !matches!(next, Next::Done) && Box::pin(self.slow(session, next)).await.is_some() {
+                return;
+            }
+        }
     }
 
     /// Writes what the outbox holds (before a drain's close), within `write_timeout`.

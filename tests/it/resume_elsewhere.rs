@@ -193,6 +193,49 @@ async fn a_client_gone_during_its_hand_off_resumes_on_a_third_node_with_all_of_i
     }
 }
 
+/// A draining node goes on relaying what a client sent before it read the `reconnect` notice:
+/// what Bob sends as the drain begins reaches Alice on another node, all of it, in order, and
+/// Bob's session resumes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn what_a_client_sent_before_it_read_the_drain_notice_still_arrives() {
+    let mut nodes = spawn_cluster(2, &redis_config(&Redis::Standalone.url()));
+    let draining = nodes.remove(0);
+    let (mut bob, _) = Client::join(&draining, "r", "bob", "b1").await;
+    let (mut alice, _) = Client::join(&nodes[0], "r", "alice", "a1").await;
+    bob.recv_type("user_joined").await;
+    let state = draining.state.clone();
+    let stopped = tokio::task::spawn_blocking(move || draining.shutdown());
+    let deadline = Instant::now() + WAIT;
+    while !state.is_draining() {
+        assert!(Instant::now() < deadline, "the node never drained");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Bob has not read the notice yet: he sends on.
+    for n in 1..=30 {
+        let to_alice = json!({"type": "ice_candidate", "to": "a1", "candidate": {"candidate": format!("candidate:{n}"), "sdpMid": "0"}});
+        bob.send(to_alice).await;
+    }
+    for n in 1..=30 {
+        assert_eq!(number(&alice.recv_type("ice_candidate").await), n);
+    }
+    // Then he reads the notice and resumes on Alice's node.
+    loop {
+        if bob.recv().await["type"] == "reconnect" {
+            break;
+        }
+    }
+    let grant = bob.resume.clone().unwrap();
+    let (mut bob, answer) = resume(&nodes[0], "/ws", &grant, bob.last_seq).await;
+    assert_eq!(answer["type"], "resumed", "{answer}");
+    bob.expect_quiet().await;
+    alice.expect_quiet().await;
+    stopped.await.unwrap();
+    for node in nodes {
+        node.shutdown();
+    }
+}
+
 /// Asked remotely: a forged token and another session's token are `invalid_token` (the session
 /// stays parked and resumes afterwards), a session nobody holds is `expired`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

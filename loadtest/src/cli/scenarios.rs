@@ -25,6 +25,11 @@ pub struct PairsArgs {
     /// (a drain: a rolling restart behind a load balancer); reports the reconnects.
     #[arg(long)]
     pub reconnect: bool,
+    /// With `--reconnect`: resume the session (`resume` with the last `seq` received, on
+    /// whichever node the reconnect reaches) instead of authenticating afresh; a refused resume
+    /// connects afresh. Needs a server with `resume_window` on.
+    #[arg(long, requires = "reconnect")]
+    pub resume: bool,
 }
 
 #[derive(Args, Serialize)]
@@ -162,4 +167,8 @@ pub struct KillArgs {
     /// Which --target (0-based) that pid serves.
     #[arg(long, default_value = "0")]
     pub kill_node: usize,
+    /// The killed node's clients try to resume their sessions on the others first (a node
+    /// killed outright takes its sessions with it: they are refused and connect afresh).
+    #[arg(long)]
+    pub resume: bool,
 }

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::conn::{self, Dial, Ws};
+use crate::inbound::Grant;
 use crate::payload::FrameBuilder;
 use crate::seq::SeqTracker;
 use crate::stats::{Counters, Hist, bump};
@@ -76,6 +77,9 @@ struct Client {
     next: u64,
     /// This sender has been counted in `Shared::senders_done`.
     done: bool,
+    /// The session's grant (`auth_success`, a `reconnect` notice), and the last `seq` received.
+    grant: Option<Grant>,
+    last_seq: u64,
 }
 
 /// Run one client until the run is cancelled (or its connection is lost for good).
@@ -88,6 +92,8 @@ pub async fn run(shared: Arc<Shared>, spec: ClientSpec, gate: Arc<Semaphore>) ->
         seqs: HashMap::new(),
         next: 0,
         done: false,
+        grant: None,
+        last_seq: 0,
     };
     let ws = c.setup(&gate).await;
     c.shared.ready.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +153,8 @@ impl Client {
         match conn::dial(&dial).await {
             Ok(joined) => {
                 self.peers = joined.peers.into_iter().collect();
+                self.grant = joined.grant;
+                self.last_seq = 0;
                 Some(joined.ws)
             }
             Err(e) => {

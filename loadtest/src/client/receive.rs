@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::{Client, Step, record};
 use crate::clock::now_ns;
 use crate::conn;
-use crate::inbound::{Event, parse};
+use crate::inbound::{Event, parse_numbered};
 use crate::payload::Stamp;
 use crate::seq::Arrival;
 use crate::stats::bump;
@@ -28,19 +28,29 @@ impl Client {
     /// A `reconnect` notice (the node drains and is about to close) loses the connection at
     /// once: the client goes elsewhere without waiting for the close.
     fn on_text(&mut self, text: &str) -> Step {
-        match parse(text) {
-            Some(Event::Reconnect) => return Step::Lost("reconnect".into()),
-            Some(Event::Signal(Some(stamp))) => self.on_signal(stamp),
-            Some(Event::Signal(None)) | None => self.out.counters.unreadable += 1,
-            Some(Event::Error(code)) => bump(&mut self.out.counters.errors, &code),
-            Some(Event::UsersInRoom(users)) => self.peers = users.into_iter().collect(),
-            Some(Event::UserJoined(id)) => {
+        let Some((event, seq)) = parse_numbered(text) else {
+            self.out.counters.unreadable += 1;
+            return Step::Go;
+        };
+        if let Some(seq) = seq {
+            self.last_seq = seq;
+        }
+        match event {
+            Event::Reconnect(grant) => {
+                self.grant = grant.or(self.grant.take());
+                return Step::Lost("reconnect".into());
+            }
+            Event::Signal(Some(stamp)) => self.on_signal(stamp),
+            Event::Signal(None) => self.out.counters.unreadable += 1,
+            Event::Error(code) => bump(&mut self.out.counters.errors, &code),
+            Event::UsersInRoom(users) => self.peers = users.into_iter().collect(),
+            Event::UserJoined(id) => {
                 self.peers.insert(id);
             }
-            Some(Event::UserLeft(id)) => {
+            Event::UserLeft(id) => {
                 self.peers.remove(&id);
             }
-            Some(_) => {}
+            _ => {}
         }
         Step::Go
     }

@@ -10,8 +10,10 @@ use super::{Client, Step, nanos, record};
 use crate::clock::ns_of;
 use crate::conn::{self, Ws};
 use crate::payload::Stamp;
+use crate::stats::bump;
 
 const RECONNECT_TRIES: u32 = 40;
+const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
     pub(super) async fn send_due(&mut self, ws: &mut Ws) -> Step {
@@ -55,6 +57,18 @@ impl Client {
             return None;
         }
         let lost_at = Instant::now();
+        if let Some(ws) = self.resume().await {
+            let since = self
+                .shared
+                .kill_at
+                .get()
+                .copied()
+                .filter(|k| *k <= lost_at)
+                .unwrap_or(lost_at);
+            record(&mut self.out.rejoin, nanos(since.elapsed()));
+            self.skip_overdue();
+            return Some(ws);
+        }
         for attempt in 0..RECONNECT_TRIES {
             if self.shared.cancel.is_cancelled() {
                 return None;
@@ -78,6 +92,28 @@ impl Client {
             }
         }
         None
+    }
+
+    /// Resumes the session (when resuming is on and the server offered it): the first answer
+    /// decides, and a refusal (or a failed connection) leaves the client to connect afresh.
+    async fn resume(&mut self) -> Option<Ws> {
+        if !self.shared.resume {
+            return None;
+        }
+        let grant = self.grant.take()?;
+        let target = self.shared.target_for(self.spec.slot).clone();
+        let room = Some(self.spec.room.as_str());
+        match conn::resume(&target, room, &grant, self.last_seq, RESUME_TIMEOUT).await {
+            Ok(ws) => {
+                bump(&mut self.out.counters.resumes, "resumed");
+                self.grant = Some(grant);
+                Some(ws)
+            }
+            Err(e) => {
+                bump(&mut self.out.counters.resumes, &e.0);
+                None
+            }
+        }
     }
 
     /// After a reconnect, messages that fell due while disconnected are skipped, not sent late.

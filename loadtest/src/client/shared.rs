@@ -15,6 +15,8 @@ pub struct Shared {
     pub targets: Vec<Target>,
     pub auth: Auth,
     pub reconnect: bool,
+    /// Reconnects resume the session where the server offers it.
+    pub resume: bool,
     pub cancel: CancellationToken,
     pub schedule: OnceLock<Schedule>,
     /// Clients done with setup, joined or not.
@@ -29,11 +31,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(targets: Vec<Target>, auth: Auth, reconnect: bool) -> Self {
+    pub fn new(targets: Vec<Target>, auth: Auth, reconnect: bool, resume: bool) -> Self {
         Self {
             targets,
             auth,
             reconnect,
+            resume,
             cancel: CancellationToken::new(),
             schedule: OnceLock::new(),
             ready: AtomicUsize::new(0),

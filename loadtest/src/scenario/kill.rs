@@ -44,6 +44,7 @@ pub async fn run(a: KillArgs, nofile: u64) -> Result<()> {
         drain: a.load.drain,
         auth: a.load.auth,
         reconnect: true,
+        resume: a.resume,
         secret: a.common.jwt_secret.clone(),
     };
     let plan = KillPlan {

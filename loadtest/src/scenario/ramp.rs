@@ -103,6 +103,7 @@ pub async fn run(a: RampArgs, nofile: u64) -> Result<()> {
                 drain: a.drain,
                 auth: a.auth,
                 reconnect: false,
+                resume: false,
                 secret: a.common.jwt_secret.clone(),
             };
             let stats = load::run(&spec, sys, None).await?;
