@@ -204,10 +204,12 @@ pub fn run(
         taken: None,
         credential: Arc::default(),
     });
-    run_boxed(conn, start)
+    run_boxed(conn, Box::new(start))
 }
 
-async fn run_boxed(mut conn: Box<Conn>, start: Start) {
+/// An async fn keeps its arguments for as long as it runs: what only the start needs comes
+/// boxed, so that an idle connection's task stays small.
+async fn run_boxed(mut conn: Box<Conn>, start: Box<Start>) {
     metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
     // Rare, large futures are boxed so that an idle connection's task stays small.
     let Start {
@@ -217,7 +219,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
         slot,
         address,
         pending,
-    } = start;
+    } = *start;
     let span = conn.span.clone();
     conn.resume_first = pre_auth.is_some() && conn.state.resumes.enabled();
     let authenticated = Box::pin(conn.authenticate(pre_auth, client_id, room.as_ref()))
@@ -226,7 +228,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
     drop(pending);
     let code = match authenticated {
         Ok(Authenticated::Fresh(identity, client_id)) => {
-            conn.serve(identity, client_id, room).await
+            conn.serve(Box::new(identity), client_id, room).await
         }
         Ok(Authenticated::Resumed(taken)) => Box::pin(conn.continue_taken(taken)).await,
         Err(code) => code,
@@ -234,7 +236,7 @@ async fn run_boxed(mut conn: Box<Conn>, start: Start) {
     metrics::counter!(m::CONNECTIONS_CLOSED, "code" => code.label()).increment(1);
     Box::pin(conn.close(code)).instrument(span.clone()).await;
     drop(slot);
-    address.release().instrument(span).await;
+    Box::pin(address.release()).instrument(span).await;
 }
 
 impl Conn {
@@ -475,10 +477,42 @@ impl Conn {
     /// Registers the connection, joins the URL's room and runs the main loop.
     async fn serve(
         &mut self,
-        identity: Identity,
+        identity: Box<Identity>,
         client_id: Option<ClientId>,
         room: Option<RoomId>,
     ) -> CloseCode {
+        // What the start needs is dropped before the main loop: an idle connection's task
+        // holds only what the loop needs.
+        let (mut live, code) = match Box::pin(self.begin(identity, client_id, room)).await {
+            Ok(begun) => begun,
+            Err(code) => return code,
+        };
+        let code = match code {
+            Some(code) => code,
+            None => {
+                self.main_loop(&mut live.session, &live.control, &mut live.outbox)
+                    .await
+            }
+        };
+        let span = self.span.clone();
+        let code = Box::pin(self.end(live, code)).instrument(span).await;
+        match self.taken.take() {
+            // A `resume` as the first frame: the fresh session ended above (it had done
+            // nothing but join the URL's room, if any), the parked one goes on here.
+            Some(taken) => Box::pin(self.continue_taken(taken)).await,
+            None => code,
+        }
+    }
+
+    /// A fresh session's start: registered in the cluster, `auth_success` written, the URL's
+    /// room joined. The session, and a close code when the connection ends already.
+    async fn begin(
+        &mut self,
+        identity: Box<Identity>,
+        client_id: Option<ClientId>,
+        room: Option<RoomId>,
+    ) -> Result<(Live, Option<CloseCode>), CloseCode> {
+        let identity = *identity;
         let config = Arc::clone(&self.state.config);
         let hub = Arc::clone(&self.state.hub);
         let me = Member {
@@ -491,7 +525,7 @@ impl Conn {
         self.span.record("client_id", me.client_id.as_str());
         let span = self.span.clone();
         let ticket = self.state.resumes.enabled().then(Ticket::generate);
-        let (outbox, mut outbox_rx) = mpsc::channel(config.outbox_frames);
+        let (outbox, outbox_rx) = mpsc::channel(config.outbox_frames);
         let control = Arc::new(Control::default());
         let credential = Arc::new(identity.credential.clone());
         self.credential = Arc::clone(&credential);
@@ -513,8 +547,8 @@ impl Conn {
                 ErrorCode::RateLimited => CloseCode::TryAgainLater,
                 _ => CloseCode::InternalError,
             };
-            self.send_error(e).instrument(span).await;
-            return code;
+            Box::pin(self.send_error(e)).instrument(span).await;
+            return Err(code);
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         self.limit_user(&me.user_id);
@@ -546,14 +580,11 @@ impl Conn {
         // Numbered from here on.
         self.replay = replay;
         let code = if !sent {
-            CloseCode::Normal
-        } else if let Some(code) = Box::pin(self.initial_join(&mut session, room))
-            .instrument(span.clone())
-            .await
-        {
-            code
+            Some(CloseCode::Normal)
         } else {
-            self.main_loop(&mut session, &control, &mut outbox_rx).await
+            Box::pin(self.initial_join(&mut session, room))
+                .instrument(span)
+                .await
         };
         let live = Live {
             session,
@@ -561,13 +592,7 @@ impl Conn {
             control,
             ticket,
         };
-        let code = Box::pin(self.end(live, code)).instrument(span).await;
-        match self.taken.take() {
-            // A `resume` as the first frame: the fresh session ended above (it had done
-            // nothing but join the URL's room, if any), the parked one goes on here.
-            Some(taken) => Box::pin(self.continue_taken(taken)).await,
-            None => code,
-        }
+        Ok((live, code))
     }
 
     /// Answers a refused `resume` with `resume_failed` (counted; a wrong token as an auth
@@ -793,13 +818,13 @@ impl Conn {
                 code = &mut closed => {
                     match code {
                         CloseCode::ServiceRestart => {
-                            self.flush_outbox(outbox).await;
+                            Box::pin(self.flush_outbox(outbox)).await;
                             Box::pin(self.relay_until_gone(session, detached.as_mut())).await;
                         }
                         CloseCode::Revoked => {
                             let text = "the token of this connection was revoked";
-                            self.send_error(ErrorFrame::new(ErrorCode::TokenRevoked, text))
-                                .await;
+                            let revoked = ErrorFrame::new(ErrorCode::TokenRevoked, text);
+                            Box::pin(self.send_error(revoked)).await;
                         }
                         _ => {}
                     }
@@ -816,7 +841,7 @@ impl Conn {
                         code = &mut closed => {
                             // A drain's notice is in the outbox: the client gets it first.
                             if code == CloseCode::ServiceRestart {
-                                self.flush_outbox(outbox).await;
+                                Box::pin(self.flush_outbox(outbox)).await;
                             }
                             return code;
                         }
