@@ -4,6 +4,7 @@
 //! is full is closed as a slow consumer instead of growing memory or stalling its senders.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::Poll;
 
@@ -21,12 +22,14 @@ use crate::protocol::{ClientId, CloseCode, ConnId, Frame, ResumeGrant, RoomId, U
 #[derive(Debug, Default)]
 pub struct Control {
     code: OnceLock<CloseCode>,
+    /// A close was requested after the first one.
+    again: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl Control {
     pub fn close(&self, code: CloseCode) {
-        if self.code.set(code).is_ok() {
+        if self.code.set(code).is_ok() || !self.again.swap(true, Ordering::AcqRel) {
             self.waker.wake();
         }
     }
@@ -47,6 +50,23 @@ impl Control {
             match self.code.get() {
                 Some(code) => Poll::Ready(*code),
                 None => Poll::Pending,
+            }
+        })
+    }
+
+    /// Resolves once a close was requested after the first: a session that a drain parked
+    /// (its code is the drain's) is replaced or revoked while it waits. For one waiter, as
+    /// [`Control::closed`].
+    pub fn closed_again(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.again.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.again.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
     }
@@ -453,6 +473,22 @@ mod tests {
         assert!(registry.deliver_conn(ConnId(2), &Frame::from_static("error")));
         assert_eq!(b_rx.try_recv().unwrap(), "error");
         assert!(!registry.deliver_conn(ConnId(9), &Frame::from_static("error")));
+    }
+
+    #[tokio::test]
+    async fn a_second_close_request_wakes_whoever_waits_for_it() {
+        let control = Arc::new(Control::default());
+        control.close(CloseCode::ServiceRestart);
+        let waiting = tokio::spawn({
+            let control = Arc::clone(&control);
+            async move { control.closed_again().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        control.close(CloseCode::Replaced);
+        waiting.await.unwrap();
+        // The first code stays.
+        assert_eq!(control.code(), Some(CloseCode::ServiceRestart));
     }
 
     #[tokio::test]

@@ -388,6 +388,8 @@ impl Resumes {
             let ended = tokio::select! {
                 () = tokio::time::sleep(window) => "expired",
                 _ = control.closed(), if !drained => "closed",
+                // Replaced (a fresh connection took its client id) or revoked after the drain.
+                () = control.closed_again(), if drained => "closed",
             };
             let Some(parked) = resumes.remove(&id, generation) else {
                 return;

@@ -236,6 +236,44 @@ async fn what_a_client_sent_before_it_read_the_drain_notice_still_arrives() {
     }
 }
 
+/// A client that connects afresh after a drain's notice (it does not resume) takes its client
+/// id back on another node: the session the drain parked for it ends at once, not when the
+/// draining node stops waiting for resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_drained_session_ends_when_its_client_connects_afresh_elsewhere() {
+    let mut nodes = spawn_cluster(2, &redis_config(&Redis::Standalone.url()));
+    let draining = nodes.remove(0);
+    let (mut bob, _) = Client::join(&draining, "r", "bob", "b1").await;
+    let (_alice, _) = Client::join(&nodes[0], "r", "alice", "a1").await;
+    bob.recv_type("user_joined").await;
+    let state = draining.state.clone();
+    let stopped = tokio::task::spawn_blocking(move || draining.shutdown());
+    let (_, code) = bob.drain_until_close().await;
+    assert_eq!(code, 1012);
+    let deadline = Instant::now() + WAIT;
+    while state.resumes.parked() != 1 {
+        assert!(Instant::now() < deadline, "the session was not parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Bob comes back afresh, with his client id, on Alice's node.
+    let (mut bob, _) = Client::join(&nodes[0], "r", "bob", "b1").await;
+    let claimed = Instant::now();
+    while state.resumes.parked() != 0 {
+        // The draining node gives up on resumes 3 s after its last connection ended.
+        assert!(
+            claimed.elapsed() < Duration::from_secs(2),
+            "the parked session lingered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stopped.await.unwrap();
+    bob.expect_quiet().await;
+    for node in nodes {
+        node.shutdown();
+    }
+}
+
 /// Asked remotely: a forged token and another session's token are `invalid_token` (the session
 /// stays parked and resumes afterwards), a session nobody holds is `expired`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
