@@ -37,6 +37,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How long a draining node goes on relaying what a client sent before it read the
 /// `reconnect` notice.
 const DRAIN_READ: Duration = Duration::from_secs(1);
+/// A pause in what a client sends after a drain's notice that ends the relaying: it read the
+/// notice (a client sends nothing more then; it waits for the close or leaves).
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 /// What the upgrade handler learned before the upgrade.
 pub struct Start {
@@ -943,8 +946,8 @@ impl Conn {
     }
 
     /// After a drain's `reconnect` notice: what the client sent before it read the notice is
-    /// relayed still, until the client goes (it reconnects elsewhere) or [`DRAIN_READ`]
-    /// passes, or its `resume` reached another node (`detached`: the session moves). What
+    /// relayed still, until the client goes (it reconnects elsewhere), pauses for
+    /// [`DRAIN_QUIET`] (it read the notice and waits for the close) or [`DRAIN_READ`] passes, or its `resume` reached another node (`detached`: the session moves). What
     /// reaches the connection meanwhile waits in its outbox, for the session's next connection.
     async fn relay_until_gone(
         &mut self,
@@ -954,12 +957,13 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + DRAIN_READ;
         loop {
             // What the client sent comes first: it was sent before the resume that moves the
-            // session.
+            // session. A client that read the notice sends nothing more: a pause ends it.
+            let quiet = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
             let incoming = tokio::select! {
                 biased;
                 incoming = self.next() => incoming,
                 () = &mut detached => return,
-                () = tokio::time::sleep_until(deadline) => return,
+                () = tokio::time::sleep_until(quiet) => return,
             };
             let verdict = self.limit_data(&incoming);
             let next = match (incoming, verdict) {
