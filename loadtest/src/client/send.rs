@@ -57,32 +57,29 @@ impl Client {
             return None;
         }
         let lost_at = Instant::now();
-        if let Some(ws) = self.resume().await {
-            let since = self
-                .shared
-                .kill_at
-                .get()
-                .copied()
-                .filter(|k| *k <= lost_at)
-                .unwrap_or(lost_at);
-            record(&mut self.out.rejoin, nanos(since.elapsed()));
-            self.skip_overdue();
-            return Some(ws);
-        }
+        let ws = match self.resume().await {
+            Some(ws) => ws,
+            None => self.dial_again().await?,
+        };
+        let since = self
+            .shared
+            .kill_at
+            .get()
+            .copied()
+            .filter(|k| *k <= lost_at)
+            .unwrap_or(lost_at);
+        record(&mut self.out.rejoin, nanos(since.elapsed()));
+        self.skip_overdue();
+        Some(ws)
+    }
+
+    /// Connects afresh, with backoff, until it works, the run ends or the tries run out.
+    async fn dial_again(&mut self) -> Option<Ws> {
         for attempt in 0..RECONNECT_TRIES {
             if self.shared.cancel.is_cancelled() {
                 return None;
             }
             if let Some(ws) = self.dial().await {
-                let since = self
-                    .shared
-                    .kill_at
-                    .get()
-                    .copied()
-                    .filter(|k| *k <= lost_at)
-                    .unwrap_or(lost_at);
-                record(&mut self.out.rejoin, nanos(since.elapsed()));
-                self.skip_overdue();
                 return Some(ws);
             }
             let backoff = Duration::from_millis(25 << attempt.min(5));
