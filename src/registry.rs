@@ -304,6 +304,15 @@ impl Registry {
             .count()
     }
 
+    /// Whether `user` has a local connection other than `except`.
+    pub fn has_user(&self, user: &UserId, except: ConnId) -> bool {
+        let inner = self.read();
+        inner
+            .by_user
+            .get(user)
+            .is_some_and(|conns| conns.iter().any(|c| *c != except))
+    }
+
     /// Closes connection `conn` with `code`, if it is local.
     pub fn close(&self, conn: ConnId, code: CloseCode) -> bool {
         let inner = self.read();
@@ -344,7 +353,6 @@ impl Registry {
         }
     }
 
-    /// Whether `room` has a local member, or a local join under way.
     /// The local connection holding `client`, if it is a member of `room`.
     pub fn member_conn(&self, room: &RoomId, client: &ClientId) -> Option<ConnId> {
         let inner = self.read();
@@ -353,6 +361,7 @@ impl Registry {
         rooms.contains(room).then_some(conn)
     }
 
+    /// Whether `room` has a local member, or a local join under way.
     pub fn has_room(&self, room: &RoomId) -> bool {
         let inner = self.read();
         inner.by_room.contains_key(room) || inner.pending.contains_key(room)

@@ -155,7 +155,10 @@ impl Hub {
             Err(_) if local > 0 => 0,
             Err(e) => return Err(e.into()),
         };
-        if local + remote == 0 {
+        // A connection of the user that came here while the envelope was on its way makes the
+        // user online: its subscription is taken off the receiver count as this node's own
+        // even when Redis published before it (a session moving here: its old node got it).
+        if local + remote == 0 && !self.registry.has_user(target, me.conn) {
             let mut e = ErrorFrame::new(
                 ErrorCode::UserOffline,
                 format!("user {target} is not connected"),
