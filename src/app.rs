@@ -464,6 +464,16 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
         Arc::clone(&state.resumes),
         inbound,
     ));
+    // Resumable sessions of dead nodes that this node takes over are parked here.
+    if state.resumes.enabled() {
+        let (adoptions, adopted) = tokio::sync::mpsc::unbounded_channel();
+        state.hub.take_adoptions(adoptions);
+        tokio::spawn(Arc::clone(&state.resumes).adopt_all(
+            Arc::clone(&state.hub),
+            adopted,
+            state.config.outbox_frames,
+        ));
+    }
     if state.credentials.jwks_source().is_some() {
         let refresh = state.config.jwks.refresh;
         tokio::spawn(Arc::clone(&state.credentials).refresh_jwks(refresh));

@@ -81,6 +81,8 @@ pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
 pub const SESSIONS_PARKED: &str = "switchboard_sessions_parked";
 /// Parked sessions that ended without a resume, by how (`expired`, `closed`, `drained`).
 pub const SESSIONS_ENDED: &str = "switchboard_sessions_ended_total";
+/// Resumable sessions of dead nodes this node took over.
+pub const SESSIONS_ADOPTED: &str = "switchboard_sessions_adopted_total";
 /// `resume` requests, by result (`resumed`, or the refusal's reason).
 pub const RESUMES: &str = "switchboard_resumes_total";
 /// Rows the retention job removed, by table.
@@ -279,6 +281,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         SESSIONS_ENDED,
         Kind::Counter,
         "Parked sessions that ended without being resumed, by how.",
+    ),
+    (
+        SESSIONS_ADOPTED,
+        Kind::Counter,
+        "Resumable sessions of dead nodes this node took over.",
     ),
     (RESUMES, Kind::Counter, "Resume requests, by result."),
     (

@@ -21,8 +21,9 @@
 //! Parked sessions live in the node that held their connection. A `resume` that reaches
 //! another node of a cluster is asked of the cluster, and the holder hands the session over
 //! ([`handoff`]): the client continues it there exactly as here. A draining node in a cluster
-//! parks the sessions it closes, so that their clients resume them elsewhere; a node that dies
-//! takes its sessions with it.
+//! parks the sessions it closes, so that their clients resume them elsewhere. The sessions of
+//! a node that dies are taken over by the survivor that reaps it (`adopt`), and resumed from
+//! there.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +34,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, mpsc};
 
+mod adopt;
 pub mod handoff;
 
-pub use handoff::{Event, Handed, Handoffs, Handover};
+pub use adopt::{moved_resumable, resumable};
+pub use handoff::{Described, Event, Handed, Handoffs, Handover};
 
 use crate::auth::Credential;
 use crate::hub::Hub;
@@ -80,6 +83,23 @@ impl Replay {
         Self {
             next: next.max(1),
             ..Self::new(max_frames)
+        }
+    }
+
+    /// The replay of a session taken over from a dead node: what that node wrote is gone, so
+    /// numbering goes on after whatever `last_seq` the client resumes with ([`Replay::rebase`]).
+    pub fn adopted(max_frames: usize) -> Self {
+        Self {
+            next: 0,
+            ..Self::new(max_frames)
+        }
+    }
+
+    /// Numbers from `last_seq + 1` on, for an [adopted](Replay::adopted) replay (others keep
+    /// their numbers).
+    pub fn rebase(&mut self, last_seq: u64) {
+        if self.next == 0 {
+            self.next = last_seq + 1;
         }
     }
 
@@ -151,12 +171,15 @@ impl Replay {
 
     /// The last number given out (0 before the first frame).
     pub fn last(&self) -> u64 {
-        self.next - 1
+        self.next.saturating_sub(1)
     }
 
     /// The kept frames numbered after `last_seq`; `None` when some of them are no longer kept,
     /// or `last_seq` was never given out.
     pub fn after(&self, last_seq: u64) -> Option<Vec<(u64, Frame)>> {
+        if self.next == 0 {
+            return Some(Vec::new());
+        }
         if last_seq > self.last() {
             return None;
         }
@@ -210,6 +233,23 @@ impl Ticket {
                 resume_token,
             }),
         }
+    }
+
+    /// The ticket of session `session` known only by its token's hash (a session taken over
+    /// from a dead node: its client resumes it elsewhere, with the token).
+    pub fn from_hash(session: String, hash: [u8; 32]) -> Self {
+        Self {
+            hash,
+            grant: Arc::new(ResumeGrant {
+                session,
+                resume_token: String::new(),
+            }),
+        }
+    }
+
+    /// The SHA-256 of the token.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
     }
 
     #[cfg(test)]
@@ -510,8 +550,9 @@ impl Resumes {
         if session.replay.after(last_seq).is_none() {
             return Err(Refusal::Overflow);
         }
-        let (_, found) = parked.remove(id).ok_or(Refusal::Expired)?;
+        let (_, mut found) = parked.remove(id).ok_or(Refusal::Expired)?;
         metrics::gauge!(m::SESSIONS_PARKED).decrement(1.0);
+        found.replay.rebase(last_seq);
         Ok(found)
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::auth::{Revocation, Revoked};
 use crate::bus::{Bus, BusError, Envelope, Inbound, Route, Topic};
 use crate::metrics as m;
-use crate::presence::{Claim, Joined, Presence, PresenceError};
+use crate::presence::{Adopted, Claim, Joined, Presence, PresenceError, Resumable};
 use crate::protocol::{
     CloseCode, ErrorCode, ErrorFrame, Frame, NodeId, PeerView, RoomId, ServerMessage,
 };
@@ -49,6 +49,9 @@ pub struct Hub {
     /// Where hand-off envelopes go ([`Route::Handoff`], [`Route::Conn`]), in the order they
     /// arrived: to the resume layer's task, once it is set up.
     handoffs: std::sync::OnceLock<mpsc::UnboundedSender<Envelope>>,
+    /// Where the resumable sessions this node takes over from dead nodes go: to the resume
+    /// layer, once it is set up (until then they leave as the dead node's other members do).
+    adoptions: std::sync::OnceLock<mpsc::UnboundedSender<Adopted>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
@@ -99,6 +102,7 @@ impl Hub {
             presence,
             revoked: Arc::default(),
             handoffs: std::sync::OnceLock::new(),
+            adoptions: std::sync::OnceLock::new(),
         }
     }
 
@@ -135,14 +139,20 @@ impl Hub {
     /// `max_devices` (not 0), a user who would hold more connections than that across the
     /// cluster is refused (`rate_limited`); presence counts them, so a dead node's connections
     /// stop counting when it is reaped. Checked after the claim: two connections racing for the
-    /// last place may both be refused, never both admitted.
+    /// last place may both be refused, never both admitted. A resumable `session` is kept with
+    /// the claim, for a survivor to take over if this node dies.
     pub async fn connect(
         &self,
         me: &Member,
         handle: ConnHandle,
         max_devices: usize,
+        session: Option<&Resumable>,
     ) -> Result<(), ErrorFrame> {
-        match self.presence.claim(me).await? {
+        let claimed = match session {
+            Some(session) => self.presence.claim_resumable(me, session).await?,
+            None => self.presence.claim(me).await?,
+        };
+        match claimed {
             Claim::Taken => {
                 return Err(ErrorFrame::new(
                     ErrorCode::ClientIdTaken,
@@ -394,6 +404,9 @@ impl Hub {
                     }
                     for (room, member) in reaped.gone {
                         let _ = self.announce_left(&room, &member).await;
+                    }
+                    for adopted in reaped.adopted {
+                        self.adopted(adopted).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed"),

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::Hub;
 use crate::bus::{BusError, Envelope, Route, Topic};
 use crate::metrics as m;
-use crate::presence::{Claim, Joined};
+use crate::presence::{Adopted, Claim, Joined, Resumable};
 use crate::protocol::{CloseCode, ErrorCode, ErrorFrame, Member, RoomId, Stamp};
 use crate::registry::ConnHandle;
 
@@ -43,8 +43,13 @@ impl Hub {
 
     /// Registers the new connection of a session that moved here: it takes the client id from
     /// the old connection without evicting or closing it (the old node lets it go itself).
-    pub async fn connect_moved(&self, me: &Member, handle: ConnHandle) -> Result<(), ErrorFrame> {
-        if let Claim::Taken = self.presence.claim(me).await? {
+    pub async fn connect_moved(
+        &self,
+        me: &Member,
+        handle: ConnHandle,
+        session: &Resumable,
+    ) -> Result<(), ErrorFrame> {
+        if let Claim::Taken = self.presence.claim_resumable(me, session).await? {
             return Err(ErrorFrame::new(
                 ErrorCode::ClientIdTaken,
                 "this client id belongs to another user",
@@ -57,6 +62,57 @@ impl Hub {
         }
         self.subs.acquire(&Topic::User(me.user_id.clone())).await?;
         Ok(())
+    }
+
+    /// Sends the sessions this node takes over from dead nodes to `adoptions` from now on (once;
+    /// later calls change nothing).
+    pub fn take_adoptions(&self, adoptions: mpsc::UnboundedSender<Adopted>) {
+        let _ = self.adoptions.set(adoptions);
+    }
+
+    /// Passes a session taken over from a dead node to the resume layer; without one (resuming
+    /// is off here) it leaves, and its rooms are told.
+    pub(super) async fn adopted(&self, adopted: Adopted) {
+        let adopted = match self.adoptions.get() {
+            Some(tx) => match tx.send(adopted) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(adopted)) => adopted,
+            },
+            None => adopted,
+        };
+        self.disconnect(&adopted.member).await;
+    }
+
+    /// Holds a session taken over from a dead node (presence points at this node already): its
+    /// connection is registered without a socket, listens to its user and rooms, and the other
+    /// nodes route its seats here. Nobody is told anything.
+    pub async fn adopt(&self, me: &Member, handle: ConnHandle, rooms: &[RoomId]) {
+        let (conn, credential) = (handle.conn, std::sync::Arc::clone(&handle.credential));
+        self.registry.insert(handle);
+        if self.revoked.refuses_token(me.user_id.as_str(), &credential) {
+            self.registry.close(conn, CloseCode::Revoked);
+        }
+        if let Err(e) = self.subs.acquire(&Topic::User(me.user_id.clone())).await {
+            tracing::warn!(error = %e, "an adopted session's user subscription failed");
+        }
+        for room in rooms {
+            let topic = Topic::Room(room.clone());
+            if let Err(e) = self.subs.acquire(&topic).await {
+                tracing::warn!(error = %e, "an adopted session's room subscription failed");
+            }
+            self.registry.join(room, conn);
+            self.rosters.open(room);
+            if let Ok(members) = self.presence.members(room).await {
+                self.rosters.reseed(room, &members);
+            }
+            let seat = Route::Joined {
+                room: room.clone(),
+                client: me.client_id.clone(),
+                conn,
+                node: me.node.clone(),
+            };
+            let _ = self.publish(&topic, seat, Bytes::new(), Stamp::NONE).await;
+        }
     }
 
     /// Takes over the seat of the moved session in `room`: presence and every roster point at

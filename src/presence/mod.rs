@@ -34,6 +34,24 @@ pub enum Joined {
     Full,
 }
 
+/// A session its node keeps resumable, written with its connection's claim: what a survivor
+/// needs to take the session over when that node dies ([`Reaped::adopted`]). The record is
+/// opaque here (the resume layer writes and reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumable {
+    pub id: String,
+    pub record: String,
+}
+
+/// A resumable session of a dead node that this node took over: presence holds it here now
+/// (its client id, its seats in `rooms`, its device entry), and nobody was told anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub member: Member,
+    pub rooms: Vec<RoomId>,
+    pub session: Resumable,
+}
+
 /// What one lease period of [`Presence::reap`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reaped {
@@ -46,6 +64,9 @@ pub struct Reaped {
     /// Another node reaped this one while it was cut off from Redis, and told its rooms that
     /// its members left: its connections must reconnect to be seen again.
     pub evicted: bool,
+    /// Resumable sessions of dead nodes taken over by this node: they must be held here until
+    /// their clients resume them or their window ends.
+    pub adopted: Vec<Adopted>,
 }
 
 /// A room and its member count.
@@ -76,6 +97,30 @@ pub enum PresenceError {
 pub trait Presence: Send + Sync + 'static {
     /// Claims `me.client_id` for `me.conn`, replacing the same user's older connection.
     async fn claim(&self, me: &Member) -> Result<Claim, PresenceError>;
+
+    /// [`Presence::claim`] for a resumable session: stores that outlive a node keep `session`
+    /// with the claim, so that a survivor can take the session over if this node dies.
+    async fn claim_resumable(
+        &self,
+        me: &Member,
+        session: &Resumable,
+    ) -> Result<Claim, PresenceError> {
+        let _ = session;
+        self.claim(me).await
+    }
+
+    /// Whether resumable session `id` is held by a connection the cluster still knows: live,
+    /// parked, or on a dead node not reaped yet (which a survivor takes over within
+    /// [`Presence::adoption_wait`]).
+    async fn session_known(&self, id: &str) -> bool {
+        let _ = id;
+        false
+    }
+
+    /// How long after its node dies a resumable session may wait to be taken over.
+    fn adoption_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     /// Adds `me` to `room` unless it holds `cap` members already.
     async fn join(&self, room: &RoomId, me: &Member, cap: usize) -> Result<Joined, PresenceError>;

@@ -13,6 +13,7 @@
 //! [evicted](Reaped::evicted): its rooms were told its members left, so they reconnect.
 
 mod addresses;
+mod adopt;
 mod lease;
 mod mirror;
 mod queries;
@@ -29,7 +30,9 @@ use async_trait::async_trait;
 use fred::clients::Client;
 use fred::prelude::{Error as RedisError, Options};
 
-use super::{AddressHold, Claim, Joined, Member, Presence, PresenceError, Reaped, RoomSummary};
+use super::{
+    AddressHold, Claim, Joined, Member, Presence, PresenceError, Reaped, Resumable, RoomSummary,
+};
 use crate::protocol::{ClientId, NodeId, RoomId, UserId};
 use crate::redis::Keys;
 use addresses::Addresses;
@@ -124,6 +127,28 @@ impl RedisPresence {
     }
 }
 
+impl RedisPresence {
+    async fn claim_for(
+        &self,
+        me: &Member,
+        session: Option<&Resumable>,
+    ) -> Result<Claim, PresenceError> {
+        let _gate = self.gate.read().await;
+        let claimed = self.store.claim(me, &self.owner(), false, session).await;
+        match claimed.map_err(|e| self.failed(e))? {
+            Claimed::Taken | Claimed::Lost => Ok(Claim::Taken),
+            Claimed::Fresh => {
+                self.mirror.claimed(me, session);
+                Ok(Claim::Fresh)
+            }
+            Claimed::Replaced(old) => {
+                self.mirror.claimed(me, session);
+                Ok(Claim::Replaced(old))
+            }
+        }
+    }
+}
+
 fn unavailable(e: RedisError) -> PresenceError {
     PresenceError::Unavailable(e.to_string())
 }
@@ -131,19 +156,25 @@ fn unavailable(e: RedisError) -> PresenceError {
 #[async_trait]
 impl Presence for RedisPresence {
     async fn claim(&self, me: &Member) -> Result<Claim, PresenceError> {
-        let _gate = self.gate.read().await;
-        let claimed = self.store.claim(me, &self.owner(), false).await;
-        match claimed.map_err(|e| self.failed(e))? {
-            Claimed::Taken | Claimed::Lost => Ok(Claim::Taken),
-            Claimed::Fresh => {
-                self.mirror.claimed(me);
-                Ok(Claim::Fresh)
-            }
-            Claimed::Replaced(old) => {
-                self.mirror.claimed(me);
-                Ok(Claim::Replaced(old))
-            }
-        }
+        self.claim_for(me, None).await
+    }
+
+    async fn claim_resumable(
+        &self,
+        me: &Member,
+        session: &Resumable,
+    ) -> Result<Claim, PresenceError> {
+        self.claim_for(me, Some(session)).await
+    }
+
+    async fn session_known(&self, id: &str) -> bool {
+        self.store.session_named(id).await.unwrap_or(false)
+    }
+
+    fn adoption_wait(&self) -> Duration {
+        // A dead node's lease runs out within a period, and a survivor's next reap (every
+        // half period) takes it over.
+        self.lease_ttl * 2
     }
 
     async fn join(&self, room: &RoomId, me: &Member, cap: usize) -> Result<Joined, PresenceError> {
@@ -169,9 +200,13 @@ impl Presence for RedisPresence {
     async fn evict(&self, member: &Member) -> Result<Vec<RoomId>, PresenceError> {
         let _gate = self.gate.read().await;
         let held = self.mirror.evicted(member.conn);
+        // A connection of this node that the mirror does not hold belongs to an incarnation
+        // that was reaped: a survivor may hold its entries now (a session it took over), so
+        // only what this incarnation wrote goes.
+        let owner = (held.is_none() && member.node == self.node).then(|| self.owner());
         let gone = self
             .store
-            .remove_conn(member.conn, None, Some(member))
+            .remove_conn(member.conn, owner.as_deref(), Some(member))
             .await;
         if let (Err(_), Some(held)) = (&gone, held) {
             self.departed(

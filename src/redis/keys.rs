@@ -65,9 +65,15 @@ impl Keys {
         format!("{{{}:client:{client}}}", self.prefix)
     }
 
-    /// HASH of what a connection holds: `o` owner, `m` member record, `r:ROOM` per room.
+    /// HASH of what a connection holds: `o` owner, `m` member record, `r:ROOM` per room, and
+    /// for a resumable session `s` its id and `b` its record.
     pub fn conn(&self, conn: ConnId) -> String {
         format!("{{{}:conn:{}}}", self.prefix, conn.0)
+    }
+
+    /// HASH naming the connection that holds resumable session `id`: `c` conn.
+    pub fn session(&self, id: &str) -> String {
+        format!("{{{}:sess:{id}}}", self.prefix)
     }
 
     /// HASH of the connections an address holds: node incarnation → count.

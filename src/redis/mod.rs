@@ -13,7 +13,8 @@
 //! | `{P:room:R}` | ZSET | member records of room R, scored by join order |
 //! | `{P:client:C}` | HASH | the claim on client id C: `u` user, `k` conn, `o` owner, `m` record |
 //! | `{P:user:U}:dev` | HASH | user U's connections: conn → owner (`devices` = HLEN) |
-//! | `{P:conn:K}` | HASH | connection K: `o` owner, `m` record, `r:R` per room it joined |
+//! | `{P:conn:K}` | HASH | connection K: `o` owner, `m` record, `r:R` per room it joined; `s` session id and `b` session record when resumable |
+//! | `{P:sess:S}` | HASH | resumable session S: `c` the connection holding it |
 //! | `{P:node:INC}` | SET | connections incarnation INC has entries for (the reaper's index) |
 //! | `{P:nodes}` | ZSET | live incarnations, scored by lease deadline (ms, Redis clock) |
 //! | `{P:nodes}:reaping` | ZSET | dead incarnations being reaped, scored by the reaper's deadline |

@@ -45,8 +45,8 @@ pub const END_WAIT: Duration = Duration::from_secs(15);
 
 mod wire;
 
-pub use wire::Handed;
 use wire::Step;
+pub use wire::{Described, Handed};
 
 /// What reaches a new connection during its hand-off.
 pub enum Event {
@@ -106,7 +106,9 @@ async fn publish(hub: &Hub, topic: &Topic, step: &Step) -> bool {
 }
 
 impl Handoffs {
-    /// Asks the cluster for session `id` on behalf of new connection `conn` of this node.
+    /// Asks the cluster for session `id` on behalf of new connection `conn` of this node;
+    /// waits `wait` for the holder's answer.
+    #[allow(clippy::too_many_arguments)]
     pub async fn ask(
         self: &Arc<Self>,
         hub: &Hub,
@@ -115,6 +117,7 @@ impl Handoffs {
         token: &str,
         last_seq: u64,
         user: Option<&UserId>,
+        wait: Duration,
     ) -> Result<Handover, Refusal> {
         let (tx, mut events) = mpsc::unbounded_channel();
         lock(&self.asking).insert(conn, tx);
@@ -133,7 +136,7 @@ impl Handoffs {
         if !publish(hub, &Topic::Cluster, &ask).await {
             return Err(Refusal::Expired);
         }
-        match tokio::time::timeout(ASK_WAIT, events.recv()).await {
+        match tokio::time::timeout(wait, events.recv()).await {
             Ok(Some(Event::Answer(Ok(handed)))) => Ok(Handover {
                 conn,
                 handed,

@@ -21,7 +21,7 @@ use crate::protocol::{
     ServerMessage, Stamp, UserId, inbound, matches_any, unix_micros,
 };
 use crate::registry::{ConnHandle, Control};
-use crate::resume::{Parked, Refusal, Replay, Ticket};
+use crate::resume::{Described, Parked, Refusal, Replay, Ticket};
 use crate::signaling::{Action, Session};
 use crate::state::AppState;
 
@@ -541,9 +541,24 @@ impl Conn {
             credential: Arc::clone(&credential),
             resume: ticket.as_ref().map(|t| Arc::clone(&t.grant)),
         };
-        let connected = Box::pin(hub.connect(&me, handle, config.user_connections))
-            .instrument(span.clone())
-            .await;
+        // Kept with the claim where the session can outlive this node.
+        let resumable = ticket
+            .as_ref()
+            .filter(|_| !hub.presence.adoption_wait().is_zero())
+            .map(|ticket| {
+                let d = Described {
+                    session: &ticket.grant.session,
+                    me: &me,
+                    grant: &identity.rooms,
+                    max_rooms: config.max_rooms_per_connection,
+                    credential: &credential,
+                    admin: identity.admin,
+                    peers: &identity.peers,
+                };
+                crate::resume::resumable(ticket, &d)
+            });
+        let connect = hub.connect(&me, handle, config.user_connections, resumable.as_ref());
+        let connected = Box::pin(connect).instrument(span.clone()).await;
         if let Err(e) = connected {
             let code = match e.code {
                 ErrorCode::ClientIdTaken => CloseCode::PolicyViolation,

@@ -154,7 +154,7 @@ async fn run(socket: WebSocket, state: AppState, device: DeviceRef) {
         state,
         device,
     };
-    if let Err(error) = session.state.hub.connect(&member, handle, 0).await {
+    if let Err(error) = session.state.hub.connect(&member, handle, 0, None).await {
         let _ = session.socket.send(error_text(error)).await;
         close(session.socket, CloseCode::TryAgainLater).await;
         return;

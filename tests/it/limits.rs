@@ -405,6 +405,9 @@ async fn a_crashed_nodes_connections_stop_counting_when_it_is_reaped() {
         ..redis_config(&Redis::Standalone.url())
     };
     config.lease_ttl = std::time::Duration::from_secs(1);
+    // Connections that cannot resume: a resumable session is taken over by the survivor and
+    // counts, as a parked one does, until it is resumed or its window ends.
+    config.resume_window = std::time::Duration::ZERO;
     let mut nodes: Vec<TestNode> = (0..2)
         .map(|_| spawn_node_on(config.clone(), Backing::FromConfig))
         .collect();

@@ -18,6 +18,7 @@ mod openapi;
 mod policy;
 mod readme;
 mod resume;
+mod resume_crash;
 mod resume_elsewhere;
 mod retention;
 mod store;

@@ -136,7 +136,7 @@ impl RedisPresence {
         // Right after re-registering, others may not have renewed yet (a Redis restored from
         // disk holds only stale leases): reap from the next period on.
         if lease == Lease::Held {
-            tick.gone.extend(self.reap_dead().await);
+            self.reap_dead(&mut tick).await;
             self.sweep_rooms().await;
         }
         Ok(tick)
@@ -207,6 +207,7 @@ impl RedisPresence {
             gone,
             replaced,
             evicted: false,
+            adopted: Vec::new(),
         })
     }
 
@@ -250,9 +251,10 @@ impl RedisPresence {
         }
     }
 
-    /// Takes over expired incarnations and removes their entries. Errors are logged: an
-    /// incarnation left half-reaped is taken over again after its reaping deadline.
-    async fn reap_dead(&self) -> Gone {
+    /// Takes over expired incarnations: adopts their resumable sessions and removes the rest
+    /// of their entries, into `tick`. Errors are logged: an incarnation left half-reaped is
+    /// taken over again after its reaping deadline.
+    async fn reap_dead(&self, tick: &mut Reaped) {
         let keys = vec![
             self.store.keys.leases(),
             self.store.keys.reaping(),
@@ -269,35 +271,49 @@ impl RedisPresence {
             tracing::warn!(error = %e, "claiming dead leases failed");
             Vec::new()
         });
-        let mut gone = Vec::new();
         for owner in dead {
-            let (removed, finished) = self.reap_one(&owner).await;
+            let adopted = tick.adopted.len();
+            let (removed, finished) = self.reap_one(&owner, tick).await;
+            let adopted = tick.adopted.len() - adopted;
             match finished {
                 Ok(()) => {
                     metrics::counter!(m::PRESENCE_REAPS, "result" => "ok").increment(1);
-                    tracing::info!(%owner, members = removed.len(), "reaped a dead node")
+                    tracing::info!(%owner, members = removed.len(), sessions = adopted, "reaped a dead node")
                 }
                 Err(e) => {
                     metrics::counter!(m::PRESENCE_REAPS, "result" => "error").increment(1);
                     tracing::warn!(%owner, error = %e, "reaping a dead node failed; retried later")
                 }
             }
-            gone.extend(removed);
+            tick.gone.extend(removed);
             // Long reaps must not cost this node its own lease.
             if let Err(e) = self.renew(false).await {
                 tracing::warn!(error = %e, "lease renewal failed");
             }
         }
-        gone
     }
 
-    /// Removes what a dead incarnation still owns; returns what was removed even when a step
-    /// failed (removals are conditional, so a later reaper announces nothing twice).
-    async fn reap_one(&self, owner: &str) -> (Gone, Result<(), RedisError>) {
+    /// Adopts the resumable sessions of a dead incarnation (into `tick`), then removes what it
+    /// still owns; returns what was removed even when a step failed (removals are conditional,
+    /// so a later reaper announces nothing twice).
+    async fn reap_one(&self, owner: &str, tick: &mut Reaped) -> (Gone, Result<(), RedisError>) {
         let (conns, addresses) = match self.indexed(owner).await {
             Ok(indexed) => indexed,
             Err(e) => return (Vec::new(), Err(e)),
         };
+        let adoptions: Vec<_> = conns.iter().map(|conn| self.adopt(*conn, owner)).collect();
+        let adoptions: Vec<_> = stream::iter(adoptions)
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for adoption in adoptions {
+            match adoption {
+                Ok(Some(Ok(adopted))) => tick.adopted.push(adopted),
+                Ok(Some(Err(gone))) => tick.gone.extend(gone),
+                Ok(None) => {}
+                Err(e) => return (Vec::new(), Err(e)),
+            }
+        }
         let removals = conns
             .into_iter()
             .map(|conn| self.store.remove_conn(conn, Some(owner), None));

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::presence::Resumable;
 use crate::protocol::Member;
 use crate::protocol::{ConnId, RoomId};
 
@@ -13,6 +14,8 @@ use crate::protocol::{ConnId, RoomId};
 pub struct Held {
     pub member: Member,
     pub rooms: Vec<(RoomId, u64)>,
+    /// The resumable session it holds, if any.
+    pub session: Option<Resumable>,
 }
 
 impl Held {
@@ -31,11 +34,17 @@ impl Mirror {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn claimed(&self, member: &Member) {
+    pub fn claimed(&self, member: &Member, session: Option<&Resumable>) {
         self.lock().entry(member.conn).or_insert_with(|| Held {
             member: member.clone(),
             rooms: Vec::new(),
+            session: session.cloned(),
         });
+    }
+
+    /// Holds a connection taken over from a dead node.
+    pub fn adopted(&self, held: Held) {
+        self.lock().insert(held.member.conn, held);
     }
 
     pub fn joined(&self, conn: ConnId, room: &RoomId, seq: u64) {

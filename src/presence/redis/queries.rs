@@ -1,6 +1,6 @@
 //! Presence reads over Redis.
 
-use fred::interfaces::{ClientLike, HashesInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, SortedSetsInterface};
 use futures_util::future::{join_all, try_join_all};
 
 use super::record;
@@ -92,6 +92,12 @@ impl Store {
     pub async fn devices(&self, user: &UserId) -> Result<usize> {
         let n: i64 = self.cmd().hlen(self.keys.devices(user)).await?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Whether a connection holds resumable session `id`.
+    pub async fn session_named(&self, id: &str) -> Result<bool> {
+        let n: i64 = self.cmd().exists(self.keys.session(id)).await?;
+        Ok(n > 0)
     }
 
     pub async fn ping(&self) -> Result<()> {

@@ -73,6 +73,9 @@ impl Store {
             .filter_map(|(room, rec)| rec.map(|m| (room, m)))
             .collect();
         self.drop_conn_keys(&member, owner, recorded).await?;
+        if let Some(session) = held.get("s") {
+            self.unname(session, conn).await?;
+        }
         Ok(gone)
     }
 

@@ -11,7 +11,7 @@ use super::fast;
 use super::mirror::Held;
 use super::record;
 use super::scripts::{Script, Scripts};
-use crate::presence::Joined;
+use crate::presence::{Joined, Resumable};
 use crate::protocol::Member;
 use crate::protocol::{ConnId, RoomId};
 use crate::redis::Keys;
@@ -55,10 +55,16 @@ impl Store {
         script.run(&self.client, vec![key], args).await
     }
 
-    /// Claims `me.client_id`; indexes the connection first.
-    pub async fn claim(&self, me: &Member, owner: &str, restore: bool) -> Result<Claimed> {
+    /// Claims `me.client_id` (for resumable `session`); indexes the connection first.
+    pub async fn claim(
+        &self,
+        me: &Member,
+        owner: &str,
+        restore: bool,
+        session: Option<&Resumable>,
+    ) -> Result<Claimed> {
         let rec = record::encode(me, owner);
-        self.index(me.conn, owner, &rec, &[]).await?;
+        self.index(me.conn, owner, &rec, &[], session).await?;
         let args = vec![
             me.user_id.to_string(),
             me.conn.0.to_string(),
@@ -79,7 +85,12 @@ impl Store {
         };
         let devices = self.keys.devices(&me.user_id);
         match &claimed {
-            Claimed::Taken | Claimed::Lost => self.unindex(me.conn, owner).await?,
+            Claimed::Taken | Claimed::Lost => {
+                self.unindex(me.conn, owner).await?;
+                if let Some(session) = session {
+                    self.unname(&session.id, me.conn).await?;
+                }
+            }
             Claimed::Fresh | Claimed::Replaced(_) => {
                 let _: i64 = self
                     .cmd()
@@ -94,19 +105,49 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Adds the connection to the node's set and writes its hash (owner, record, rooms).
-    async fn index(&self, conn: ConnId, owner: &str, rec: &str, rooms: &[RoomId]) -> Result<()> {
+    /// Adds the connection to the node's set and writes its hash (owner, record, rooms, and
+    /// the resumable session it holds, which the session's key then names).
+    async fn index(
+        &self,
+        conn: ConnId,
+        owner: &str,
+        rec: &str,
+        rooms: &[RoomId],
+        session: Option<&Resumable>,
+    ) -> Result<()> {
         let mut fields = vec![
             ("o".to_owned(), owner.to_owned()),
             ("m".to_owned(), rec.to_owned()),
         ];
         fields.extend(rooms.iter().map(|r| (room_field(r), "1".to_owned())));
+        if let Some(session) = session {
+            fields.push(("s".to_owned(), session.id.clone()));
+            fields.push(("b".to_owned(), session.record.clone()));
+        }
         let cmd = self.cmd();
-        let (a, b) = tokio::join!(
+        let named = async {
+            let Some(session) = session else {
+                return Ok(0);
+            };
+            let field = vec![("c".to_owned(), conn.0.to_string())];
+            cmd.hset::<i64, _, _>(self.keys.session(&session.id), field)
+                .await
+        };
+        let (a, b, c) = tokio::join!(
             cmd.sadd::<i64, _, _>(self.keys.node(owner), conn.0.to_string()),
             cmd.hset::<i64, _, _>(self.keys.conn(conn), fields),
+            named,
         );
-        a.and(b).map(|_| ())
+        a.and(b).and(c).map(|_| ())
+    }
+
+    /// Drops the key of resumable session `id` if `conn` holds it.
+    pub(super) async fn unname(&self, id: &str, conn: ConnId) -> Result<()> {
+        let args = vec!["c".to_owned(), conn.0.to_string()];
+        let _: i64 = self
+            .run(&self.scripts.del_if, self.keys.session(id), args)
+            .await?;
+        Ok(())
     }
 
     async fn unindex(&self, conn: ConnId, owner: &str) -> Result<()> {
@@ -126,7 +167,7 @@ impl Store {
     ) -> Result<(Joined, u64)> {
         let rec = record::encode(me, owner);
         let (indexed, touched) = tokio::join!(
-            self.index(me.conn, owner, &rec, std::slice::from_ref(room)),
+            self.index(me.conn, owner, &rec, std::slice::from_ref(room), None),
             self.touch(room),
         );
         indexed?;
@@ -170,8 +211,13 @@ impl Store {
         let member = &held.member;
         let rec = record::encode(member, owner);
         let rooms: Vec<RoomId> = held.rooms.iter().map(|(room, _)| room.clone()).collect();
-        self.index(member.conn, owner, &rec, &rooms).await?;
-        if matches!(self.claim(member, owner, true).await?, Claimed::Lost) {
+        let session = held.session.as_ref();
+        self.index(member.conn, owner, &rec, &rooms, session)
+            .await?;
+        if matches!(
+            self.claim(member, owner, true, session).await?,
+            Claimed::Lost
+        ) {
             return Ok(false);
         }
         for (room, seq) in &held.rooms {

@@ -433,3 +433,100 @@ async fn rooms_that_emptied_leave_the_room_index_without_a_listing() {
         );
     }
 }
+
+/// A dead node's resumable sessions are taken over by exactly one survivor: written back under
+/// it (seats in place, claim, device), and not announced; a resumable one whose client id went
+/// to another connection, and one that cannot resume, are removed and announced. Once the
+/// survivor lets its adopted session go, nothing of it remains.
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
+    use crate::presence::{Adopted, Resumable};
+    let (url, prefix, ttl) = (
+        url("SWITCHBOARD_TEST_REDIS_CLUSTER_URL"),
+        prefix(),
+        Duration::from_secs(1),
+    );
+    let (dead, first, second) = (NodeId::generate(), NodeId::generate(), NodeId::generate());
+    let d = redis(&url, &prefix, &dead, ttl).await;
+    let survivors = [
+        redis(&url, &prefix, &first, ttl).await,
+        redis(&url, &prefix, &second, ttl).await,
+    ];
+    let session = |id: &str| Resumable {
+        id: id.to_owned(),
+        record: format!("{{\"record\":\"{id}\"}}"),
+    };
+    let (kept, plain, taken) = (
+        member(&dead, "k", "kim", 1),
+        member(&dead, "p", "pat", 2),
+        member(&dead, "t", "tom", 3),
+    );
+    let r = room("r");
+    let early = member(&first, "e", "eve", 4);
+    survivors[0].claim(&early).await.unwrap();
+    survivors[0].join(&r, &early, 9).await.unwrap();
+    d.claim_resumable(&kept, &session("s-kim")).await.unwrap();
+    d.claim(&plain).await.unwrap();
+    d.claim_resumable(&taken, &session("s-tom")).await.unwrap();
+    for m in [&kept, &plain, &taken] {
+        d.join(&r, m, 9).await.unwrap();
+    }
+    assert!(survivors[1].session_known("s-kim").await);
+    // Tom connected afresh elsewhere before the takeover: his client id is not his old one's.
+    survivors[1]
+        .claim(&member(&second, "t", "tom", 30))
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + 3 * ttl;
+    let mut found = Reaped::default();
+    let mut adopter = None;
+    while found.adopted.is_empty() && found.gone.is_empty() {
+        assert!(Instant::now() < deadline, "never reaped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (n, p) in survivors.iter().enumerate() {
+            let tick = p.reap().await.unwrap();
+            if !tick.adopted.is_empty() {
+                adopter = Some(n);
+            }
+            found.adopted.extend(tick.adopted);
+            found.gone.extend(tick.gone);
+        }
+    }
+    let n = adopter.expect("one survivor took the session over");
+    let survivor = &survivors[n];
+    let ours = survivor.members(&r).await.unwrap();
+    let kim = ours.iter().find(|m| m.client_id == kept.client_id).unwrap();
+    assert_eq!(
+        found.adopted,
+        vec![Adopted {
+            member: kim.clone(),
+            rooms: vec![r.clone()],
+            session: session("s-kim"),
+        }]
+    );
+    assert_ne!(kim.node, dead, "the seat points at the survivor");
+    let mut gone: Vec<_> = found
+        .gone
+        .iter()
+        .map(|(_, m)| m.client_id.as_str())
+        .collect();
+    gone.sort_unstable();
+    assert_eq!(gone, ["p", "t"]);
+    // Join order holds: Eve first, then Kim where she sat.
+    let order: Vec<_> = ours.iter().map(|m| m.client_id.as_str()).collect();
+    assert_eq!(order, ["e", "k"]);
+    assert_eq!(survivors[1 - n].devices(&kept.user_id).await.unwrap(), 1);
+    assert!(survivors[1 - n].session_known("s-kim").await);
+    assert!(!survivors[1 - n].session_known("s-tom").await);
+    // Reported once.
+    for p in &survivors {
+        assert_eq!(p.reap().await.unwrap(), Reaped::default());
+    }
+    // The survivor lets it go (its window ended): nothing of it remains.
+    survivor.evict(kim).await.unwrap();
+    assert_eq!(survivors[1 - n].members(&r).await.unwrap(), vec![early]);
+    assert_eq!(survivors[1 - n].devices(&kept.user_id).await.unwrap(), 0);
+    assert!(!survivors[1 - n].session_known("s-kim").await);
+}

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Credential;
-use crate::protocol::{ClientId, ConnId, NodeId, RoomGrant, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, Member, NodeId, RoomGrant, RoomId, UserId};
 use crate::resume::Parked;
 
 /// One step of a hand-off.
@@ -57,34 +57,64 @@ pub struct Handed {
     pub replay: Vec<(u64, String)>,
 }
 
+/// What describes a session apart from its rooms and frames.
+pub struct Described<'a> {
+    pub session: &'a str,
+    pub me: &'a Member,
+    pub grant: &'a RoomGrant,
+    pub max_rooms: usize,
+    pub credential: &'a Credential,
+    pub admin: bool,
+    pub peers: &'a [String],
+}
+
 impl Handed {
     pub(super) fn of(parked: &Parked, last_seq: u64, holder: NodeId) -> Self {
-        let (grant, cred) = (&parked.session.grant, &parked.credential);
+        let mut handed = Self::describe(
+            &Described {
+                session: &parked.ticket.grant.session,
+                me: &parked.me,
+                grant: &parked.session.grant,
+                max_rooms: parked.session.max_rooms,
+                credential: &parked.credential,
+                admin: parked.admin,
+                peers: &parked.peers,
+            },
+            holder,
+        );
+        handed.rooms = parked.session.rooms().to_vec();
+        handed.replay = (parked
+            .replay
+            .after(last_seq)
+            .unwrap_or_default()
+            .into_iter())
+        .map(|(seq, frame)| (seq, frame.as_str().to_owned()))
+        .collect();
+        handed
+    }
+
+    /// A session held by `holder`, without rooms or frames.
+    pub fn describe(d: &Described<'_>, holder: NodeId) -> Self {
+        let cred = d.credential;
         Self {
             holder,
-            session: parked.ticket.grant.session.clone(),
-            client_id: parked.me.client_id.clone(),
-            user_id: parked.me.user_id.clone(),
-            username: parked.me.username.clone(),
-            rooms: parked.session.rooms().to_vec(),
-            grant: match grant {
+            session: d.session.to_owned(),
+            client_id: d.me.client_id.clone(),
+            user_id: d.me.user_id.clone(),
+            username: d.me.username.clone(),
+            rooms: Vec::new(),
+            grant: match d.grant {
                 RoomGrant::Any => None,
                 RoomGrant::Only(names) => Some(names.clone()),
             },
-            max_rooms: parked.session.max_rooms,
+            max_rooms: d.max_rooms,
             jti: cred.jti.as_deref().map(str::to_owned),
             key: cred.key.as_deref().map(str::to_owned),
             issued_at: cred.issued_at,
             expires_at: cred.expires_at,
-            admin: parked.admin,
-            peers: parked.peers.clone(),
-            replay: (parked
-                .replay
-                .after(last_seq)
-                .unwrap_or_default()
-                .into_iter())
-            .map(|(seq, frame)| (seq, frame.as_str().to_owned()))
-            .collect(),
+            admin: d.admin,
+            peers: d.peers.to_vec(),
+            replay: Vec::new(),
         }
     }
 

@@ -76,7 +76,7 @@ pub async fn call_socket(
         side,
         limit: MessageLimit::new(state.config.msg_rate, state.config.msg_burst),
     };
-    if state.hub.connect(&me, handle, 0).await.is_err() {
+    if state.hub.connect(&me, handle, 0, None).await.is_err() {
         let refusal = Refusal {
             code: "unavailable",
             detail: "the cluster is unavailable; try again".to_owned(),

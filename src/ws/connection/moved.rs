@@ -16,6 +16,10 @@ use crate::registry::{ConnHandle, Control};
 use crate::resume::{Event, Handover, Parked, Refusal, Replay, Ticket, handoff};
 use crate::signaling::Session;
 
+/// How long each later ask for a session waits, when nobody answered for it but presence names
+/// it (its node died, and a survivor is about to take it over).
+const ADOPTION_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A session a `resume` took: parked here, or handed over by another node (with the token the
 /// client resumed with).
 pub enum Taken {
@@ -61,16 +65,30 @@ impl Conn {
         user: Option<&UserId>,
     ) -> Result<Taken, Refusal> {
         let resumes = Arc::clone(&self.state.resumes);
-        match resumes.resume_as(id, &token, last_seq, user).await {
-            Ok(parked) => Ok(Taken::Here(Box::new(parked), last_seq)),
-            Err(Refusal::Expired) => {
-                let (handoffs, hub) = (&self.state.handoffs, &self.state.hub);
-                let handover = handoffs
-                    .ask(hub, ConnId::generate(), id, &token, last_seq, user)
-                    .await?;
-                Ok(Taken::Moved(Box::new(handover), last_seq, token))
+        let (handoffs, hub) = (&self.state.handoffs, &self.state.hub);
+        // A session whose node died is taken over by a survivor within this long: until then
+        // nobody answers for it, though presence still names it.
+        let mut wait = handoff::ASK_WAIT;
+        let deadline = tokio::time::Instant::now() + wait + hub.presence.adoption_wait();
+        loop {
+            match resumes.resume_as(id, &token, last_seq, user).await {
+                Ok(parked) => return Ok(Taken::Here(Box::new(parked), last_seq)),
+                Err(Refusal::Expired) => {}
+                Err(refusal) => return Err(refusal),
             }
-            Err(refusal) => Err(refusal),
+            match handoffs
+                .ask(hub, ConnId::generate(), id, &token, last_seq, user, wait)
+                .await
+            {
+                Ok(handover) => return Ok(Taken::Moved(Box::new(handover), last_seq, token)),
+                Err(Refusal::Expired)
+                    if tokio::time::Instant::now() < deadline
+                        && hub.presence.session_known(id).await =>
+                {
+                    wait = ADOPTION_POLL;
+                }
+                Err(refusal) => return Err(refusal),
+            }
         }
     }
 
@@ -124,8 +142,9 @@ impl Conn {
             credential: Arc::clone(&self.credential),
             resume: Some(Arc::clone(&ticket.grant)),
         };
+        let resumable = crate::resume::moved_resumable(&ticket, &handed, &me);
         let connected = hub
-            .connect_moved(&me, handle)
+            .connect_moved(&me, handle, &resumable)
             .instrument(span.clone())
             .await;
         if let Err(e) = connected {

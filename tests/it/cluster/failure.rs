@@ -55,6 +55,8 @@ async fn a_node_whose_bus_task_ends_drains_and_fails(redis: Redis) {
 async fn a_crashed_nodes_members_are_reaped_within_two_lease_ttls(redis: Redis) {
     let mut config = redis_config(&redis.url());
     config.lease_ttl = Duration::from_secs(1);
+    // Sessions that cannot resume: resumable ones are taken over (`resume_crash.rs`).
+    config.resume_window = Duration::ZERO;
     let mut nodes = spawn_cluster(3, &config);
     let (mut a, _) = Client::join(&nodes[0], "crash", "alice", "a1").await;
     let (_b, _) = Client::join(&nodes[1], "crash", "bob", "b1").await;
@@ -128,6 +130,9 @@ async fn a_node_reaped_while_cut_off_sends_its_clients_to_rejoin(redis: Redis) {
     // Alice's node renews every 2 s, bob's looks for dead nodes every 0.5 s.
     let mut config = redis_config(&redis.url());
     config.lease_ttl = Duration::from_secs(4);
+    // Sessions that cannot resume: a resumable one is taken over by the reaper (see
+    // `resume_crash.rs`), and replaced when its client connects afresh.
+    config.resume_window = Duration::ZERO;
     let mut reaper = config.clone();
     reaper.lease_ttl = Duration::from_secs(1);
     let nodes = [
