@@ -161,6 +161,14 @@ impl Registry {
         inner.conns.insert(handle.conn, (handle, Vec::new()));
     }
 
+    /// Gives connection `conn` the resume grant a drain's notice names (a session taken over
+    /// from a dead node learns its token when its client resumes it here).
+    pub fn grant(&self, conn: ConnId, grant: Arc<ResumeGrant>) {
+        if let Some((handle, _)) = self.write().conns.get_mut(&conn) {
+            handle.resume = Some(grant);
+        }
+    }
+
     /// Removes a connection; returns the rooms it was in, or `None` if it was not registered.
     pub fn remove(&self, conn: ConnId) -> Option<Vec<RoomId>> {
         let mut inner = self.write();
@@ -302,15 +310,6 @@ impl Registry {
             .filter_map(|c| inner.conns.get(c))
             .filter(|(handle, _)| handle.deliver(frame))
             .count()
-    }
-
-    /// Whether `user` has a local connection other than `except`.
-    pub fn has_user(&self, user: &UserId, except: ConnId) -> bool {
-        let inner = self.read();
-        inner
-            .by_user
-            .get(user)
-            .is_some_and(|conns| conns.iter().any(|c| *c != except))
     }
 
     /// Closes connection `conn` with `code`, if it is local.

@@ -421,7 +421,9 @@ impl Hub {
             connections = self.registry.connections(),
             "this node was reaped: asking every client to reconnect"
         );
-        // The cluster saw these sessions leave: there is nothing to resume.
+        // The cluster saw these sessions leave, or a survivor took them over and holds what
+        // was sent to them since, while this node went on delivering: a resume could repeat
+        // frames. The clients connect afresh (replacing what a survivor took over).
         let notice = ServerMessage::Reconnect {
             reason: "node_evicted",
             resume: None,

@@ -85,10 +85,19 @@ impl Hub {
 
     /// Holds a session taken over from a dead node (presence points at this node already): its
     /// connection is registered without a socket, listens to its user and rooms, and the other
-    /// nodes route its seats here. Nobody is told anything.
-    pub async fn adopt(&self, me: &Member, handle: ConnHandle, rooms: &[RoomId]) {
+    /// nodes route its seats here. Nobody is told anything. `false` when a fresh connection
+    /// took its client id before it was registered here (whose takeover closed nothing here):
+    /// it is let go.
+    pub async fn adopt(&self, me: &Member, handle: ConnHandle, rooms: &[RoomId]) -> bool {
         let (conn, credential) = (handle.conn, std::sync::Arc::clone(&handle.credential));
         self.registry.insert(handle);
+        if !self.presence.holds_claim(me).await {
+            self.registry.remove(conn);
+            if let Err(e) = self.presence.evict(me).await {
+                tracing::warn!(error = %e, "a session taken over stays in presence until reconciled");
+            }
+            return false;
+        }
         if self.revoked.refuses_token(me.user_id.as_str(), &credential) {
             self.registry.close(conn, CloseCode::Revoked);
         }
@@ -113,6 +122,7 @@ impl Hub {
             };
             let _ = self.publish(&topic, seat, Bytes::new(), Stamp::NONE).await;
         }
+        true
     }
 
     /// Takes over the seat of the moved session in `room`: presence and every roster point at

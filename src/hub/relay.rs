@@ -140,6 +140,8 @@ impl Hub {
         };
         let topic = Topic::User(target.clone());
         let stamp = frame.stamp();
+        // Kept for a connection of the user that comes here while the envelope is on its way.
+        let late = (local == 0).then(|| frame.clone());
         let published = self.publish(&topic, route, frame.into(), stamp);
         // A node keeps listening to a user's topic for the subscription linger after the user's
         // last connection there left: a receiver count alone does not prove the user online.
@@ -155,10 +157,18 @@ impl Hub {
             Err(_) if local > 0 => 0,
             Err(e) => return Err(e.into()),
         };
-        // A connection of the user that came here while the envelope was on its way makes the
-        // user online: its subscription is taken off the receiver count as this node's own
-        // even when Redis published before it (a session moving here: its old node got it).
-        if local + remote == 0 && !self.registry.has_user(target, me.conn) {
+        // A connection of the user that came here while the envelope was on its way: its
+        // subscription is taken off the receiver count as this node's own even when Redis
+        // published before it, and this node drops its own envelopes, so it gets the frame
+        // here. (A session moving here that its old node forwards the frame to as well writes
+        // it once: a hand-off drops what came both ways.)
+        let late = match late {
+            Some(frame) if local + remote == 0 => {
+                self.registry.deliver_user(target, me.conn, &frame)
+            }
+            _ => 0,
+        };
+        if local + remote + late == 0 {
             let mut e = ErrorFrame::new(
                 ErrorCode::UserOffline,
                 format!("user {target} is not connected"),

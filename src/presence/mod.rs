@@ -109,6 +109,13 @@ pub trait Presence: Send + Sync + 'static {
         self.claim(me).await
     }
 
+    /// Whether `me.conn` still holds `me.client_id` (a session taken over from a dead node, not
+    /// replaced since).
+    async fn holds_claim(&self, me: &Member) -> bool {
+        let _ = me;
+        true
+    }
+
     /// Whether resumable session `id` is held by a connection the cluster still knows: live,
     /// parked, or on a dead node not reaped yet (which a survivor takes over within
     /// [`Presence::adoption_wait`]).

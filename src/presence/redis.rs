@@ -167,6 +167,13 @@ impl Presence for RedisPresence {
         self.claim_for(me, Some(session)).await
     }
 
+    async fn holds_claim(&self, me: &Member) -> bool {
+        self.store
+            .claim_holder(me)
+            .await
+            .is_ok_and(|k| k == Some(me.conn))
+    }
+
     async fn session_known(&self, id: &str) -> bool {
         self.store.session_named(id).await.unwrap_or(false)
     }
@@ -200,13 +207,20 @@ impl Presence for RedisPresence {
     async fn evict(&self, member: &Member) -> Result<Vec<RoomId>, PresenceError> {
         let _gate = self.gate.read().await;
         let held = self.mirror.evicted(member.conn);
-        // A connection of this node that the mirror does not hold belongs to an incarnation
-        // that was reaped: a survivor may hold its entries now (a session it took over), so
-        // only what this incarnation wrote goes.
-        let owner = (held.is_none() && member.node == self.node).then(|| self.owner());
+        // A connection of this node that the mirror does not hold may belong to an incarnation
+        // that was reaped: what a survivor took over of it (a session) is the survivor's now.
+        if held.is_none() && member.node == self.node {
+            match self.store.conn_owner(member.conn).await {
+                Ok(Some(owner)) if !owner.starts_with(&format!("{}/", self.node)) => {
+                    return Ok(Vec::new());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
         let gone = self
             .store
-            .remove_conn(member.conn, owner.as_deref(), Some(member))
+            .remove_conn(member.conn, None, Some(member))
             .await;
         if let (Err(_), Some(held)) = (&gone, held) {
             self.departed(

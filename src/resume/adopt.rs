@@ -71,7 +71,8 @@ impl Resumes {
         max_frames: usize,
     ) {
         while let Some(adopted) = adoptions.recv().await {
-            self.adopt(&hub, adopted, max_frames).await;
+            let (resumes, hub) = (Arc::clone(&self), Arc::clone(&hub));
+            tokio::spawn(async move { resumes.adopt(&hub, adopted, max_frames).await });
         }
     }
 
@@ -101,7 +102,9 @@ impl Resumes {
             // The token is not known here: a drain's notice names no session to resume.
             resume: None,
         };
-        hub.adopt(&me, handle, &rooms).await;
+        if !hub.adopt(&me, handle, &rooms).await {
+            return;
+        }
         let mut session = Session::new(me.clone(), handed.grant(), handed.max_rooms);
         for room in rooms {
             session.joined(room);

@@ -23,6 +23,7 @@ use fred::prelude::Error as RedisError;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::addresses::indexed_address;
+use super::adopt::Adoption;
 use super::{RedisPresence, fast};
 use crate::metrics as m;
 use crate::presence::{PresenceError, Reaped};
@@ -306,13 +307,22 @@ impl RedisPresence {
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
+        // Every session taken over is reported, even when another failed: the failed one is
+        // taken over (or removed) at the next reap of this incarnation, and the node reconciles.
+        let mut failed = Ok(());
         for adoption in adoptions {
             match adoption {
-                Ok(Some(Ok(adopted))) => tick.adopted.push(adopted),
-                Ok(Some(Err(gone))) => tick.gone.extend(gone),
-                Ok(None) => {}
-                Err(e) => return (Vec::new(), Err(e)),
+                Ok(Adoption::Adopted(adopted)) => tick.adopted.push(adopted),
+                Ok(Adoption::Removed(gone)) => tick.gone.extend(gone),
+                Ok(Adoption::Skipped) => {}
+                Err(e) => {
+                    self.dirty.store(true, Ordering::Release);
+                    failed = Err(e);
+                }
             }
+        }
+        if let Err(e) = failed {
+            return (Vec::new(), Err(e));
         }
         let removals = conns
             .into_iter()

@@ -7,7 +7,7 @@ use super::record;
 use super::store::{Result, Store};
 use crate::presence::RoomSummary;
 use crate::protocol::Member;
-use crate::protocol::{RoomId, UserId};
+use crate::protocol::{ConnId, RoomId, UserId};
 
 /// How long an empty room stays in the room index after its last join, in seconds (a join
 /// touches the index a moment before it reaches the room).
@@ -92,6 +92,20 @@ impl Store {
     pub async fn devices(&self, user: &UserId) -> Result<usize> {
         let n: i64 = self.cmd().hlen(self.keys.devices(user)).await?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The incarnation that owns connection `conn`'s entries, if any.
+    pub async fn conn_owner(&self, conn: ConnId) -> Result<Option<String>> {
+        self.cmd().hget(self.keys.conn(conn), "o").await
+    }
+
+    /// The connection holding `me`'s client id, if any.
+    pub async fn claim_holder(&self, me: &Member) -> Result<Option<ConnId>> {
+        let k: Option<String> = self
+            .cmd()
+            .hget(self.keys.client(&me.client_id), "k")
+            .await?;
+        Ok(k.and_then(|k| k.parse().ok()).map(ConnId))
     }
 
     /// Whether a connection holds resumable session `id`.

@@ -66,6 +66,33 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 "#;
 
+/// `KEYS[1]` room ZSET; `ARGV` record, conn. Rewrites a member's record in place (a session a
+/// survivor takes over keeps its seat and join order); returns its join sequence number, or
+/// -1 when the room does not hold the connection (it never got, or already left, the seat).
+const RESEAT: &str = r#"
+local recs = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #recs, 2 do
+  local r = recs[i]
+  if string.match(r, '^(%d+)|') == ARGV[2] then
+    if r ~= ARGV[1] then
+      redis.call('ZREM', KEYS[1], r)
+      redis.call('ZADD', KEYS[1], recs[i + 1], ARGV[1])
+    end
+    return tonumber(recs[i + 1])
+  end
+end
+return -1
+"#;
+
+/// `KEYS[1]` conn HASH; `ARGV` dead owner, new owner, record. Takes a dead incarnation's
+/// connection over: 1 when it was still the dead one's (it is the caller's now), else 0 (another
+/// reaper took it, or it is gone).
+const TAKE_OVER: &str = r#"
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'o', ARGV[2], 'm', ARGV[3])
+return 1
+"#;
+
 /// `KEYS[1]` client HASH; `ARGV` user, conn, owner, record, restore (`1`/`0`).
 /// Returns `{fresh}`, `{replaced, old record}`, `{taken}`, or `{lost}` (restore only: another
 /// connection took the client id meanwhile; nothing changed).
@@ -171,6 +198,8 @@ pub struct Scripts {
     pub join: Script,
     pub leave: Script,
     pub restore_room: Script,
+    pub reseat: Script,
+    pub take_over: Script,
     pub claim: Script,
     pub unclaim: Script,
     pub hdel_if: Script,
@@ -191,6 +220,8 @@ impl Scripts {
             join: load(JOIN).await?,
             leave: load(LEAVE).await?,
             restore_room: load(RESTORE_ROOM).await?,
+            reseat: load(RESEAT).await?,
+            take_over: load(TAKE_OVER).await?,
             claim: load(CLAIM).await?,
             unclaim: load(UNCLAIM).await?,
             hdel_if: load(HDEL_IF).await?,

@@ -72,7 +72,15 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + wait + hub.presence.adoption_wait();
         loop {
             match resumes.resume_as(id, &token, last_seq, user).await {
-                Ok(parked) => return Ok(Taken::Here(Box::new(parked), last_seq)),
+                Ok(mut parked) => {
+                    if parked.ticket.grant.resume_token.is_empty() {
+                        // Taken over from a dead node, which is all that knew the token.
+                        parked.ticket = Ticket::from_token(id.to_owned(), token);
+                        let grant = Arc::clone(&parked.ticket.grant);
+                        hub.registry.grant(parked.me.conn, grant);
+                    }
+                    return Ok(Taken::Here(Box::new(parked), last_seq));
+                }
                 Err(Refusal::Expired) => {}
                 Err(refusal) => return Err(refusal),
             }
