@@ -1180,17 +1180,13 @@ fn normalize_origin(origin: &str) -> String {
 pub struct Predecessor {
     pub variable: &'static str,
     pub replacement: &'static str,
-    /// The replacement comes with a feature that does not exist yet: setting it today stops
-    /// the node as an unknown setting.
-    pub planned: bool,
 }
 
 impl Predecessor {
-    const fn new(variable: &'static str, replacement: &'static str, planned: bool) -> Self {
+    const fn new(variable: &'static str, replacement: &'static str) -> Self {
         Self {
             variable,
             replacement,
-            planned,
         }
     }
 
@@ -1199,15 +1195,8 @@ impl Predecessor {
         let Self {
             variable,
             replacement,
-            ..
         } = self;
-        if self.planned {
-            format!(
-                "{variable} is a predecessor's setting and is not applied; {replacement} will replace it (planned, not available yet: do not set it now)"
-            )
-        } else {
-            format!("{variable} is a predecessor's setting and is not applied; use {replacement}")
-        }
+        format!("{variable} is a predecessor's setting and is not applied; use {replacement}")
     }
 }
 
@@ -1215,113 +1204,99 @@ impl Predecessor {
 /// a node started with one set warns once, naming the replacement (`docs/migrating.md` has the
 /// whole mapping).
 pub const PREDECESSOR_VARIABLES: &[Predecessor] = &[
-    Predecessor::new("HOST", "SWITCHBOARD_LISTEN", false),
-    Predecessor::new("PORT", "SWITCHBOARD_LISTEN", false),
-    Predecessor::new("WEBRTC_SIGNALING_PORT", "SWITCHBOARD_LISTEN", false),
-    Predecessor::new("DEBUG", "SWITCHBOARD_LOG_LEVEL", false),
-    Predecessor::new("LOG_LEVEL", "SWITCHBOARD_LOG_LEVEL", false),
-    Predecessor::new("ENVIRONMENT", "SWITCHBOARD_ENV", false),
-    Predecessor::new("NODE_ENV", "SWITCHBOARD_ENV", false),
+    Predecessor::new("HOST", "SWITCHBOARD_LISTEN"),
+    Predecessor::new("PORT", "SWITCHBOARD_LISTEN"),
+    Predecessor::new("WEBRTC_SIGNALING_PORT", "SWITCHBOARD_LISTEN"),
+    Predecessor::new("DEBUG", "SWITCHBOARD_LOG_LEVEL"),
+    Predecessor::new("LOG_LEVEL", "SWITCHBOARD_LOG_LEVEL"),
+    Predecessor::new("ENVIRONMENT", "SWITCHBOARD_ENV"),
+    Predecessor::new("NODE_ENV", "SWITCHBOARD_ENV"),
     Predecessor::new(
         "REQUIRE_HTTPS",
-        "a TLS-terminating proxy in front of the nodes",
-        false,
+        "SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY, or a TLS-terminating proxy in front of the nodes",
     ),
-    Predecessor::new("SECRET_KEY", "SWITCHBOARD_JWT_SECRET", false),
-    Predecessor::new("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET", false),
-    Predecessor::new("JWT_SECRET", "SWITCHBOARD_JWT_SECRET", false),
-    Predecessor::new(
-        "TOKEN_EXPIRATION_HOURS",
-        "SWITCHBOARD_CALLS_TOKEN_TTL",
-        true,
-    ),
+    Predecessor::new("SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
+    Predecessor::new("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET"),
+    Predecessor::new("JWT_SECRET", "SWITCHBOARD_JWT_SECRET"),
+    Predecessor::new("TOKEN_EXPIRATION_HOURS", "SWITCHBOARD_CALLS_TOKEN_TTL"),
     Predecessor::new(
         "SESSION_TIMEOUT_MINUTES",
         "SWITCHBOARD_CALLS_SESSION_TIMEOUT",
-        true,
     ),
     Predecessor::new(
         "PASSWORD_PEPPER",
         "nothing (passwords are hashed with argon2id)",
-        false,
     ),
-    Predecessor::new("LICENSE_KEY", "nothing", false),
-    Predecessor::new("CORS_ORIGINS", "SWITCHBOARD_CORS_ORIGINS", false),
-    Predecessor::new("ALLOWED_ORIGINS", "SWITCHBOARD_CORS_ORIGINS", false),
+    Predecessor::new("LICENSE_KEY", "nothing"),
+    Predecessor::new("CORS_ORIGINS", "SWITCHBOARD_CORS_ORIGINS"),
+    Predecessor::new("ALLOWED_ORIGINS", "SWITCHBOARD_CORS_ORIGINS"),
     Predecessor::new(
         "CORS_ALLOW_CREDENTIALS",
         "nothing (bearer tokens need no cookies)",
-        false,
     ),
     Predecessor::new(
         "RATE_LIMIT_PER_MINUTE",
         "SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST",
-        false,
     ),
     Predecessor::new(
         "MAX_CONNECTIONS_PER_ROOM",
         "SWITCHBOARD_MAX_MEMBERS_PER_ROOM",
-        false,
     ),
-    Predecessor::new("WEBSOCKET_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT", false),
-    Predecessor::new("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET", false),
-    Predecessor::new("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS", false),
-    Predecessor::new("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS", false),
-    Predecessor::new("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL", false),
-    Predecessor::new("TURN_SECRET", "SWITCHBOARD_TURN_SECRET", false),
-    Predecessor::new("TURN_HOST", "SWITCHBOARD_TURN_URIS", false),
-    Predecessor::new("TURN_PORT", "SWITCHBOARD_TURN_URIS", false),
-    Predecessor::new("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS", false),
-    Predecessor::new("TURN_TTL", "SWITCHBOARD_TURN_TTL", false),
-    Predecessor::new("STUN_SERVERS", "SWITCHBOARD_STUN_URIS", false),
-    Predecessor::new("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS", false),
+    Predecessor::new("WEBSOCKET_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT"),
+    Predecessor::new("TURNSERVER_SECRET", "SWITCHBOARD_TURN_SECRET"),
+    Predecessor::new("TURNSERVER_URL", "SWITCHBOARD_TURN_URIS"),
+    Predecessor::new("TURNSERVER_URLS", "SWITCHBOARD_TURN_URIS"),
+    Predecessor::new("TURNSERVER_TTL", "SWITCHBOARD_TURN_TTL"),
+    Predecessor::new("TURN_SECRET", "SWITCHBOARD_TURN_SECRET"),
+    Predecessor::new("TURN_HOST", "SWITCHBOARD_TURN_URIS"),
+    Predecessor::new("TURN_PORT", "SWITCHBOARD_TURN_URIS"),
+    Predecessor::new("TURN_PORT_TLS", "SWITCHBOARD_TURN_URIS"),
+    Predecessor::new("TURN_TTL", "SWITCHBOARD_TURN_TTL"),
+    Predecessor::new("STUN_SERVERS", "SWITCHBOARD_STUN_URIS"),
+    Predecessor::new("TURN_SERVER_URL", "SWITCHBOARD_TURN_URIS"),
     Predecessor::new(
         "TURN_USERNAME",
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
-        false,
     ),
     Predecessor::new(
         "TURN_PASSWORD",
         "SWITCHBOARD_TURN_SECRET (credentials are derived per user)",
-        false,
     ),
-    Predecessor::new("DATABASE_URL", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_HOST", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_PORT", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_NAME", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_USER", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_SSL", "SWITCHBOARD_DATABASE_URL", false),
-    Predecessor::new("DB_POOL_MIN_SIZE", "SWITCHBOARD_DATABASE_POOL_MIN", false),
-    Predecessor::new("DB_POOL_MAX_SIZE", "SWITCHBOARD_DATABASE_POOL_MAX", false),
-    Predecessor::new("REDIS_URL", "SWITCHBOARD_REDIS_URL", false),
-    Predecessor::new("ENCRYPTION_KEY", "SWITCHBOARD_DATA_KEY", true),
-    Predecessor::new("OLD_ENCRYPTION_KEY", "`switchboard data rotate-key`", true),
-    Predecessor::new("DATA_RETENTION_DAYS", "SWITCHBOARD_RETENTION_DAYS", true),
+    Predecessor::new("DATABASE_URL", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_HOST", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_PORT", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_NAME", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_USER", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_PASSWORD", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_SSL", "SWITCHBOARD_DATABASE_URL"),
+    Predecessor::new("DB_POOL_MIN_SIZE", "SWITCHBOARD_DATABASE_POOL_MIN"),
+    Predecessor::new("DB_POOL_MAX_SIZE", "SWITCHBOARD_DATABASE_POOL_MAX"),
+    Predecessor::new("REDIS_URL", "SWITCHBOARD_REDIS_URL"),
+    Predecessor::new("ENCRYPTION_KEY", "SWITCHBOARD_DATA_KEY"),
+    Predecessor::new(
+        "OLD_ENCRYPTION_KEY",
+        "SWITCHBOARD_DATA_KEY_PREVIOUS and `switchboard data rotate-key`",
+    ),
+    Predecessor::new("DATA_RETENTION_DAYS", "SWITCHBOARD_RETENTION_DAYS"),
     Predecessor::new(
         "DATA_RETENTION_CHECK_HOURS",
-        "nothing (retention runs on its own schedule)",
-        false,
+        "SWITCHBOARD_RETENTION_INTERVAL",
     ),
     Predecessor::new(
         "FILE_CLEANUP_ENABLED",
         "nothing (Switchboard stores no files)",
-        false,
     ),
     Predecessor::new(
         "FILE_CLEANUP_INTERVAL_HOURS",
         "nothing (Switchboard stores no files)",
-        false,
     ),
     Predecessor::new(
         "HEALTH_CHECK_ENABLED",
         "GET /health and /readyz, checked on request",
-        false,
     ),
     Predecessor::new(
         "HEALTH_CHECK_INTERVAL_MINUTES",
         "GET /health and /readyz, checked on request",
-        false,
     ),
 ];
 
@@ -2033,18 +2008,18 @@ mod tests {
             ("UNRELATED", "x"),
         ]);
         let found: Vec<_> = predecessor_variables(&vars)
-            .map(|p| (p.variable, p.replacement, p.planned))
+            .map(|p| (p.variable, p.replacement))
             .collect();
         assert_eq!(
             found,
             [
-                ("PORT", "SWITCHBOARD_LISTEN", false),
-                ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET", false)
+                ("PORT", "SWITCHBOARD_LISTEN"),
+                ("JWT_SECRET_KEY", "SWITCHBOARD_JWT_SECRET")
             ]
         );
         // Every replacement that is a variable today is a setting the loader knows.
         let defaults = toml::Table::try_from(Config::default()).unwrap();
-        for p in PREDECESSOR_VARIABLES.iter().filter(|p| !p.planned) {
+        for p in PREDECESSOR_VARIABLES {
             if let Some(var) = p.replacement.strip_prefix(ENV_PREFIX) {
                 // "SWITCHBOARD_X (a note)" names the variable first.
                 let var = var.split_whitespace().next().unwrap_or_default();

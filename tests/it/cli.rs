@@ -157,10 +157,7 @@ fn predecessor_variables_get_one_warning_each_naming_the_replacement() {
             "RATE_LIMIT_PER_MINUTE",
             "use SWITCHBOARD_MSG_RATE and SWITCHBOARD_MSG_BURST",
         ),
-        (
-            "ENCRYPTION_KEY",
-            "SWITCHBOARD_DATA_KEY will replace it (planned, not available yet: do not set it now)",
-        ),
+        ("ENCRYPTION_KEY", "use SWITCHBOARD_DATA_KEY"),
     ] {
         let warned: Vec<_> = node
             .log
