@@ -434,6 +434,7 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
     let node_name = node.to_string();
     let hub = Arc::new(Hub::new(node, bus, presence, config.subscription_linger));
     tasks.spawn("hub-inbound", Arc::clone(&hub).run_inbound(inbound));
+    tasks.spawn("hub-returns", Arc::clone(&hub).run_returns());
     tasks.spawn(
         "presence-reaper",
         Arc::clone(&hub).run_reaper(config.lease_ttl / 2),

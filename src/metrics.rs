@@ -81,6 +81,8 @@ pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
 pub const SESSIONS_PARKED: &str = "switchboard_sessions_parked";
 /// Parked sessions that ended without a resume, by how (`expired`, `closed`, `drained`).
 pub const SESSIONS_ENDED: &str = "switchboard_sessions_ended_total";
+/// Targeted signals held for a session whose node died, until a survivor takes it over.
+pub const SIGNALS_HELD: &str = "switchboard_signals_held_total";
 /// Resumable sessions of dead nodes this node took over.
 pub const SESSIONS_ADOPTED: &str = "switchboard_sessions_adopted_total";
 /// `resume` requests, by result (`resumed`, or the refusal's reason).
@@ -281,6 +283,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         SESSIONS_ENDED,
         Kind::Counter,
         "Parked sessions that ended without being resumed, by how.",
+    ),
+    (
+        SIGNALS_HELD,
+        Kind::Counter,
+        "Targeted signals held for a session whose node died, until a survivor takes it over.",
     ),
     (
         SESSIONS_ADOPTED,

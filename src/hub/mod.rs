@@ -52,6 +52,9 @@ pub struct Hub {
     /// Where the resumable sessions this node takes over from dead nodes go: to the resume
     /// layer, once it is set up (until then they leave as the dead node's other members do).
     adoptions: std::sync::OnceLock<mpsc::UnboundedSender<Adopted>>,
+    /// Targeted signals whose node no longer listens, for [`Hub::run_returns`], in order.
+    returns: mpsc::UnboundedSender<Envelope>,
+    returns_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Envelope>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
@@ -93,7 +96,10 @@ impl Hub {
         presence: Arc<dyn Presence>,
         linger: Duration,
     ) -> Self {
+        let (returns, returns_rx) = mpsc::unbounded_channel();
         Self {
+            returns,
+            returns_rx: std::sync::Mutex::new(Some(returns_rx)),
             subs: Arc::new(Subscriptions::new(Arc::clone(&bus), linger)),
             rosters: Rosters::new(node.clone()),
             node,

@@ -7,6 +7,8 @@
 //! `peer_not_found`. Room broadcasts are posted on the room's topic. User-addressed signals
 //! wait for the bus, since `user_offline` depends on who received them.
 
+use std::sync::Arc;
+
 use super::{Hub, Seat};
 use crate::auth::Revocation;
 use crate::bus::{Envelope, Inbound, Route, Topic, Undelivered};
@@ -198,7 +200,7 @@ impl Hub {
         match inbound {
             Inbound::Envelope(envelope) if envelope.origin != self.node => self.deliver(envelope),
             Inbound::Envelope(_) => {}
-            Inbound::Returned(envelope, why) => self.returned(envelope.route, why),
+            Inbound::Returned(envelope, why) => self.returned(envelope, why),
         }
     }
 
@@ -311,10 +313,17 @@ impl Hub {
     }
 
     /// A posted envelope reached no other node: tells its sender.
-    fn returned(&self, route: Route, why: Undelivered) {
-        let (conn, error) = match (route, why) {
+    fn returned(&self, envelope: Envelope, why: Undelivered) {
+        let (conn, error) = match (envelope.route, why) {
             (Route::Member { room, client, from }, Undelivered::NoReceiver) => {
                 self.rosters.unseat_missing(&room, &client, None);
+                // The peer's node may have died with its session, which a survivor takes
+                // over: where sessions outlive their node, the signal is held for it.
+                if !self.presence.adoption_wait().is_zero() {
+                    let route = Route::Member { room, client, from };
+                    let _ = self.returns.send(Envelope { route, ..envelope });
+                    return;
+                }
                 (from, peer_not_found(&room, &client))
             }
             (
@@ -328,6 +337,67 @@ impl Hub {
             _ => return,
         };
         self.tell(conn, error);
+    }
+
+    /// Takes the targeted signals whose node did not listen, in order, until the hub stops:
+    /// each goes to where presence says its peer is now; when that node does not listen
+    /// either and the peer's session can outlive it, the signal is held for the survivor that
+    /// takes the session over; otherwise the sender gets `peer_not_found`.
+    pub async fn run_returns(self: Arc<Self>) {
+        let rx = self.returns_rx.lock().ok().and_then(|mut rx| rx.take());
+        let Some(mut returns) = rx else {
+            return;
+        };
+        while let Some(envelope) = returns.recv().await {
+            self.hold_or_bounce(envelope).await;
+        }
+    }
+
+    async fn hold_or_bounce(&self, envelope: Envelope) {
+        let Envelope {
+            route: Route::Member { room, client, from },
+            payload,
+            stamp,
+            ..
+        } = envelope
+        else {
+            return;
+        };
+        let peer = match self.presence.member(&room, &client).await {
+            Ok(Some(peer)) => peer,
+            Ok(None) => return self.tell(from, peer_not_found(&room, &client)),
+            Err(_) => return self.tell(from, super::try_again()),
+        };
+        if peer.node == self.node {
+            let Ok(frame) = Frame::try_from(payload) else {
+                return;
+            };
+            if self
+                .registry
+                .deliver_client(&client, Some(&room), frame.stamped(stamp))
+                .is_err()
+            {
+                self.tell(from, peer_not_found(&room, &client));
+            }
+            return;
+        }
+        let route = Route::Member {
+            room: room.clone(),
+            client: client.clone(),
+            from,
+        };
+        let topic = Topic::Node(peer.node.clone());
+        if matches!(self.publish(&topic, route, payload.clone(), stamp).await, Ok(n) if n > 0) {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(&payload) else {
+            return;
+        };
+        match self.presence.hold(&peer, text).await {
+            Ok(true) => metrics::counter!(m::SIGNALS_HELD).increment(1),
+            Ok(false) => self.tell(from, peer_not_found(&room, &client)),
+            Err(_) => self.tell(from, super::try_again()),
+        }
     }
 
     /// Sends an error frame to local connection `conn`, if it is still here.

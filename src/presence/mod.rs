@@ -50,6 +50,8 @@ pub struct Adopted {
     pub member: Member,
     pub rooms: Vec<RoomId>,
     pub session: Resumable,
+    /// Frames sent to it after its node died, held until now, in the order they came.
+    pub held: Vec<String>,
 }
 
 /// What one lease period of [`Presence::reap`] found.
@@ -122,6 +124,13 @@ pub trait Presence: Send + Sync + 'static {
     async fn session_known(&self, id: &str) -> bool {
         let _ = id;
         false
+    }
+
+    /// Holds `frame` for `member`'s resumable session while its node (which no longer listens)
+    /// still owns it, until a survivor takes the session over; `false` when it is not held.
+    async fn hold(&self, member: &Member, frame: &str) -> Result<bool, PresenceError> {
+        let _ = (member, frame);
+        Ok(false)
     }
 
     /// How long after its node dies a resumable session may wait to be taken over.

@@ -174,6 +174,14 @@ impl Presence for RedisPresence {
             .is_ok_and(|k| k == Some(me.conn))
     }
 
+    async fn hold(&self, member: &Member, frame: &str) -> Result<bool, PresenceError> {
+        let held = self
+            .store
+            .hold(member, frame, self.adoption_wait() * 4)
+            .await;
+        held.map_err(unavailable)
+    }
+
     async fn session_known(&self, id: &str) -> bool {
         self.store.session_named(id).await.unwrap_or(false)
     }

@@ -71,6 +71,12 @@ impl Keys {
         format!("{{{}:conn:{}}}", self.prefix, conn.0)
     }
 
+    /// LIST of the frames held for connection `conn` of a dead node, until a survivor takes its
+    /// session over.
+    pub fn held(&self, conn: ConnId) -> String {
+        format!("{{{}:conn:{}}}:held", self.prefix, conn.0)
+    }
+
     /// HASH naming the connection that holds resumable session `id`: `c` conn.
     pub fn session(&self, id: &str) -> String {
         format!("{{{}:sess:{id}}}", self.prefix)

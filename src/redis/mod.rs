@@ -15,6 +15,7 @@
 //! | `{P:user:U}:dev` | HASH | user U's connections: conn → owner (`devices` = HLEN) |
 //! | `{P:conn:K}` | HASH | connection K: `o` owner, `m` record, `r:R` per room it joined; `s` session id and `b` session record when resumable |
 //! | `{P:sess:S}` | HASH | resumable session S: `c` the connection holding it |
+//! | `{P:conn:K}:held` | LIST | frames for connection K's session, whose node died, until a survivor takes it over |
 //! | `{P:node:INC}` | SET | connections incarnation INC has entries for (the reaper's index) |
 //! | `{P:nodes}` | ZSET | live incarnations, scored by lease deadline (ms, Redis clock) |
 //! | `{P:nodes}:reaping` | ZSET | dead incarnations being reaped, scored by the reaper's deadline |

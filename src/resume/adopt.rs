@@ -19,7 +19,7 @@ use super::{Described, Handed, Parked, Replay, Resumes, Ticket};
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::presence::{Adopted, Resumable};
-use crate::protocol::Member;
+use crate::protocol::{Frame, Member};
 use crate::registry::{ConnHandle, Control};
 use crate::signaling::Session;
 
@@ -81,6 +81,7 @@ impl Resumes {
             member: me,
             rooms,
             session,
+            held,
         } = adopted;
         let record = serde_json::from_str::<Record>(&session.record).ok();
         let Some(Record { hash, handed }) = record.filter(|_| self.enabled()) else {
@@ -89,7 +90,11 @@ impl Resumes {
             return;
         };
         let ticket = Ticket::from_hash(session.id, hash);
-        let (outbox, outbox_rx) = mpsc::channel(max_frames);
+        let (outbox, outbox_rx) = mpsc::channel(max_frames.max(held.len()));
+        // What was sent to it since its node died comes first.
+        for frame in held {
+            let _ = outbox.try_send(Frame::from(frame));
+        }
         let control = Arc::new(Control::default());
         let credential = Arc::new(handed.credential());
         let handle = ConnHandle {

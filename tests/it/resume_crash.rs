@@ -1,7 +1,7 @@
 //! Sessions that outlive their node: a node killed with SIGKILL mid-call, its sessions taken
-//! over by the survivor that reaps it, and resumed by their clients on any node (two survivors
-//! in this process, the dying node a `switchboard serve` process, all on one Redis: standalone
-//! and Cluster).
+//! over by the survivor that reaps it, the signals sent to them meanwhile held in Redis, and
+//! resumed by their clients on any node (two survivors in this process, the dying node a
+//! `switchboard serve` process, all on one Redis: standalone and Cluster).
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,15 @@ async fn resume_within(
     client.last_seq = last_seq;
     let answer = recv_within(&mut client, TAKEOVER).await;
     (client, answer)
+}
+
+/// Waits until the killed process has exited (its sockets are closed).
+async fn dead(node: &mut NodeProcess) {
+    let deadline = Instant::now() + WAIT;
+    while node.exited().is_none() {
+        assert!(Instant::now() < deadline, "the node did not die");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits until the survivors hold `n` sessions taken over from the dead node.
@@ -90,10 +99,11 @@ async fn join_process(
 }
 
 /// Bob (room `r`) and Dave (room `d`) are on a node that is killed with SIGKILL mid-call; Alice
-/// and Carol are on the survivors. Bob resumes on a survivor at once (before anyone reaped the
-/// dead node: his resume waits for the takeover); Dave only after the takeover, and gets what
-/// Carol sent him meanwhile. Each resumes with his client id and room, gets every signal sent
-/// after the takeover once and in order, and nobody sees anyone leave or join.
+/// and Carol are on the survivors. Alice signals Bob at once (before anyone reaped the dead
+/// node: held), Bob resumes on a survivor at once (his resume waits for the takeover); Dave only
+/// after the takeover, and gets what Carol sent him meanwhile. Each resumes with his client id
+/// and room, gets every signal sent after the node died once and in order, and nobody sees
+/// anyone leave or join or gets an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: run scripts/test"]
 async fn sessions_of_a_node_killed_mid_call_resume_on_the_survivors() {
@@ -128,14 +138,19 @@ async fn sessions_of_a_node_killed_mid_call_resume_on_the_survivors() {
         carol.send(to_dave(0)).await;
         assert_eq!(number(&dave.recv_type("ice_candidate").await), 0);
         dying.signal("KILL");
+        dead(&mut dying).await;
 
+        // Alice goes on: her signals wait in Redis for whoever takes Bob's session over.
+        for n in 1..=10 {
+            alice.send(candidate(n)).await;
+        }
         // Bob at once: his resume waits until a survivor took his session over.
         let grant = bob.resume.clone().unwrap();
         let (mut bob2, answer) = resume_within(&survivors[1], &grant, bob.last_seq).await;
         assert_eq!(answer["type"], "resumed", "{answer}");
         assert_eq!(answer["client_id"], "b1");
         assert_eq!(answer["rooms"], json!(["r"]));
-        for n in 1..=20 {
+        for n in 11..=20 {
             alice.send(candidate(n)).await;
         }
         for n in 1..=20 {

@@ -67,10 +67,13 @@ impl RedisPresence {
         let node_set = store.keys.node(&owner);
         let _: i64 = store.cmd().sadd(&node_set, conn.0.to_string()).await?;
         let args = vec![dead.to_owned(), owner.clone(), rec.clone()];
-        let taken: i64 = store
-            .run(&store.scripts.take_over, key.clone(), args)
+        let keys = vec![key.clone(), store.keys.held(conn)];
+        let mut taken: Vec<String> = store
+            .scripts
+            .take_over
+            .run(&store.client, keys, args)
             .await?;
-        if taken == 0 {
+        if taken.first().is_none_or(|t| t != "1") {
             let _: i64 = store.cmd().srem(&node_set, conn.0.to_string()).await?;
             return Ok(Adoption::Skipped);
         }
@@ -106,10 +109,12 @@ impl RedisPresence {
         }
         let rooms = held.rooms.iter().map(|(r, _)| r.clone()).collect();
         self.mirror.adopted(held);
+        taken.remove(0);
         Ok(Adoption::Adopted(Adopted {
             member,
             rooms,
             session,
+            held: taken,
         }))
     }
 }

@@ -9,6 +9,9 @@ use crate::presence::RoomSummary;
 use crate::protocol::Member;
 use crate::protocol::{ConnId, RoomId, UserId};
 
+/// Frames held at most for one session whose node died.
+pub const HELD_FRAMES: usize = 256;
+
 /// How long an empty room stays in the room index after its last join, in seconds (a join
 /// touches the index a moment before it reaches the room).
 pub const ROOM_INDEX_GRACE_S: u64 = 10;
@@ -92,6 +95,29 @@ impl Store {
     pub async fn devices(&self, user: &UserId) -> Result<usize> {
         let n: i64 = self.cmd().hlen(self.keys.devices(user)).await?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// [`Presence::hold`](crate::presence::Presence::hold): at most [`HELD_FRAMES`] per
+    /// connection, kept for `ttl`.
+    pub async fn hold(
+        &self,
+        member: &Member,
+        frame: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let keys = vec![self.keys.conn(member.conn), self.keys.held(member.conn)];
+        let args = vec![
+            format!("{}/", member.node),
+            frame.to_owned(),
+            HELD_FRAMES.to_string(),
+            ttl.as_millis().to_string(),
+        ];
+        let held: i64 = self
+            .scripts
+            .hold_frame
+            .run(&self.client, keys, args)
+            .await?;
+        Ok(held == 1)
     }
 
     /// The incarnation that owns connection `conn`'s entries, if any.

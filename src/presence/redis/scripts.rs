@@ -84,12 +84,30 @@ end
 return -1
 "#;
 
-/// `KEYS[1]` conn HASH; `ARGV` dead owner, new owner, record. Takes a dead incarnation's
-/// connection over: 1 when it was still the dead one's (it is the caller's now), else 0 (another
+/// `KEYS[1]` conn HASH, `KEYS[2]` its held LIST; `ARGV` dead owner, new owner, record. Takes a
+/// dead incarnation's connection over: `{1, held frames...}` when it was still the dead one's
+/// (it is the caller's now, and the frames held for it are handed over), else `{0}` (another
 /// reaper took it, or it is gone).
 const TAKE_OVER: &str = r#"
-if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {'0'} end
 redis.call('HSET', KEYS[1], 'o', ARGV[2], 'm', ARGV[3])
+local held = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+table.insert(held, 1, '1')
+return held
+"#;
+
+/// `KEYS[1]` conn HASH, `KEYS[2]` its held LIST; `ARGV` owner prefix (`node/`), frame, cap, ttl
+/// (ms). Holds a frame for a resumable session whose node died, while that node still owns it
+/// (nobody took it over yet): 1 when held, 0 when not (not resumable, taken over, gone, or
+/// `cap` frames held already).
+const HOLD: &str = r#"
+local o = redis.call('HGET', KEYS[1], 'o')
+if not o or string.sub(o, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 's') == 0 then return 0 end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 "#;
 
@@ -200,6 +218,7 @@ pub struct Scripts {
     pub restore_room: Script,
     pub reseat: Script,
     pub take_over: Script,
+    pub hold_frame: Script,
     pub claim: Script,
     pub unclaim: Script,
     pub hdel_if: Script,
@@ -222,6 +241,7 @@ impl Scripts {
             restore_room: load(RESTORE_ROOM).await?,
             reseat: load(RESEAT).await?,
             take_over: load(TAKE_OVER).await?,
+            hold_frame: load(HOLD).await?,
             claim: load(CLAIM).await?,
             unclaim: load(UNCLAIM).await?,
             hdel_if: load(HDEL_IF).await?,

@@ -435,7 +435,7 @@ async fn rooms_that_emptied_leave_the_room_index_without_a_listing() {
 }
 
 /// A dead node's resumable sessions are taken over by exactly one survivor: written back under
-/// it (seats in place, claim, device), and not announced; a resumable one whose client id went
+/// it (seats in place, claim, device) with the frames held for them, and not announced; a resumable one whose client id went
 /// to another connection, and one that cannot resume, are removed and announced. Once the
 /// survivor lets its adopted session go, nothing of it remains.
 #[tokio::test]
@@ -478,6 +478,11 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
         .claim(&member(&second, "t", "tom", 30))
         .await
         .unwrap();
+    // Signals for Kim wait for whoever takes her over; Pat's session cannot resume.
+    for frame in ["one", "two"] {
+        assert!(survivors[1].hold(&kept, frame).await.unwrap());
+    }
+    assert!(!survivors[1].hold(&plain, "lost").await.unwrap());
 
     let deadline = Instant::now() + 3 * ttl;
     let mut found = Reaped::default();
@@ -504,8 +509,11 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
             member: kim.clone(),
             rooms: vec![r.clone()],
             session: session("s-kim"),
+            held: vec!["one".to_owned(), "two".to_owned()],
         }]
     );
+    // Taken over: nothing more is held for her (she is reached where she is now).
+    assert!(!survivors[1].hold(&kept, "late").await.unwrap());
     assert_ne!(kim.node, dead, "the seat points at the survivor");
     let mut gone: Vec<_> = found
         .gone

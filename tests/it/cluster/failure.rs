@@ -33,6 +33,7 @@ async fn a_node_whose_bus_task_ends_drains_and_fails(redis: Redis) {
             "bus-publisher",
             "bus-resubscriber",
             "hub-inbound",
+            "hub-returns",
             "presence-reaper"
         ]
     );
