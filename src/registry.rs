@@ -366,6 +366,11 @@ impl Registry {
         inner.by_room.contains_key(room) || inner.pending.contains_key(room)
     }
 
+    /// The ids of every local connection.
+    pub fn conn_ids(&self) -> Vec<ConnId> {
+        self.read().conns.keys().copied().collect()
+    }
+
     pub fn connections(&self) -> usize {
         self.read().conns.len()
     }

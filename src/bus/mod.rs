@@ -183,6 +183,9 @@ pub enum Inbound {
     Envelope(Envelope),
     /// An envelope this node posted that reached no other node.
     Returned(Envelope, Undelivered),
+    /// The node's subscriptions are back after its bus connection dropped: the other nodes
+    /// took it for dead meanwhile (signals for its sessions may be held for it).
+    Resubscribed,
 }
 
 #[derive(Debug, thiserror::Error)]

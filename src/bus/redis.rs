@@ -96,7 +96,7 @@ impl RedisBus {
         );
         tasks.spawn(
             "bus-resubscriber",
-            resubscribe_on_reconnect(Arc::clone(&shared), reconnects),
+            resubscribe_on_reconnect(Arc::clone(&shared), reconnects, tx.clone()),
         );
         let (queue, queued) = mpsc::channel(publisher::QUEUE);
         let context = publisher::Context {
@@ -313,6 +313,7 @@ impl Bus for RedisBus {
 async fn resubscribe_on_reconnect(
     shared: Arc<Shared>,
     mut reconnects: broadcast::Receiver<Server>,
+    inbound: mpsc::Sender<Inbound>,
 ) {
     loop {
         match reconnects.recv().await {
@@ -320,12 +321,18 @@ async fn resubscribe_on_reconnect(
             Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => break,
         }
-        while let Err(e) = resubscribe(&shared).await {
-            if !shared.subscriber.is_connected() {
-                break; // the next reconnect event tries again
+        loop {
+            match resubscribe(&shared).await {
+                Ok(()) => {
+                    let _ = inbound.send(Inbound::Resubscribed).await;
+                    break;
+                }
+                Err(_) if !shared.subscriber.is_connected() => break, // the next reconnect tries again
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-subscribing failed; retrying");
+                    tokio::time::sleep(RESUBSCRIBE_RETRY).await;
+                }
             }
-            tracing::warn!(error = %e, "re-subscribing failed; retrying");
-            tokio::time::sleep(RESUBSCRIBE_RETRY).await;
         }
     }
 }

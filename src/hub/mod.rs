@@ -53,8 +53,8 @@ pub struct Hub {
     /// layer, once it is set up (until then they leave as the dead node's other members do).
     adoptions: std::sync::OnceLock<mpsc::UnboundedSender<Adopted>>,
     /// Targeted signals whose node no longer listens, for [`Hub::run_returns`], in order.
-    returns: mpsc::UnboundedSender<Envelope>,
-    returns_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Envelope>>>,
+    returns: mpsc::UnboundedSender<relay::Return>,
+    returns_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<relay::Return>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {

@@ -29,6 +29,14 @@ fn peer_not_found(room: &RoomId, to: &ClientId) -> ErrorFrame {
     e
 }
 
+/// What [`Hub::run_returns`] takes, in order.
+pub(super) enum Return {
+    /// A targeted signal whose node did not listen.
+    Signal(Envelope),
+    /// The bus connection came back: signals may have been held for this node's sessions.
+    Reclaim,
+}
+
 /// How far [`Hub::relay_room`] got.
 #[derive(Debug)]
 pub enum Relayed {
@@ -143,7 +151,7 @@ impl Hub {
         let topic = Topic::User(target.clone());
         let stamp = frame.stamp();
         // Kept for a connection of the user that comes here while the envelope is on its way.
-        let late = (local == 0).then(|| frame.clone());
+        let kept = (local == 0).then(|| frame.clone());
         let published = self.publish(&topic, route, frame.into(), stamp);
         // A node keeps listening to a user's topic for the subscription linger after the user's
         // last connection there left: a receiver count alone does not prove the user online.
@@ -164,12 +172,26 @@ impl Hub {
         // published before it, and this node drops its own envelopes, so it gets the frame
         // here. (A session moving here that its old node forwards the frame to as well writes
         // it once: a hand-off drops what came both ways.)
-        let late = match late {
+        let mut late = match &kept {
             Some(frame) if local + remote == 0 => {
-                self.registry.deliver_user(target, me.conn, &frame)
+                self.registry.deliver_user(target, me.conn, frame)
             }
             _ => 0,
         };
+        // The user's connections are all on nodes that no longer listen (they died): the frame
+        // is held for each of their sessions that a survivor is about to take over.
+        if let (Some(frame), 0) = (&kept, local + remote + late)
+            && devices.is_some_and(|n| n > 0)
+        {
+            late = self
+                .presence
+                .hold_user(target, frame.as_str())
+                .await
+                .unwrap_or(0);
+            if late > 0 {
+                metrics::counter!(m::SIGNALS_HELD).increment(1);
+            }
+        }
         if local + remote + late == 0 {
             let mut e = ErrorFrame::new(
                 ErrorCode::UserOffline,
@@ -201,6 +223,11 @@ impl Hub {
             Inbound::Envelope(envelope) if envelope.origin != self.node => self.deliver(envelope),
             Inbound::Envelope(_) => {}
             Inbound::Returned(envelope, why) => self.returned(envelope, why),
+            Inbound::Resubscribed => {
+                if !self.presence.adoption_wait().is_zero() {
+                    let _ = self.returns.send(Return::Reclaim);
+                }
+            }
         }
     }
 
@@ -321,7 +348,9 @@ impl Hub {
                 // over: where sessions outlive their node, the signal is held for it.
                 if !self.presence.adoption_wait().is_zero() {
                     let route = Route::Member { room, client, from };
-                    let _ = self.returns.send(Envelope { route, ..envelope });
+                    let _ = self
+                        .returns
+                        .send(Return::Signal(Envelope { route, ..envelope }));
                     return;
                 }
                 (from, peer_not_found(&room, &client))
@@ -348,8 +377,29 @@ impl Hub {
         let Some(mut returns) = rx else {
             return;
         };
-        while let Some(envelope) = returns.recv().await {
-            self.hold_or_bounce(envelope).await;
+        while let Some(item) = returns.recv().await {
+            match item {
+                Return::Signal(envelope) => self.hold_or_bounce(envelope).await,
+                Return::Reclaim => self.reclaim_held().await,
+            }
+        }
+    }
+
+    /// Delivers what was held for this node's sessions while its bus connection was down (the
+    /// others took it for dead): nobody takes them over, since this node still holds them.
+    async fn reclaim_held(&self) {
+        let conns = self.registry.conn_ids();
+        let mut reclaimed = 0;
+        for conn in conns {
+            let Ok(frames) = self.presence.take_held(conn).await else {
+                continue;
+            };
+            for frame in frames {
+                reclaimed += usize::from(self.registry.deliver_conn(conn, &Frame::from(frame)));
+            }
+        }
+        if reclaimed > 0 {
+            tracing::info!(reclaimed, "delivered signals held while the bus was down");
         }
     }
 

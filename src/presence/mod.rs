@@ -133,6 +133,20 @@ pub trait Presence: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// [`Presence::hold`] for every connection of `user` (a user-addressed signal when no node
+    /// that listens holds one); returns for how many it was held.
+    async fn hold_user(&self, user: &UserId, frame: &str) -> Result<usize, PresenceError> {
+        let _ = (user, frame);
+        Ok(0)
+    }
+
+    /// Takes what was [held](Presence::hold) for local connection `conn` (its node was taken
+    /// for dead while it stayed up).
+    async fn take_held(&self, conn: ConnId) -> Result<Vec<String>, PresenceError> {
+        let _ = conn;
+        Ok(Vec::new())
+    }
+
     /// How long after its node dies a resumable session may wait to be taken over.
     fn adoption_wait(&self) -> std::time::Duration {
         std::time::Duration::ZERO

@@ -33,7 +33,7 @@ use fred::prelude::{Error as RedisError, Options};
 use super::{
     AddressHold, Claim, Joined, Member, Presence, PresenceError, Reaped, Resumable, RoomSummary,
 };
-use crate::protocol::{ClientId, NodeId, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 use crate::redis::Keys;
 use addresses::Addresses;
 use mirror::Mirror;
@@ -180,6 +180,18 @@ impl Presence for RedisPresence {
             .hold(member, frame, self.adoption_wait() * 4)
             .await;
         held.map_err(unavailable)
+    }
+
+    async fn hold_user(&self, user: &UserId, frame: &str) -> Result<usize, PresenceError> {
+        let held = self
+            .store
+            .hold_user(user, frame, self.adoption_wait() * 4)
+            .await;
+        held.map_err(unavailable)
+    }
+
+    async fn take_held(&self, conn: ConnId) -> Result<Vec<String>, PresenceError> {
+        self.store.take_held(conn).await.map_err(unavailable)
     }
 
     async fn session_known(&self, id: &str) -> bool {

@@ -1,6 +1,8 @@
 //! Presence reads over Redis.
 
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, ListInterface, SortedSetsInterface,
+};
 use futures_util::future::{join_all, try_join_all};
 
 use super::record;
@@ -105,9 +107,51 @@ impl Store {
         frame: &str,
         ttl: std::time::Duration,
     ) -> Result<bool> {
-        let keys = vec![self.keys.conn(member.conn), self.keys.held(member.conn)];
+        let owner = format!("{}/", member.node);
+        self.hold_for(member.conn, &owner, frame, ttl).await
+    }
+
+    /// [`Store::hold`] for every connection of `user` its device entries name, each while the
+    /// incarnation there still owns it; returns for how many it was held.
+    pub async fn hold_user(
+        &self,
+        user: &UserId,
+        frame: &str,
+        ttl: std::time::Duration,
+    ) -> Result<usize> {
+        let devices: std::collections::HashMap<String, String> =
+            self.cmd().hgetall(self.keys.devices(user)).await?;
+        let mut held = 0;
+        for (conn, owner) in devices {
+            let Ok(conn) = conn.parse() else { continue };
+            if self.hold_for(ConnId(conn), &owner, frame, ttl).await? {
+                held += 1;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Takes (reads and drops) what is held for `conn`.
+    pub async fn take_held(&self, conn: ConnId) -> Result<Vec<String>> {
+        let key = self.keys.held(conn);
+        let held: Vec<String> = self.cmd().lrange(&key, 0, -1).await?;
+        if !held.is_empty() {
+            let _: () = self.cmd().ltrim(&key, held.len() as i64, -1).await?;
+        }
+        Ok(held)
+    }
+
+    /// Holds `frame` for `conn` while the owner its hash names starts with `owner`.
+    async fn hold_for(
+        &self,
+        conn: ConnId,
+        owner: &str,
+        frame: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let keys = vec![self.keys.conn(conn), self.keys.held(conn)];
         let args = vec![
-            format!("{}/", member.node),
+            owner.to_owned(),
             frame.to_owned(),
             HELD_FRAMES.to_string(),
             ttl.as_millis().to_string(),

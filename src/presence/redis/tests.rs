@@ -514,6 +514,20 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
     );
     // Taken over: nothing more is held for her (she is reached where she is now).
     assert!(!survivors[1].hold(&kept, "late").await.unwrap());
+    // By user: held for each resumable connection of the user (when no node that listens
+    // holds one); a node that stayed up takes back what was held for it.
+    let kai = member(&dead, "k2", "kai", 9);
+    d.claim_resumable(&kai, &session("s-kai")).await.unwrap();
+    assert_eq!(
+        survivors[1]
+            .hold_user(&kai.user_id, "by-user")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(d.take_held(kai.conn).await.unwrap(), ["by-user"]);
+    assert!(d.take_held(kai.conn).await.unwrap().is_empty());
+    d.evict(&kai).await.unwrap();
     assert_ne!(kim.node, dead, "the seat points at the survivor");
     let mut gone: Vec<_> = found
         .gone
