@@ -434,7 +434,10 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
     let node_name = node.to_string();
     let hub = Arc::new(Hub::new(node, bus, presence, config.subscription_linger));
     tasks.spawn("hub-inbound", Arc::clone(&hub).run_inbound(inbound));
-    tasks.spawn("hub-returns", Arc::clone(&hub).run_returns());
+    // Where sessions outlive their node (a cluster), signals for a dead node's are held.
+    if !hub.presence.adoption_wait().is_zero() {
+        tasks.spawn("hub-returns", Arc::clone(&hub).run_returns());
+    }
     tasks.spawn(
         "presence-reaper",
         Arc::clone(&hub).run_reaper(config.lease_ttl / 2),
