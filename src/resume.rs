@@ -88,9 +88,11 @@ impl Replay {
 
     /// The replay of a session taken over from a dead node: what that node wrote is gone, so
     /// numbering goes on after whatever `last_seq` the client resumes with ([`Replay::rebase`]).
-    pub fn adopted(max_frames: usize) -> Self {
+    /// When some of what was sent to it could not be held (`overflowed`), no `last_seq` is
+    /// covered: a resume is refused as `overflow`.
+    pub fn adopted(max_frames: usize, overflowed: bool) -> Self {
         Self {
-            next: 0,
+            next: if overflowed { u64::MAX } else { 0 },
             ..Self::new(max_frames)
         }
     }
@@ -177,8 +179,10 @@ impl Replay {
     /// The kept frames numbered after `last_seq`; `None` when some of them are no longer kept,
     /// or `last_seq` was never given out.
     pub fn after(&self, last_seq: u64) -> Option<Vec<(u64, Frame)>> {
-        if self.next == 0 {
-            return Some(Vec::new());
+        match self.next {
+            0 => return Some(Vec::new()),
+            u64::MAX => return None,
+            _ => {}
         }
         if last_seq > self.last() {
             return None;
@@ -590,6 +594,20 @@ mod tests {
         assert_eq!(seqs(replay.after(1)), None);
         // Never sent.
         assert_eq!(seqs(replay.after(6)), None);
+    }
+
+    #[test]
+    fn an_adopted_replay_numbers_on_from_the_clients_last_seq_unless_it_overflowed() {
+        let mut whole = Replay::adopted(8, false);
+        assert_eq!(whole.after(41), Some(Vec::new()));
+        whole.rebase(41);
+        assert_eq!(whole.next_seq(), 42);
+        assert_eq!(whole.after(41), Some(Vec::new()));
+        assert_eq!(whole.after(42), None, "never given out");
+        let mut broken = Replay::adopted(8, true);
+        assert_eq!(broken.after(41), None);
+        broken.rebase(41);
+        assert_eq!(broken.after(41), None);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Adopted {
     pub session: Resumable,
     /// Frames sent to it after its node died, held until now, in the order they came.
     pub held: Vec<String>,
+    /// Some could not be held (over the caps): it cannot be resumed whole.
+    pub overflowed: bool,
 }
 
 /// What one lease period of [`Presence::reap`] found.

@@ -82,6 +82,7 @@ impl Resumes {
             rooms,
             session,
             held,
+            overflowed,
         } = adopted;
         let record = serde_json::from_str::<Record>(&session.record).ok();
         let Some(Record { hash, handed }) = record.filter(|_| self.enabled()) else {
@@ -121,7 +122,7 @@ impl Resumes {
             session,
             outbox: outbox_rx,
             control,
-            replay: Replay::adopted(max_frames),
+            replay: Replay::adopted(max_frames, overflowed),
             ticket,
             credential,
             admin: handed.admin,

@@ -68,7 +68,7 @@ impl RedisPresence {
         let _: i64 = store.cmd().sadd(&node_set, conn.0.to_string()).await?;
         let args = vec![dead.to_owned(), owner.clone(), rec.clone()];
         let keys = vec![key.clone(), store.keys.held(conn)];
-        let mut taken: Vec<String> = store
+        let taken: Vec<String> = store
             .scripts
             .take_over
             .run(&store.client, keys, args)
@@ -109,12 +109,14 @@ impl RedisPresence {
         }
         let rooms = held.rooms.iter().map(|(r, _)| r.clone()).collect();
         self.mirror.adopted(held);
-        taken.remove(0);
+        let mut taken = taken.into_iter().skip(1);
+        let overflowed = taken.next().is_some_and(|o| o == "1");
         Ok(Adoption::Adopted(Adopted {
             member,
             rooms,
             session,
-            held: taken,
+            held: taken.collect(),
+            overflowed,
         }))
     }
 }

@@ -13,6 +13,8 @@ use crate::protocol::{ConnId, RoomId, UserId};
 
 /// Frames held at most for one session whose node died.
 pub const HELD_FRAMES: usize = 256;
+/// Bytes of frames held at most for one session whose node died.
+pub const HELD_BYTES: usize = 1024 * 1024;
 
 /// How long an empty room stays in the room index after its last join, in seconds (a join
 /// touches the index a moment before it reaches the room).
@@ -137,6 +139,10 @@ impl Store {
         let held: Vec<String> = self.cmd().lrange(&key, 0, -1).await?;
         if !held.is_empty() {
             let _: () = self.cmd().ltrim(&key, held.len() as i64, -1).await?;
+            let _: i64 = self
+                .cmd()
+                .hdel(self.keys.conn(conn), vec!["hb", "ov"])
+                .await?;
         }
         Ok(held)
     }
@@ -155,6 +161,7 @@ impl Store {
             frame.to_owned(),
             HELD_FRAMES.to_string(),
             ttl.as_millis().to_string(),
+            HELD_BYTES.to_string(),
         ];
         let held: i64 = self
             .scripts

@@ -85,29 +85,38 @@ return -1
 "#;
 
 /// `KEYS[1]` conn HASH, `KEYS[2]` its held LIST; `ARGV` dead owner, new owner, record. Takes a
-/// dead incarnation's connection over: `{1, held frames...}` when it was still the dead one's
-/// (it is the caller's now, and the frames held for it are handed over), else `{0}` (another
-/// reaper took it, or it is gone).
+/// dead incarnation's connection over: `{1, overflowed, held frames...}` when it was still the
+/// dead one's (it is the caller's now, and the frames held for it are handed over; overflowed
+/// is `1` when some could not be held), else `{0}` (another reaper took it, or it is gone).
 const TAKE_OVER: &str = r#"
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return {'0'} end
 redis.call('HSET', KEYS[1], 'o', ARGV[2], 'm', ARGV[3])
+local overflowed = redis.call('HGET', KEYS[1], 'ov') or '0'
+redis.call('HDEL', KEYS[1], 'hb', 'ov')
 local held = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2])
+table.insert(held, 1, overflowed)
 table.insert(held, 1, '1')
 return held
 "#;
 
-/// `KEYS[1]` conn HASH, `KEYS[2]` its held LIST; `ARGV` owner prefix (`node/`), frame, cap, ttl
-/// (ms). Holds a frame for a resumable session whose node died, while that node still owns it
-/// (nobody took it over yet): 1 when held, 0 when not (not resumable, taken over, gone, or
-/// `cap` frames held already).
+/// `KEYS[1]` conn HASH, `KEYS[2]` its held LIST; `ARGV` owner prefix (`node/`), frame, frame
+/// cap, ttl (ms), byte cap. Holds a frame for a resumable session whose node died, while that
+/// node still owns it (nobody took it over yet): 1 when held, 0 when not (not resumable, taken
+/// over, gone, or over a cap: then the session is marked `ov`, and cannot be resumed whole).
+/// `hb` on the hash counts the bytes held.
 const HOLD: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'o')
 if not o or string.sub(o, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
 if redis.call('HEXISTS', KEYS[1], 's') == 0 then return 0 end
-if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'hb') or '0')
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) or bytes + #ARGV[2] > tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'ov', '1')
+  return 0
+end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'hb', #ARGV[2])
 return 1
 "#;
 

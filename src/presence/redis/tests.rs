@@ -510,6 +510,7 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
             rooms: vec![r.clone()],
             session: session("s-kim"),
             held: vec!["one".to_owned(), "two".to_owned()],
+            overflowed: false,
         }]
     );
     // Taken over: nothing more is held for her (she is reached where she is now).
@@ -551,4 +552,42 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
     assert_eq!(survivors[1 - n].members(&r).await.unwrap(), vec![early]);
     assert_eq!(survivors[1 - n].devices(&kept.user_id).await.unwrap(), 0);
     assert!(!survivors[1 - n].session_known("s-kim").await);
+}
+
+/// What cannot be held for a session whose node died (over the frame cap) marks it: the
+/// survivor takes it over with what was held, as one that cannot be resumed whole.
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn signals_over_the_cap_mark_a_dead_nodes_session_overflowed() {
+    use crate::presence::Resumable;
+    let (url, prefix, ttl) = (
+        url("SWITCHBOARD_TEST_REDIS_URL"),
+        prefix(),
+        Duration::from_secs(1),
+    );
+    let (dead, alive) = (NodeId::generate(), NodeId::generate());
+    let d = redis(&url, &prefix, &dead, ttl).await;
+    let survivor = redis(&url, &prefix, &alive, ttl).await;
+    let zed = member(&dead, "z", "zed", 1);
+    let session = Resumable {
+        id: "s-zed".to_owned(),
+        record: "{}".to_owned(),
+    };
+    d.claim_resumable(&zed, &session).await.unwrap();
+    for n in 0..super::queries::HELD_FRAMES {
+        assert!(survivor.hold(&zed, &format!("f{n}")).await.unwrap());
+    }
+    assert!(!survivor.hold(&zed, "one too many").await.unwrap());
+    let deadline = Instant::now() + 3 * ttl;
+    let adopted = loop {
+        let tick = survivor.reap().await.unwrap();
+        if let Some(adopted) = tick.adopted.into_iter().next() {
+            break adopted;
+        }
+        assert!(Instant::now() < deadline, "never taken over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(adopted.overflowed);
+    assert_eq!(adopted.held.len(), super::queries::HELD_FRAMES);
+    assert_eq!(adopted.held[0], "f0");
 }
