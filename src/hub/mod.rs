@@ -11,6 +11,7 @@
 mod devices;
 mod moves;
 mod relay;
+mod returns;
 mod roster;
 mod subscriptions;
 
@@ -53,8 +54,8 @@ pub struct Hub {
     /// layer, once it is set up (until then they leave as the dead node's other members do).
     adoptions: std::sync::OnceLock<mpsc::UnboundedSender<Adopted>>,
     /// Targeted signals whose node no longer listens, for [`Hub::run_returns`], in order.
-    returns: mpsc::UnboundedSender<relay::Return>,
-    returns_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<relay::Return>>>,
+    returns: mpsc::UnboundedSender<returns::Return>,
+    returns_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<returns::Return>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
