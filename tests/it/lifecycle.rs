@@ -226,3 +226,47 @@ async fn a_node_whose_essential_task_ends_turns_unready_drains_and_fails() {
         assert_eq!(error, format!("essential task {task} was cancelled"));
     }
 }
+
+/// A drain that comes while a batch is being written to a client that is not reading lets the
+/// batch finish (within `write_timeout`): the client, reading again, gets every frame in order,
+/// then the `reconnect` notice, then 1012. Nothing popped from the outbox is dropped.
+#[tokio::test]
+async fn a_drain_during_a_blocked_write_loses_nothing_of_the_batch() {
+    const SIGNALS: u32 = 600;
+    let node = spawn_node(switchboard::config::Config {
+        outbox_frames: 1024,
+        ..test_config()
+    });
+    let (mut alice, _) = Client::join(&node, "r", "alice", "a1").await;
+    let (mut bob, _) = Client::join(&node, "r", "bob", "b1").await;
+    alice.recv_type("user_joined").await;
+    // 600 signals of 60 KB: more than the socket buffers hold, fewer than the outbox.
+    let pad = "x".repeat(60_000);
+    for n in 0..SIGNALS {
+        let signal = json!({"type": "ice_candidate", "to": "b1",
+            "candidate": {"candidate": format!("candidate:{n}"), "sdpMid": "0", "pad": pad}});
+        alice.send(signal).await;
+    }
+    alice.expect_quiet().await;
+    let state = node.state.clone();
+    let stopping = tokio::task::spawn_blocking(move || node.shutdown());
+    // Bob reads only once the drain has begun (the node answers not ready).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while readiness(&state).await.0 == 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never drained");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (frames, code) = bob.drain_until_close().await;
+    let numbers: Vec<u32> = frames
+        .iter()
+        .filter(|f| f["type"] == "ice_candidate")
+        .map(|f| {
+            let text = f["candidate"]["candidate"].as_str().unwrap();
+            text.trim_start_matches("candidate:").parse().unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, (0..SIGNALS).collect::<Vec<_>>());
+    assert_eq!(frames.last().unwrap()["type"], "reconnect");
+    assert_eq!(code, 1012);
+    stopping.await.unwrap();
+}
