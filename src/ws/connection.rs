@@ -851,18 +851,39 @@ impl Conn {
                 Some(frame) = outbox.recv() => {
                     // A client that stops reading blocks this write; the close control still
                     // ends the connection.
-                    tokio::select! {
-                        written = self.write_batch(frame, outbox) => if !written {
+                    let (written, code) = {
+                        let write = self.write_batch(frame, outbox);
+                        tokio::pin!(write);
+                        tokio::select! {
+                            written = &mut write => (written, None),
+                            code = &mut closed => {
+                                // A drain lets the batch under way finish, within the write
+                                // timeout: a frame it took from the outbox (the notice itself,
+                                // perhaps) is not dropped with it.
+                                let drained = code == CloseCode::ServiceRestart;
+                                let finished = drained
+                                    && matches!(
+                                        tokio::time::timeout(config.write_timeout, &mut write).await,
+                                        Ok(true)
+                                    );
+                                (finished, Some(code))
+                            }
+                        }
+                    };
+                    match code {
+                        // Then as any drain: the rest of the outbox, and what the client still
+                        // sends.
+                        Some(CloseCode::ServiceRestart) if written => {
+                            Box::pin(self.flush_outbox(outbox)).await;
+                            Box::pin(self.relay_until_gone(session, detached.as_mut())).await;
+                            return CloseCode::ServiceRestart;
+                        }
+                        Some(code) => return code,
+                        None if !written => {
                             self.dropped = true;
                             return CloseCode::Normal;
-                        },
-                        code = &mut closed => {
-                            // A drain's notice is in the outbox: the client gets it first.
-                            if code == CloseCode::ServiceRestart {
-                                Box::pin(self.flush_outbox(outbox)).await;
-                            }
-                            return code;
                         }
+                        None => {}
                     }
                 }
                 incoming = self.next() => {
