@@ -435,7 +435,7 @@ pub fn build(config: Config, node: NodeId, backends: Backends) -> AppState {
     let hub = Arc::new(Hub::new(node, bus, presence, config.subscription_linger));
     tasks.spawn("hub-inbound", Arc::clone(&hub).run_inbound(inbound));
     // Where sessions outlive their node (a cluster), signals for a dead node's are held.
-    if !hub.presence.adoption_wait().is_zero() {
+    if hub.presence.outlives_nodes() {
         tasks.spawn("hub-returns", Arc::clone(&hub).run_returns());
     }
     tasks.spawn(

@@ -114,15 +114,21 @@ impl Hub {
             if let Ok(members) = self.presence.members(room).await {
                 self.rosters.reseed(room, &members);
             }
-            let seat = Route::Joined {
-                room: room.clone(),
-                client: me.client_id.clone(),
-                conn,
-                node: me.node.clone(),
-            };
-            let _ = self.publish(&topic, seat, Bytes::new(), Stamp::NONE).await;
+            let _ = self.seat_here(me, room).await;
         }
         true
+    }
+
+    /// Tells the other nodes' rosters that `me` sits in `room` on this node (no `user_joined`).
+    async fn seat_here(&self, me: &Member, room: &RoomId) -> Result<usize, BusError> {
+        let seat = Route::Joined {
+            room: room.clone(),
+            client: me.client_id.clone(),
+            conn: me.conn,
+            node: me.node.clone(),
+        };
+        let topic = Topic::Room(room.clone());
+        self.publish(&topic, seat, Bytes::new(), Stamp::NONE).await
     }
 
     /// Takes over the seat of the moved session in `room`: presence and every roster point at
@@ -148,14 +154,7 @@ impl Hub {
         };
         self.registry.confirm_join(room, me.conn);
         self.rosters.merge(room, &others);
-        let seat = Route::Joined {
-            room: room.clone(),
-            client: me.client_id.clone(),
-            conn: me.conn,
-            node: me.node.clone(),
-        };
-        self.publish(&topic, seat, Bytes::new(), Stamp::NONE)
-            .await?;
+        self.seat_here(me, room).await?;
         Ok(())
     }
 }

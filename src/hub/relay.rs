@@ -215,7 +215,7 @@ impl Hub {
             Inbound::Envelope(_) => {}
             Inbound::Returned(envelope, why) => self.returned(envelope, why),
             Inbound::Resubscribed => {
-                if !self.presence.adoption_wait().is_zero() {
+                if self.presence.outlives_nodes() {
                     let _ = self.returns.send(Return::Reclaim);
                 }
             }
@@ -337,7 +337,7 @@ impl Hub {
                 self.rosters.unseat_missing(&room, &client, None);
                 // The peer's node may have died with its session, which a survivor takes
                 // over: where sessions outlive their node, the signal is held for it.
-                if !self.presence.adoption_wait().is_zero() {
+                if self.presence.outlives_nodes() {
                     let route = Route::Member { room, client, from };
                     let _ = self
                         .returns

@@ -149,6 +149,11 @@ pub trait Presence: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Whether resumable sessions outlive their node here (a survivor takes them over).
+    fn outlives_nodes(&self) -> bool {
+        !self.adoption_wait().is_zero()
+    }
+
     /// How long after its node dies a resumable session may wait to be taken over.
     fn adoption_wait(&self) -> std::time::Duration {
         std::time::Duration::ZERO

@@ -544,7 +544,7 @@ impl Conn {
         // Kept with the claim where the session can outlive this node.
         let resumable = ticket
             .as_ref()
-            .filter(|_| !hub.presence.adoption_wait().is_zero())
+            .filter(|_| hub.presence.outlives_nodes())
             .map(|ticket| {
                 let d = Described {
                     session: &ticket.grant.session,

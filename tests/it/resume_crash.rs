@@ -80,6 +80,25 @@ async fn ready(addr: std::net::SocketAddr) {
     }
 }
 
+/// A `switchboard serve` process on `config`'s Redis and prefix (lease 1 s), ready; and its
+/// address.
+async fn dying_node(
+    redis: &Redis,
+    config: &switchboard::config::Config,
+) -> (NodeProcess, std::net::SocketAddr) {
+    let url = redis.url();
+    let env = [
+        ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+        ("SWITCHBOARD_REDIS_URL", url.as_str()),
+        ("SWITCHBOARD_REDIS_PREFIX", config.redis.prefix.as_str()),
+        ("SWITCHBOARD_LEASE_TTL", "1s"),
+    ];
+    let mut node = NodeProcess::start(&env);
+    let addr = node.address();
+    ready(addr).await;
+    (node, addr)
+}
+
 /// Joins `room` on the process at `addr` as `user` with `client_id`.
 async fn join_process(
     addr: std::net::SocketAddr,
@@ -111,16 +130,7 @@ async fn sessions_of_a_node_killed_mid_call_resume_on_the_survivors() {
         let mut config = redis_config(&redis.url());
         config.lease_ttl = Duration::from_secs(1);
         let survivors = crate::cluster::spawn_cluster(2, &config);
-        let url = redis.url();
-        let env = [
-            ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
-            ("SWITCHBOARD_REDIS_URL", url.as_str()),
-            ("SWITCHBOARD_REDIS_PREFIX", config.redis.prefix.as_str()),
-            ("SWITCHBOARD_LEASE_TTL", "1s"),
-        ];
-        let mut dying = NodeProcess::start(&env);
-        let addr = dying.address();
-        ready(addr).await;
+        let (mut dying, addr) = dying_node(&redis, &config).await;
         let mut bob = join_process(addr, "r", "bob", "b1").await;
         let mut dave = join_process(addr, "d", "dave", "d1").await;
         let (mut alice, _) = Client::join(&survivors[0], "r", "alice", "a1").await;
@@ -214,16 +224,7 @@ async fn a_session_of_a_killed_node_leaves_when_its_window_ends() {
     config.lease_ttl = Duration::from_secs(1);
     config.resume_window = Duration::from_secs(2);
     let survivor = crate::cluster::spawn_cluster(1, &config).remove(0);
-    let url = redis.url();
-    let env = [
-        ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
-        ("SWITCHBOARD_REDIS_URL", url.as_str()),
-        ("SWITCHBOARD_REDIS_PREFIX", config.redis.prefix.as_str()),
-        ("SWITCHBOARD_LEASE_TTL", "1s"),
-    ];
-    let mut dying = NodeProcess::start(&env);
-    let addr = dying.address();
-    ready(addr).await;
+    let (dying, addr) = dying_node(&redis, &config).await;
     let _bob = join_process(addr, "r", "bob", "b1").await;
     let (mut alice, _) = Client::join(&survivor, "r", "alice", "a1").await;
     let killed = Instant::now();

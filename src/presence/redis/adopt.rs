@@ -96,9 +96,9 @@ impl RedisPresence {
             session: Some(session.clone()),
         };
         for room in rooms {
-            let args = vec![rec.clone(), conn.0.to_string()];
+            let args = vec![rec.clone(), conn.0.to_string(), String::new()];
             let seq: i64 = store
-                .run(&store.scripts.reseat, store.keys.room(&room), args)
+                .run(&store.scripts.restore_room, store.keys.room(&room), args)
                 .await?;
             match u64::try_from(seq) {
                 Ok(seq) => held.rooms.push((room, seq)),

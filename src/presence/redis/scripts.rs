@@ -46,30 +46,13 @@ end
 return false
 "#;
 
-/// `KEYS[1]` room ZSET; `ARGV` record, conn, seq. Puts a live member back (after a Redis
-/// restart or a lost lease): rewrites its record in place, or adds it at its original join
-/// sequence number, so join order survives. Ignores the cap: the member holds a live socket and
-/// was admitted before.
+/// `KEYS[1]` room ZSET; `ARGV` record, conn, seq. Puts a member back: rewrites its record in
+/// place and returns its join sequence number; when the room does not hold the connection, adds
+/// it at `seq`, its original join sequence number, so join order survives (a live member after a
+/// Redis restart or a lost lease: it holds a live socket and was admitted before, so the cap is
+/// ignored), or with an empty `seq` adds nothing and returns -1 (a session a survivor takes over
+/// keeps only the seats it still has).
 const RESTORE_ROOM: &str = r#"
-local recs = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #recs, 2 do
-  local r = recs[i]
-  if string.match(r, '^(%d+)|') == ARGV[2] then
-    if r ~= ARGV[1] then
-      redis.call('ZREM', KEYS[1], r)
-      redis.call('ZADD', KEYS[1], recs[i + 1], ARGV[1])
-    end
-    return 0
-  end
-end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-"#;
-
-/// `KEYS[1]` room ZSET; `ARGV` record, conn. Rewrites a member's record in place (a session a
-/// survivor takes over keeps its seat and join order); returns its join sequence number, or
-/// -1 when the room does not hold the connection (it never got, or already left, the seat).
-const RESEAT: &str = r#"
 local recs = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #recs, 2 do
   local r = recs[i]
@@ -81,7 +64,9 @@ for i = 1, #recs, 2 do
     return tonumber(recs[i + 1])
   end
 end
-return -1
+if ARGV[3] == '' then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return tonumber(ARGV[3])
 "#;
 
 /// `KEYS[1]` conn HASH, `KEYS[2]` its held LIST; `ARGV` dead owner, new owner, record. Takes a
@@ -225,7 +210,6 @@ pub struct Scripts {
     pub join: Script,
     pub leave: Script,
     pub restore_room: Script,
-    pub reseat: Script,
     pub take_over: Script,
     pub hold_frame: Script,
     pub claim: Script,
@@ -248,7 +232,6 @@ impl Scripts {
             join: load(JOIN).await?,
             leave: load(LEAVE).await?,
             restore_room: load(RESTORE_ROOM).await?,
-            reseat: load(RESEAT).await?,
             take_over: load(TAKE_OVER).await?,
             hold_frame: load(HOLD).await?,
             claim: load(CLAIM).await?,
