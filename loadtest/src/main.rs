@@ -24,6 +24,7 @@ mod stats;
 mod sys;
 mod target;
 mod token;
+mod trace;
 
 use std::process::ExitCode;
 

@@ -24,6 +24,11 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
+    /// The highest number seen so far.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
     pub fn observe(&mut self, seq: u64) -> Arrival {
         if seq >= MAX_SEQ {
             return Arrival::OutOfRange;

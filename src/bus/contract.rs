@@ -43,7 +43,7 @@ fn envelope(origin: &NodeId, topic: &Topic, n: usize) -> Envelope {
             user: user.clone(),
             except: ConnId(7),
         },
-        Topic::Node(_) => Route::Member {
+        Topic::Node(_) | Topic::Returns => Route::Member {
             room: RoomId::parse("r").unwrap(),
             client: ClientId::parse("c").unwrap(),
             from: ConnId(7),
@@ -229,11 +229,23 @@ async fn addressed_posts_nobody_got_come_back((mut a, mut b): (Node, Node)) {
     a.0.post(to_b.clone(), envelope(&a.2, &to_b, 3)).unwrap();
     assert_eq!(recv(&mut b.1).await, envelope(&a.2, &to_b, 3));
     let marker = envelope(&a.2, &gone, 4);
-    a.0.post(gone, marker.clone()).unwrap();
+    a.0.post(gone.clone(), marker.clone()).unwrap();
     assert_eq!(
         next(&mut a.1).await,
         Inbound::Returned(marker, Undelivered::NoReceiver),
         "only the second addressed post came back"
+    );
+    // Posted to nobody on purpose: it comes back behind what its sender posted before.
+    let (first, second) = (envelope(&a.2, &gone, 5), envelope(&a.2, &Topic::Returns, 6));
+    a.0.post(gone, first.clone()).unwrap();
+    a.0.post(Topic::Returns, second.clone()).unwrap();
+    assert_eq!(
+        next(&mut a.1).await,
+        Inbound::Returned(first, Undelivered::NoReceiver)
+    );
+    assert_eq!(
+        next(&mut a.1).await,
+        Inbound::Returned(second, Undelivered::NoReceiver)
     );
 }
 

@@ -37,6 +37,10 @@ pub enum Topic {
     /// What every node hears: cluster-wide notices such as revocations. Every node listens to
     /// it from the start, as to its own [`Topic::Node`].
     Cluster,
+    /// Nobody: an addressed envelope posted here is not published but comes back to its node
+    /// as undelivered ([`Undelivered::NoReceiver`]), behind whatever its sender posted before
+    /// (how a node sends a signal the slow way without letting it overtake those ahead of it).
+    Returns,
 }
 
 /// Which local connections of a receiving node get an envelope's payload.

@@ -125,6 +125,8 @@ fn channel(keys: &Keys, topic: &Topic) -> String {
         Topic::User(user) => keys.user_channel(user),
         Topic::Node(node) => keys.node_channel(node),
         Topic::Cluster => keys.cluster_channel(),
+        // Never published (see `publisher`).
+        Topic::Returns => String::new(),
     }
 }
 

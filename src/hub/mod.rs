@@ -13,6 +13,7 @@ mod moves;
 mod relay;
 mod returns;
 mod roster;
+mod strays;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub struct Hub {
     /// Targeted signals whose node no longer listens, for [`Hub::run_returns`], in order.
     returns: mpsc::UnboundedSender<returns::Return>,
     returns_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<returns::Return>>>,
+    /// Signals waiting for a session this node is taking over ([`strays`]).
+    strays: strays::Strays,
+    /// Targeted signals on their way through the returns, per peer.
+    diverted: returns::Diverted,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorFrame {
@@ -101,6 +106,8 @@ impl Hub {
         Self {
             returns,
             returns_rx: std::sync::Mutex::new(Some(returns_rx)),
+            strays: strays::Strays::default(),
+            diverted: returns::Diverted::default(),
             subs: Arc::new(Subscriptions::new(Arc::clone(&bus), linger)),
             rosters: Rosters::new(node.clone()),
             node,

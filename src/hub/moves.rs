@@ -90,7 +90,7 @@ impl Hub {
     /// it is let go.
     pub async fn adopt(&self, me: &Member, handle: ConnHandle, rooms: &[RoomId]) -> bool {
         let (conn, credential) = (handle.conn, std::sync::Arc::clone(&handle.credential));
-        self.registry.insert(handle);
+        self.register_adopted(handle, rooms);
         if !self.presence.holds_claim(me).await {
             self.registry.remove(conn);
             if let Err(e) = self.presence.evict(me).await {
@@ -109,7 +109,6 @@ impl Hub {
             if let Err(e) = self.subs.acquire(&topic).await {
                 tracing::warn!(error = %e, "an adopted session's room subscription failed");
             }
-            self.registry.join(room, conn);
             self.rosters.open(room);
             if let Ok(members) = self.presence.members(room).await {
                 self.rosters.reseed(room, &members);

@@ -56,6 +56,17 @@ impl Hub {
             self.post(Topic::Room(room.clone()), route, frame)?;
             return Ok(Relayed::Done);
         };
+        if self.diverted.holds(room, to) {
+            // Earlier signals to the peer are on their way through the returns: behind them
+            // (and behind those still on their way to a node that will not take them).
+            let route = Route::Member {
+                room: room.clone(),
+                client: to.clone(),
+                from: me.conn,
+            };
+            self.post(Topic::Returns, route, frame)?;
+            return Ok(Relayed::Done);
+        }
         let frame = match self.registry.deliver_client(to, Some(room), frame) {
             Ok(()) => return Ok(Relayed::Done),
             Err(frame) => frame,
@@ -93,6 +104,13 @@ impl Hub {
             .locate_in_presence(room, to)
             .await?
             .ok_or_else(|| peer_not_found(room, to))?;
+        if node == self.node {
+            // Presence places the peer here, where it is not registered (yet): a session this
+            // node is taking over from a dead one.
+            let origin = self.node.clone();
+            self.stray(origin, room.clone(), to.clone(), me.conn, frame);
+            return Ok(());
+        }
         self.post_to_member(me, room, to, node, frame)
     }
 
@@ -121,9 +139,7 @@ impl Hub {
     ) -> Result<Option<NodeId>, ErrorFrame> {
         let members = self.presence.members(room).await?;
         self.rosters.reseed(room, &members);
-        let peer = members
-            .into_iter()
-            .find(|m| m.client_id == *client && m.node != self.node);
+        let peer = members.into_iter().find(|m| m.client_id == *client);
         Ok(peer.map(|m| m.node))
     }
 
@@ -295,12 +311,8 @@ impl Hub {
                 self.registry.deliver_room(&room, conn, &frame);
             }
             Route::Member { room, client, from } => {
-                if self
-                    .registry
-                    .deliver_client(&client, Some(&room), frame)
-                    .is_err()
-                {
-                    self.bounce(origin, room, client, from);
+                if let Err(frame) = self.registry.deliver_client(&client, Some(&room), frame) {
+                    self.stray(origin, room, client, from, frame);
                 }
             }
             Route::User { user, except } => {
@@ -325,7 +337,7 @@ impl Hub {
     }
 
     /// Tells node `origin` that `client` is not in `room` here.
-    fn bounce(&self, origin: NodeId, room: RoomId, client: ClientId, conn: ConnId) {
+    pub(super) fn bounce(&self, origin: NodeId, room: RoomId, client: ClientId, conn: ConnId) {
         let route = Route::Bounce { room, client, conn };
         let _ = self.post(Topic::Node(origin), route, Frame::from_static(""));
     }
@@ -339,9 +351,7 @@ impl Hub {
                 // over: where sessions outlive their node, the signal is held for it.
                 if self.presence.outlives_nodes() {
                     let route = Route::Member { room, client, from };
-                    let _ = self
-                        .returns
-                        .send(Return::Signal(Envelope { route, ..envelope }));
+                    self.divert(Envelope { route, ..envelope });
                     return;
                 }
                 (from, peer_not_found(&room, &client))

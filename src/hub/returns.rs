@@ -4,13 +4,17 @@
 //! session over. A node whose bus connection came back takes back what was held for its own
 //! connections meanwhile. One task takes them all, in order, so each sender's order holds.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::Hub;
 use super::relay::peer_not_found;
 use crate::bus::{Envelope, Route, Topic};
 use crate::metrics as m;
-use crate::protocol::Frame;
+use crate::presence::Hold;
+use crate::protocol::{ClientId, Frame, Member, NodeId, RoomId};
 
 /// What [`Hub::run_returns`] takes, in order.
 pub(super) enum Return {
@@ -18,9 +22,79 @@ pub(super) enum Return {
     Signal(Envelope),
     /// The bus connection came back: signals may have been held for this node's sessions.
     Reclaim,
+    /// A signal for `client` in `room` is waiting here for its session ([`super::strays`]).
+    Stray { room: RoomId, client: ClientId },
+}
+
+/// How often waiting strays are checked for their deadline.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Times a returned signal is placed again when its peer's connection changed hands between
+/// the lookup and the hold (a takeover under way).
+const PLACE_ATTEMPTS: usize = 3;
+
+/// Where a peer was last found, per room and client, while signals to it keep coming back.
+type Found = HashMap<(RoomId, ClientId), Member>;
+
+/// Targeted signals on their way through [`Hub::run_returns`], per room and peer: while any
+/// is, newer signals to that peer take the same way, so that none overtakes them (a direct
+/// route to the survivor that took the peer's session over opens before the returns are
+/// through).
+#[derive(Default)]
+pub(super) struct Diverted {
+    /// How many peers have signals on the way (checked first, without the lock).
+    peers: AtomicUsize,
+    queued: Mutex<HashMap<(RoomId, ClientId), usize>>,
+}
+
+impl Diverted {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(RoomId, ClientId), usize>> {
+        self.queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether signals to `client` in `room` are on their way through the returns.
+    pub(super) fn holds(&self, room: &RoomId, client: &ClientId) -> bool {
+        self.peers.load(Ordering::Acquire) > 0
+            && self.lock().contains_key(&(room.clone(), client.clone()))
+    }
+
+    fn add(&self, key: (RoomId, ClientId)) {
+        let mut queued = self.lock();
+        let n = queued.entry(key).or_insert(0);
+        if *n == 0 {
+            self.peers.fetch_add(1, Ordering::AcqRel);
+        }
+        *n += 1;
+    }
+
+    /// One signal is through; `true` when it was the last to its peer.
+    fn done(&self, key: &(RoomId, ClientId)) -> bool {
+        let mut queued = self.lock();
+        let Some(n) = queued.get_mut(key) else {
+            return true;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return false;
+        }
+        queued.remove(key);
+        self.peers.fetch_sub(1, Ordering::AcqRel);
+        true
+    }
 }
 
 impl Hub {
+    /// Sends a targeted signal (`route` [`Route::Member`]) through the returns, behind those to
+    /// the same peer.
+    pub(super) fn divert(&self, envelope: Envelope) {
+        if let Route::Member { room, client, .. } = &envelope.route {
+            self.diverted.add((room.clone(), client.clone()));
+        }
+        let _ = self.returns.send(Return::Signal(envelope));
+    }
+
     /// Takes the targeted signals whose node did not listen, in order, until the hub stops:
     /// each goes to where presence says its peer is now; when that node does not listen
     /// either and the peer's session can outlive it, the signal is held for the survivor that
@@ -30,10 +104,31 @@ impl Hub {
         let Some(mut returns) = rx else {
             return;
         };
-        while let Some(item) = returns.recv().await {
+        let mut found = Found::new();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = returns.recv() => item,
+                _ = sweep.tick() => {
+                    self.sweep_strays();
+                    continue;
+                }
+            };
             match item {
-                Return::Signal(envelope) => self.hold_or_bounce(envelope).await,
-                Return::Reclaim => self.reclaim_held().await,
+                Some(Return::Signal(envelope)) => {
+                    let Route::Member { room, client, .. } = &envelope.route else {
+                        continue;
+                    };
+                    let key = (room.clone(), client.clone());
+                    self.hold_or_bounce(envelope, &mut found).await;
+                    if self.diverted.done(&key) {
+                        found.remove(&key);
+                    }
+                }
+                Some(Return::Reclaim) => self.reclaim_held().await,
+                Some(Return::Stray { room, client }) => self.check_strays(room, client).await,
+                None => return,
             }
         }
     }
@@ -56,7 +151,7 @@ impl Hub {
         }
     }
 
-    async fn hold_or_bounce(&self, envelope: Envelope) {
+    async fn hold_or_bounce(&self, envelope: Envelope, found: &mut Found) {
         let Envelope {
             route: Route::Member { room, client, from },
             payload,
@@ -66,40 +161,57 @@ impl Hub {
         else {
             return;
         };
-        let peer = match self.presence.member(&room, &client).await {
-            Ok(Some(peer)) => peer,
-            Ok(None) => return self.tell(from, peer_not_found(&room, &client)),
-            Err(_) => return self.tell(from, super::try_again()),
-        };
-        if peer.node == self.node {
-            let Ok(frame) = Frame::try_from(payload) else {
+        let key = (room.clone(), client.clone());
+        let mut moved: Option<NodeId> = None;
+        for _ in 0..PLACE_ATTEMPTS {
+            // Where the previous signal to the peer went, while they keep coming.
+            let looked = match found.remove(&key) {
+                Some(peer) => Ok(Some(peer)),
+                None => self.presence.member(&room, &client).await,
+            };
+            let peer = match looked {
+                Ok(Some(mut peer)) => {
+                    if let Some(node) = moved.take() {
+                        peer.node = node;
+                    }
+                    peer
+                }
+                Ok(None) => return self.tell(from, peer_not_found(&room, &client)),
+                Err(_) => return self.tell(from, super::try_again()),
+            };
+            if peer.node == self.node {
+                // Taken over by this node: it waits for the registration if need be.
+                let Ok(frame) = Frame::try_from(payload) else {
+                    return;
+                };
+                let origin = self.node.clone();
+                return self.stray(origin, room, client, from, frame.stamped(stamp));
+            }
+            let route = Route::Member {
+                room: room.clone(),
+                client: client.clone(),
+                from,
+            };
+            let topic = Topic::Node(peer.node.clone());
+            if matches!(self.publish(&topic, route, payload.clone(), stamp).await, Ok(n) if n > 0) {
+                found.insert(key, peer);
+                return;
+            }
+            let Ok(text) = std::str::from_utf8(&payload) else {
                 return;
             };
-            if self
-                .registry
-                .deliver_client(&client, Some(&room), frame.stamped(stamp))
-                .is_err()
-            {
-                self.tell(from, peer_not_found(&room, &client));
+            match self.presence.hold(&peer, text).await {
+                Ok(Hold::Held) => {
+                    found.insert(key, peer);
+                    return metrics::counter!(m::SIGNALS_HELD).increment(1);
+                }
+                Ok(Hold::Refused) => break,
+                // Taken over since the lookup: the survivor's node takes it (and keeps it
+                // until the session is registered there).
+                Ok(Hold::Moved(node)) => moved = Some(node),
+                Err(_) => return self.tell(from, super::try_again()),
             }
-            return;
         }
-        let route = Route::Member {
-            room: room.clone(),
-            client: client.clone(),
-            from,
-        };
-        let topic = Topic::Node(peer.node.clone());
-        if matches!(self.publish(&topic, route, payload.clone(), stamp).await, Ok(n) if n > 0) {
-            return;
-        }
-        let Ok(text) = std::str::from_utf8(&payload) else {
-            return;
-        };
-        match self.presence.hold(&peer, text).await {
-            Ok(true) => metrics::counter!(m::SIGNALS_HELD).increment(1),
-            Ok(false) => self.tell(from, peer_not_found(&room, &client)),
-            Err(_) => self.tell(from, super::try_again()),
-        }
+        self.tell(from, peer_not_found(&room, &client));
     }
 }

@@ -10,7 +10,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::protocol::{ClientId, ConnId, Member, RoomId, UserId};
+use crate::protocol::{ClientId, ConnId, Member, NodeId, RoomId, UserId};
 
 /// The outcome of claiming a client id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,16 @@ pub struct Reaped {
     pub adopted: Vec<Adopted>,
 }
 
+/// What became of a signal [held](Presence::hold) for a session whose node no longer listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    Held,
+    /// Not held: the session cannot resume, or too much is held for it already.
+    Refused,
+    /// Not held: a survivor took the session over since; it is on this node now.
+    Moved(NodeId),
+}
+
 /// A room and its member count.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RoomSummary {
@@ -129,10 +139,17 @@ pub trait Presence: Send + Sync + 'static {
     }
 
     /// Holds `frame` for `member`'s resumable session while its node (which no longer listens)
-    /// still owns it, until a survivor takes the session over; `false` when it is not held.
-    async fn hold(&self, member: &Member, frame: &str) -> Result<bool, PresenceError> {
+    /// still owns it, until a survivor takes the session over.
+    /// The node whose incarnation owns connection `conn`'s entries (a takeover changes it a
+    /// moment before the connection's seats), if any.
+    async fn conn_node(&self, conn: ConnId) -> Result<Option<NodeId>, PresenceError> {
+        let _ = conn;
+        Ok(None)
+    }
+
+    async fn hold(&self, member: &Member, frame: &str) -> Result<Hold, PresenceError> {
         let _ = (member, frame);
-        Ok(false)
+        Ok(Hold::Refused)
     }
 
     /// [`Presence::hold`] for every connection of `user` (a user-addressed signal when no node

@@ -31,7 +31,8 @@ use fred::clients::Client;
 use fred::prelude::{Error as RedisError, Options};
 
 use super::{
-    AddressHold, Claim, Joined, Member, Presence, PresenceError, Reaped, Resumable, RoomSummary,
+    AddressHold, Claim, Hold, Joined, Member, Presence, PresenceError, Reaped, Resumable,
+    RoomSummary,
 };
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 use crate::redis::Keys;
@@ -174,12 +175,29 @@ impl Presence for RedisPresence {
             .is_ok_and(|k| k == Some(me.conn))
     }
 
-    async fn hold(&self, member: &Member, frame: &str) -> Result<bool, PresenceError> {
-        let held = self
+    async fn conn_node(&self, conn: ConnId) -> Result<Option<NodeId>, PresenceError> {
+        let owner = self.store.conn_owner(conn).await.map_err(unavailable)?;
+        Ok(owner
+            .as_deref()
+            .and_then(|o| o.split('/').next())
+            .and_then(|node| NodeId::parse(node).ok()))
+    }
+
+    async fn hold(&self, member: &Member, frame: &str) -> Result<Hold, PresenceError> {
+        let ttl = self.adoption_wait() * 4;
+        if self
             .store
-            .hold(member, frame, self.adoption_wait() * 4)
-            .await;
-        held.map_err(unavailable)
+            .hold(member, frame, ttl)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(Hold::Held);
+        }
+        // Taken over since the caller looked (its seats are rewritten a moment later).
+        Ok(match self.conn_node(member.conn).await? {
+            Some(node) if node != member.node => Hold::Moved(node),
+            _ => Hold::Refused,
+        })
     }
 
     async fn hold_user(&self, user: &UserId, frame: &str) -> Result<usize, PresenceError> {

@@ -5,10 +5,11 @@
 //! registered without a socket and listening to its user and rooms, until its client resumes it
 //! on any node (a hand-off, as from any holder) or its window ends. Nobody sees it leave.
 //!
-//! What the dead node had not written to the socket is lost with it, and so is what was sent
-//! to the session between the death and the takeover (a lease period at most): targeted
-//! signals were answered `peer_not_found`, user-addressed ones `user_offline`. Numbering goes
-//! on after the `last_seq` the client resumes with.
+//! Targeted and user-addressed signals sent to the session between the death and the takeover
+//! wait in Redis and come first (the hub's returns), then those that reached this node while it
+//! registered the session (its strays). What was on its way through the dead node when it died
+//! is lost with it, and so are room broadcasts sent before the takeover. Numbering goes on
+//! after the `last_seq` the client resumes with.
 
 use std::sync::Arc;
 

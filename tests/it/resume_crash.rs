@@ -92,6 +92,8 @@ async fn dying_node(
         ("SWITCHBOARD_REDIS_URL", url.as_str()),
         ("SWITCHBOARD_REDIS_PREFIX", config.redis.prefix.as_str()),
         ("SWITCHBOARD_LEASE_TTL", "1s"),
+        ("SWITCHBOARD_IP_UPGRADE_BURST", "200"),
+        ("SWITCHBOARD_IP_CONNECTIONS", "200"),
     ];
     let mut node = NodeProcess::start(&env);
     let addr = node.address();
@@ -247,4 +249,73 @@ async fn a_session_of_a_killed_node_leaves_when_its_window_ends() {
     assert_eq!(body, json!({"user_id":"bob","online":false,"devices":0}));
     alice.expect_quiet().await;
     survivor.shutdown();
+}
+
+/// Sessions taken over while signals keep coming: 24 pairs, each Bob on a node killed with
+/// SIGKILL, each Alice on a survivor signalling him without pause from before the kill until
+/// after the takeover. What reaches a survivor while it registers a session (presence points at
+/// it a moment before) waits for the registration. Each Bob resumes and gets every candidate
+/// once and in order, and no Alice gets an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn signals_sent_through_a_takeover_wait_for_the_session() {
+    const PAIRS: usize = 24;
+    let redis = Redis::Standalone;
+    let mut config = redis_config(&redis.url());
+    config.lease_ttl = Duration::from_secs(1);
+    let survivors = crate::cluster::spawn_cluster(2, &config);
+    let (mut dying, addr) = dying_node(&redis, &config).await;
+    let (mut alices, mut bobs) = (Vec::new(), Vec::new());
+    for i in 0..PAIRS {
+        let room = format!("r{i}");
+        let mut bob = join_process(addr, &room, &format!("bob{i}"), &format!("b{i}")).await;
+        let node = &survivors[i % 2];
+        let (alice, _) = Client::join(node, &room, &format!("alice{i}"), &format!("a{i}")).await;
+        bob.recv_type("user_joined").await;
+        alices.push(alice);
+        bobs.push(bob);
+    }
+    dying.signal("KILL");
+    dead(&mut dying).await;
+
+    // A candidate to each Bob every 10 ms (fewer than the 256 held for a session in the
+    // lease's time), through the takeover and 30 more after it.
+    let (mut n, mut after) = (0, 0);
+    let deadline = Instant::now() + TAKEOVER;
+    while after < 30 {
+        assert!(Instant::now() < deadline, "never taken over");
+        n += 1;
+        for (i, alice) in alices.iter_mut().enumerate() {
+            let mut c = candidate(n);
+            c["to"] = json!(format!("b{i}"));
+            alice.send(c).await;
+        }
+        let parked: usize = survivors.iter().map(|s| s.state.resumes.parked()).sum();
+        after += usize::from(parked == PAIRS);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (i, bob) in bobs.iter().enumerate() {
+        let grant = bob.resume.clone().unwrap();
+        let (mut bob2, answer) = resume_within(&survivors[i % 2], &grant, bob.last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        let mut got = Vec::new();
+        while got.last() != Some(&n) {
+            let Some(frame) = bob2.try_recv(Duration::from_secs(3)).await else {
+                break;
+            };
+            assert_eq!(
+                frame["type"], "ice_candidate",
+                "b{i} after {got:?}: {frame}"
+            );
+            got.push(number(&frame));
+        }
+        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "b{i}");
+        bob2.expect_quiet().await;
+    }
+    for alice in &mut alices {
+        alice.expect_quiet().await;
+    }
+    for node in survivors {
+        node.shutdown();
+    }
 }

@@ -42,7 +42,12 @@ impl Client {
             }
             Event::Signal(Some(stamp)) => self.on_signal(stamp),
             Event::Signal(None) => self.out.counters.unreadable += 1,
-            Event::Error(code) => bump(&mut self.out.counters.errors, &code),
+            Event::Error(code) => {
+                if crate::trace::on() {
+                    crate::trace::event(&self.spec.client_id, format_args!("error {text}"));
+                }
+                bump(&mut self.out.counters.errors, &code);
+            }
             Event::UsersInRoom(users) => self.peers = users.into_iter().collect(),
             Event::UserJoined(id) => {
                 self.peers.insert(id);
@@ -57,6 +62,9 @@ impl Client {
 
     fn on_signal(&mut self, stamp: Stamp) {
         let now = now_ns();
+        if crate::trace::on() {
+            self.trace_gap(&stamp);
+        }
         let c = &mut self.out.counters;
         match self
             .seqs
@@ -72,6 +80,19 @@ impl Client {
                 self.shared.delivered.fetch_add(1, Ordering::Relaxed);
                 record(&mut self.out.latency, now.saturating_sub(stamp.sched_ns));
             }
+        }
+    }
+
+    /// Traces the numbers of `stamp`'s sender skipped before it (lost, or not sent while the
+    /// sender was between connections).
+    fn trace_gap(&self, stamp: &Stamp) {
+        let highest = self.seqs.get(&stamp.sender).and_then(|t| t.highest());
+        if let Some(h) = highest
+            && stamp.seq > h + 1
+        {
+            let (from, to) = (h + 1, stamp.seq - 1);
+            let what = format_args!("gap from sender {} {from}..={to}", stamp.sender);
+            crate::trace::event(&self.spec.client_id, what);
         }
     }
 }

@@ -57,6 +57,10 @@ impl Client {
             return None;
         }
         let lost_at = Instant::now();
+        if crate::trace::on() {
+            let what = format_args!("connection lost; next signal {}", self.next);
+            crate::trace::event(&self.spec.client_id, what);
+        }
         let ws = match self.resume().await {
             Some(ws) => ws,
             None => self.dial_again().await?,

@@ -203,6 +203,10 @@ impl Packing {
 }
 
 async fn publish(ctx: &Context, batch: &Batch) -> Result<i64, RedisError> {
+    if batch.channel.is_empty() {
+        // `Topic::Returns`: nobody gets it, and it comes back in its sender's order.
+        return Ok(0);
+    }
     let client = ctx.client.with_options(&fast());
     let (channel, payload) = (batch.channel.as_str(), batch.payload.clone());
     let started = Instant::now();

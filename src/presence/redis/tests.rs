@@ -12,7 +12,7 @@ use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 
 use crate::presence::memory::MemoryPresence;
-use crate::presence::{Presence, Reaped};
+use crate::presence::{Hold, Presence, Reaped};
 use crate::protocol::Member;
 use crate::protocol::{ClientId, ConnId, NodeId, RoomId, UserId};
 
@@ -480,9 +480,12 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
         .unwrap();
     // Signals for Kim wait for whoever takes her over; Pat's session cannot resume.
     for frame in ["one", "two"] {
-        assert!(survivors[1].hold(&kept, frame).await.unwrap());
+        assert_eq!(survivors[1].hold(&kept, frame).await.unwrap(), Hold::Held);
     }
-    assert!(!survivors[1].hold(&plain, "lost").await.unwrap());
+    assert_eq!(
+        survivors[1].hold(&plain, "lost").await.unwrap(),
+        Hold::Refused
+    );
 
     let deadline = Instant::now() + 3 * ttl;
     let mut found = Reaped::default();
@@ -513,8 +516,11 @@ async fn a_dead_nodes_resumable_sessions_are_taken_over_once() {
             overflowed: false,
         }]
     );
-    // Taken over: nothing more is held for her (she is reached where she is now).
-    assert!(!survivors[1].hold(&kept, "late").await.unwrap());
+    // Taken over: nothing more is held for her; she is reached where she is now.
+    assert_eq!(
+        survivors[1].hold(&kept, "late").await.unwrap(),
+        Hold::Moved([&first, &second][n].clone())
+    );
     // By user: held for each resumable connection of the user (when no node that listens
     // holds one); a node that stayed up takes back what was held for it.
     let kai = member(&dead, "k2", "kai", 9);
@@ -575,9 +581,15 @@ async fn signals_over_the_cap_mark_a_dead_nodes_session_overflowed() {
     };
     d.claim_resumable(&zed, &session).await.unwrap();
     for n in 0..super::queries::HELD_FRAMES {
-        assert!(survivor.hold(&zed, &format!("f{n}")).await.unwrap());
+        assert_eq!(
+            survivor.hold(&zed, &format!("f{n}")).await.unwrap(),
+            Hold::Held
+        );
     }
-    assert!(!survivor.hold(&zed, "one too many").await.unwrap());
+    assert_eq!(
+        survivor.hold(&zed, "one too many").await.unwrap(),
+        Hold::Refused
+    );
     let deadline = Instant::now() + 3 * ttl;
     let adopted = loop {
         let tick = survivor.reap().await.unwrap();
