@@ -57,7 +57,8 @@ pub const BUS_ENVELOPES: &str = "switchboard_bus_envelopes_published_total";
 pub const BUS_PUBLISH: &str = "switchboard_bus_publish_seconds";
 /// Envelopes per published batch.
 pub const BUS_BATCH_SIZE: &str = "switchboard_bus_batch_envelopes";
-/// Posted envelopes that reached no other node, by `reason` (`no_receiver`, `unavailable`).
+/// Posted envelopes that reached no other node (or, `short`, fewer than expected), by `reason`
+/// (`no_receiver`, `unavailable`, `short`).
 pub const BUS_RETURNED: &str = "switchboard_bus_returned_total";
 /// `user_left` announcements not delivered because a newer connection of the client is in the
 /// room (they arrived after its `user_joined`).
@@ -227,7 +228,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         BUS_RETURNED,
         Kind::Counter,
-        "Posted envelopes that reached no other node, by reason.",
+        "Posted envelopes that reached no other node (or fewer than expected), by reason.",
     ),
     (
         STALE_LEAVES,

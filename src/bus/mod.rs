@@ -92,6 +92,9 @@ pub enum Route {
     /// A frame that reached a session's old connection, forwarded to its new connection `conn`
     /// on the receiving node during a hand-off.
     Conn { conn: ConnId },
+    /// Nothing to deliver: a node asks whether another node still listens (the receiver count
+    /// of the publish).
+    Probe,
 }
 
 impl Route {
@@ -138,6 +141,7 @@ impl Route {
             Route::Revoke,
             Route::Handoff,
             Route::Conn { conn: ConnId(7) },
+            Route::Probe,
         ]
     }
 
@@ -168,6 +172,9 @@ pub enum Undelivered {
     NoReceiver,
     /// The transport failed (Redis down, or a command timed out).
     Unavailable,
+    /// Fewer other nodes listened than the sender expected ([`Bus::post_expecting`]: a room
+    /// broadcast, when a node holding members of the room may have died).
+    Short,
 }
 
 impl Undelivered {
@@ -176,6 +183,7 @@ impl Undelivered {
         match self {
             Undelivered::NoReceiver => "no_receiver",
             Undelivered::Unavailable => "unavailable",
+            Undelivered::Short => "short",
         }
     }
 }
@@ -212,6 +220,18 @@ pub trait Bus: Send + Sync + 'static {
     /// once only when the bus knows it cannot take it (its queue is full, its transport is
     /// down); anything that fails later comes back as [`Inbound::Returned`].
     fn post(&self, topic: Topic, envelope: Envelope) -> Result<(), BusError>;
+
+    /// [`Bus::post`], expecting `nodes` other nodes to listen: when fewer do, the envelope
+    /// comes back as [`Undelivered::Short`]. A bus that cannot count listeners posts it.
+    fn post_expecting(
+        &self,
+        topic: Topic,
+        envelope: Envelope,
+        nodes: usize,
+    ) -> Result<(), BusError> {
+        let _ = nodes;
+        self.post(topic, envelope)
+    }
 
     /// Starts delivering `topic` to this node's inbound stream. Idempotent. When it returns,
     /// envelopes published afterwards are delivered.

@@ -206,6 +206,7 @@ impl Bus for RedisBus {
             topic: topic.clone(),
             envelope,
             reply: Some(reply),
+            expect: 0,
         };
         // Queueing waits for room (bounded), then Redis answers within the command timeout.
         let published = async {
@@ -219,6 +220,15 @@ impl Bus for RedisBus {
     }
 
     fn post(&self, topic: Topic, envelope: Envelope) -> Result<(), BusError> {
+        self.post_expecting(topic, envelope, 0)
+    }
+
+    fn post_expecting(
+        &self,
+        topic: Topic,
+        envelope: Envelope,
+        nodes: usize,
+    ) -> Result<(), BusError> {
         if !self.publisher.is_connected() {
             return Err(BusError::Unavailable(
                 "the Redis publisher connection is down".into(),
@@ -228,6 +238,7 @@ impl Bus for RedisBus {
             topic,
             envelope,
             reply: None,
+            expect: nodes,
         };
         let poster = publisher::poster(&outgoing);
         if let Some(conn) = poster

@@ -53,7 +53,14 @@ impl Hub {
                 room: room.clone(),
                 except: me.conn,
             };
-            self.post(Topic::Room(room.clone()), route, frame)?;
+            // Where sessions outlive their node, a broadcast fewer nodes heard than hold
+            // members comes back, to be held for the members of a node that died.
+            let nodes = if self.presence.outlives_nodes() {
+                self.rosters.nodes_of(room)
+            } else {
+                0
+            };
+            self.post_expecting(Topic::Room(room.clone()), route, frame, nodes)?;
             return Ok(Relayed::Done);
         };
         if self.diverted.holds(room, to) {
@@ -211,6 +218,17 @@ impl Hub {
     }
 
     fn post(&self, topic: Topic, route: Route, frame: Frame) -> Result<(), ErrorFrame> {
+        self.post_expecting(topic, route, frame, 0)
+    }
+
+    /// [`Hub::post`], expecting `nodes` other nodes to hear it ([`Bus::post_expecting`]).
+    fn post_expecting(
+        &self,
+        topic: Topic,
+        route: Route,
+        frame: Frame,
+        nodes: usize,
+    ) -> Result<(), ErrorFrame> {
         let stamp = frame.stamp();
         let envelope = Envelope {
             origin: self.node.clone(),
@@ -218,10 +236,12 @@ impl Hub {
             payload: frame.into_bytes(),
             stamp,
         };
-        self.bus.post(topic, envelope).map_err(|e| {
-            metrics::counter!(m::BUS_ERRORS).increment(1);
-            ErrorFrame::from(e)
-        })
+        self.bus
+            .post_expecting(topic, envelope, nodes)
+            .map_err(|e| {
+                metrics::counter!(m::BUS_ERRORS).increment(1);
+                ErrorFrame::from(e)
+            })
     }
 
     /// Handles one item of the node's inbound stream.
@@ -266,6 +286,7 @@ impl Hub {
                 self.hand_off(envelope);
                 return;
             }
+            Route::Probe => return,
             Route::Revoke => {
                 match serde_json::from_slice::<Revocation>(&payload) {
                     Ok(revocation) => {
@@ -322,6 +343,7 @@ impl Hub {
             | Route::Bounce { .. }
             | Route::Revoke
             | Route::Handoff
+            | Route::Probe
             | Route::Conn { .. } => {}
         }
     }
@@ -344,16 +366,24 @@ impl Hub {
 
     /// A posted envelope reached no other node: tells its sender.
     fn returned(&self, envelope: Envelope, why: Undelivered) {
+        if why == Undelivered::Short {
+            // A broadcast a node with members of the room did not hear.
+            if matches!(envelope.route, Route::Room { .. }) {
+                let _ = self.returns.send(Return::Broadcast(envelope));
+            }
+            return;
+        }
         let (conn, error) = match (envelope.route, why) {
             (Route::Member { room, client, from }, Undelivered::NoReceiver) => {
-                self.rosters.unseat_missing(&room, &client, None);
                 // The peer's node may have died with its session, which a survivor takes
-                // over: where sessions outlive their node, the signal is held for it.
+                // over: where sessions outlive their node, the signal is held for it (and the
+                // seat stays, for the room's broadcasts, until the takeover moves it).
                 if self.presence.outlives_nodes() {
                     let route = Route::Member { room, client, from };
                     self.divert(Envelope { route, ..envelope });
                     return;
                 }
+                self.rosters.unseat_missing(&room, &client, None);
                 (from, peer_not_found(&room, &client))
             }
             (

@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::Hub;
 use super::relay::peer_not_found;
 use crate::bus::{Envelope, Route, Topic};
 use crate::metrics as m;
 use crate::presence::Hold;
-use crate::protocol::{ClientId, Frame, Member, NodeId, RoomId};
+use crate::protocol::{ClientId, Frame, Member, NodeId, RoomId, Stamp};
 
 /// What [`Hub::run_returns`] takes, in order.
 pub(super) enum Return {
@@ -24,6 +26,8 @@ pub(super) enum Return {
     Reclaim,
     /// A signal for `client` in `room` is waiting here for its session ([`super::strays`]).
     Stray { room: RoomId, client: ClientId },
+    /// A room broadcast fewer nodes heard than hold members of the room.
+    Broadcast(Envelope),
 }
 
 /// How often waiting strays are checked for their deadline.
@@ -128,6 +132,7 @@ impl Hub {
                 }
                 Some(Return::Reclaim) => self.reclaim_held().await,
                 Some(Return::Stray { room, client }) => self.check_strays(room, client).await,
+                Some(Return::Broadcast(envelope)) => self.hold_broadcast(envelope).await,
                 None => return,
             }
         }
@@ -213,5 +218,82 @@ impl Hub {
             }
         }
         self.tell(from, peer_not_found(&room, &client));
+    }
+
+    /// Holds a room broadcast for the members of the room whose node no longer listens (a
+    /// survivor takes their sessions over), or sends it on to where a takeover moved them.
+    /// Nodes that listen got it; nobody is told anything.
+    async fn hold_broadcast(&self, envelope: Envelope) {
+        let Envelope {
+            route: Route::Room { room, except },
+            payload,
+            stamp,
+            ..
+        } = envelope
+        else {
+            return;
+        };
+        let seats = self.rosters.seats(&room);
+        let mut nodes: Vec<&NodeId> = Vec::new();
+        for seat in &seats {
+            if !nodes.contains(&&seat.node) {
+                nodes.push(&seat.node);
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&payload) else {
+            return;
+        };
+        for node in nodes {
+            let probe = Envelope {
+                origin: self.node.clone(),
+                route: Route::Probe,
+                payload: Bytes::new(),
+                stamp: Stamp::NONE,
+            };
+            if !matches!(
+                self.bus.publish(&Topic::Node(node.clone()), probe).await,
+                Ok(0)
+            ) {
+                continue;
+            }
+            for seat in seats.iter().filter(|s| s.node == *node) {
+                let Ok(Some(peer)) = self.presence.member(&room, &seat.client).await else {
+                    continue;
+                };
+                let to = if peer.node == seat.node {
+                    match self.presence.hold(&peer, text).await {
+                        Ok(Hold::Held) => {
+                            metrics::counter!(m::SIGNALS_HELD).increment(1);
+                            continue;
+                        }
+                        Ok(Hold::Moved(node)) => node,
+                        _ => continue,
+                    }
+                } else {
+                    peer.node
+                };
+                // Taken over: a targeted copy to the member where it is now.
+                let route = Route::Member {
+                    room: room.clone(),
+                    client: seat.client.clone(),
+                    from: except,
+                };
+                if to == self.node {
+                    // Registered here already, it heard the broadcast here.
+                    if self.registry.member_conn(&room, &seat.client).is_some() {
+                        continue;
+                    }
+                    if let Ok(frame) = Frame::try_from(payload.clone()) {
+                        let origin = self.node.clone();
+                        let client = seat.client.clone();
+                        self.stray(origin, room.clone(), client, except, frame.stamped(stamp));
+                    }
+                } else {
+                    let _ = self
+                        .publish(&Topic::Node(to), route, payload.clone(), stamp)
+                        .await;
+                }
+            }
+        }
     }
 }

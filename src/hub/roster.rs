@@ -137,6 +137,26 @@ impl Rosters {
         }
     }
 
+    /// The other members of `room` as far as this node knows.
+    pub fn seats(&self, room: &RoomId) -> Vec<Seat> {
+        self.read().get(room).cloned().unwrap_or_default()
+    }
+
+    /// How many other nodes hold members of `room`, as far as this node knows.
+    pub fn nodes_of(&self, room: &RoomId) -> usize {
+        let rooms = self.read();
+        let Some(seats) = rooms.get(room) else {
+            return 0;
+        };
+        let mut nodes: Vec<&NodeId> = Vec::new();
+        for seat in seats {
+            if !nodes.contains(&&seat.node) {
+                nodes.push(&seat.node);
+            }
+        }
+        nodes.len()
+    }
+
     /// Rooms with a roster.
     pub fn rooms(&self) -> usize {
         self.read().len()

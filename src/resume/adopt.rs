@@ -5,11 +5,11 @@
 //! registered without a socket and listening to its user and rooms, until its client resumes it
 //! on any node (a hand-off, as from any holder) or its window ends. Nobody sees it leave.
 //!
-//! Targeted and user-addressed signals sent to the session between the death and the takeover
-//! wait in Redis and come first (the hub's returns), then those that reached this node while it
-//! registered the session (its strays). What was on its way through the dead node when it died
-//! is lost with it, and so are room broadcasts sent before the takeover. Numbering goes on
-//! after the `last_seq` the client resumes with.
+//! Targeted and user-addressed signals and room broadcasts sent to the session between the
+//! death and the takeover wait in Redis and come first (the hub's returns), then those that
+//! reached this node while it registered the session (its strays). What was on its way through
+//! the dead node when it died is lost with it. Numbering goes on after the `last_seq` the client
+//! resumes with.
 
 use std::sync::Arc;
 

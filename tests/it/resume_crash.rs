@@ -319,3 +319,58 @@ async fn signals_sent_through_a_takeover_wait_for_the_session() {
         node.shutdown();
     }
 }
+
+/// Room broadcasts reach the sessions of a node that died. Bob (on a node killed with SIGKILL),
+/// Alice and Carol (each on a survivor) share a room; Alice broadcasts before the takeover and
+/// after it. Bob resumes and gets every broadcast once and in order; Carol, who heard each at
+/// once, gets none twice; nobody gets an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn room_broadcasts_reach_the_sessions_of_a_killed_node() {
+    for redis in [Redis::Standalone, Redis::Cluster] {
+        let mut config = redis_config(&redis.url());
+        config.lease_ttl = Duration::from_secs(1);
+        let survivors = crate::cluster::spawn_cluster(2, &config);
+        let (mut dying, addr) = dying_node(&redis, &config).await;
+        let mut bob = join_process(addr, "r", "bob", "b1").await;
+        let (mut alice, _) = Client::join(&survivors[0], "r", "alice", "a1").await;
+        let (mut carol, _) = Client::join(&survivors[1], "r", "carol", "c1").await;
+        bob.recv_type("user_joined").await;
+        bob.recv_type("user_joined").await;
+        alice.recv_type("user_joined").await;
+        let broadcast = |n: u32| {
+            let mut c = candidate(n);
+            c.as_object_mut().unwrap().remove("to");
+            c
+        };
+        alice.send(broadcast(0)).await;
+        assert_eq!(number(&bob.recv_type("ice_candidate").await), 0);
+        assert_eq!(number(&carol.recv_type("ice_candidate").await), 0);
+        dying.signal("KILL");
+        dead(&mut dying).await;
+
+        for n in 1..=10 {
+            alice.send(broadcast(n)).await;
+            assert_eq!(number(&carol.recv_type("ice_candidate").await), n);
+        }
+        adopted(&survivors, 1).await;
+        for n in 11..=20 {
+            alice.send(broadcast(n)).await;
+            assert_eq!(number(&carol.recv_type("ice_candidate").await), n);
+        }
+        let grant = bob.resume.clone().unwrap();
+        let (mut bob2, answer) = resume_within(&survivors[0], &grant, bob.last_seq).await;
+        assert_eq!(answer["type"], "resumed", "{answer}");
+        for n in 1..=20 {
+            let frame = bob2.recv_type("ice_candidate").await;
+            assert_eq!(number(&frame), n, "{frame}");
+            assert_eq!(frame["from"], "a1");
+        }
+        for client in [&mut alice, &mut carol, &mut bob2] {
+            client.expect_quiet().await;
+        }
+        for node in survivors {
+            node.shutdown();
+        }
+    }
+}

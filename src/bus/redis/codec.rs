@@ -76,6 +76,7 @@ impl BatchWriter {
             }
             Route::Revoke => put_tag(out, b'V', ""),
             Route::Handoff => put_tag(out, b'H', ""),
+            Route::Probe => put_tag(out, b'P', ""),
             Route::Conn { conn } => {
                 put_tag(out, b'C', "");
                 out.put_u64(conn.0);
@@ -180,6 +181,7 @@ fn take_route(buf: &mut Bytes) -> Result<Route, BusError> {
         },
         b'V' => Route::Revoke,
         b'H' => Route::Handoff,
+        b'P' => Route::Probe,
         b'C' => Route::Conn {
             conn: take_conn(buf)?,
         },

@@ -100,12 +100,15 @@ pub struct Outgoing {
     /// The publisher waiting for the receiver count, or `None` for a posted envelope, which
     /// comes back on the inbound stream if no other node gets it.
     pub reply: Option<Reply>,
+    /// Other nodes a posted envelope is expected to reach (0: none expected); fewer, and it
+    /// comes back as [`Undelivered::Short`].
+    pub expect: usize,
 }
 
 /// What to tell about one envelope of a batch once Redis answered.
 enum Waiter {
     Reply(Reply),
-    Posted(Envelope),
+    Posted(Envelope, usize),
 }
 
 /// A batch being packed.
@@ -183,7 +186,7 @@ fn pack(ctx: &Context, round: impl Iterator<Item = Outgoing>) -> Vec<Batch> {
         );
         batch.waiters.push(match out.reply {
             Some(reply) => Waiter::Reply(reply),
-            None => Waiter::Posted(out.envelope),
+            None => Waiter::Posted(out.envelope, out.expect),
         });
     }
     metrics::counter!(m::BUS_BATCHES).increment(batches.len() as u64);
@@ -240,11 +243,14 @@ fn settle(
             (Waiter::Reply(reply), Err(e)) => {
                 drop(reply.send(Err(BusError::Unavailable(e.clone()))))
             }
-            (Waiter::Posted(envelope), Ok(0)) if envelope.route.is_addressed() => {
+            (Waiter::Posted(envelope, _), Ok(0)) if envelope.route.is_addressed() => {
                 give_back(ctx, envelope, Undelivered::NoReceiver)
             }
-            (Waiter::Posted(_), Ok(_)) => {}
-            (Waiter::Posted(envelope), Err(_)) => {
+            (Waiter::Posted(envelope, expect), Ok(n)) if *n < expect => {
+                give_back(ctx, envelope, Undelivered::Short)
+            }
+            (Waiter::Posted(..), Ok(_)) => {}
+            (Waiter::Posted(envelope, _), Err(_)) => {
                 if sender(&envelope.route).is_none_or(|conn| told.insert(conn)) {
                     give_back(ctx, envelope, Undelivered::Unavailable);
                 }
@@ -263,6 +269,7 @@ fn sender(route: &Route) -> Option<ConnId> {
         | Route::Kick { .. }
         | Route::Revoke
         | Route::Handoff
+        | Route::Probe
         | Route::Conn { .. } => None,
     }
 }
