@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::Hub;
 use super::relay::peer_not_found;
+use super::strays::NOBODY;
 use crate::bus::{Envelope, Route, Topic};
 use crate::metrics as m;
 use crate::presence::Hold;
@@ -225,7 +226,7 @@ impl Hub {
     /// Nodes that listen got it; nobody is told anything.
     async fn hold_broadcast(&self, envelope: Envelope) {
         let Envelope {
-            route: Route::Room { room, except },
+            route: Route::Room { room, .. },
             payload,
             stamp,
             ..
@@ -276,7 +277,7 @@ impl Hub {
                 let route = Route::Member {
                     room: room.clone(),
                     client: seat.client.clone(),
-                    from: except,
+                    from: NOBODY,
                 };
                 if to == self.node {
                     // Registered here already, it heard the broadcast here.
@@ -286,7 +287,7 @@ impl Hub {
                     if let Ok(frame) = Frame::try_from(payload.clone()) {
                         let origin = self.node.clone();
                         let client = seat.client.clone();
-                        self.stray(origin, room.clone(), client, except, frame.stamped(stamp));
+                        self.stray(origin, room.clone(), client, NOBODY, frame.stamped(stamp));
                     }
                 } else {
                     let _ = self

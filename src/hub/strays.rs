@@ -25,6 +25,10 @@ use crate::registry::ConnHandle;
 /// node.
 pub(super) const STRAY_WAIT: Duration = Duration::from_secs(10);
 
+/// The sender of a room broadcast's copy for one member (a broadcast held for the members of a
+/// node that died): its sender is not told when the copy finds nobody.
+pub(super) const NOBODY: ConnId = ConnId(0);
+
 /// One signal waiting for its session.
 struct Stray {
     frame: Frame,
@@ -143,7 +147,8 @@ impl Hub {
                 from,
                 origin,
             } = stray;
-            if handle.outbox.try_send(frame).is_err() {
+            // Only for the rooms it holds, as a delivery checks.
+            if !rooms.contains(&room) || handle.outbox.try_send(frame).is_err() {
                 refused.push((origin, room, from));
             }
         }
@@ -163,8 +168,12 @@ impl Hub {
         }
     }
 
-    /// Tells the sender `from` on node `origin` that `client` is not in `room`.
+    /// Tells the sender `from` on node `origin` that `client` is not in `room` (nobody, for a
+    /// copy of a room broadcast: [`NOBODY`]).
     fn refuse(&self, origin: &NodeId, room: RoomId, client: ClientId, from: ConnId) {
+        if from == NOBODY {
+            return;
+        }
         if *origin == self.node {
             self.rosters.unseat_missing(&room, &client, None);
             self.tell(from, peer_not_found(&room, &client));
