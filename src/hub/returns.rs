@@ -235,16 +235,10 @@ impl Hub {
             return;
         };
         let seats = self.rosters.seats(&room);
-        let mut nodes: Vec<&NodeId> = Vec::new();
-        for seat in &seats {
-            if !nodes.contains(&&seat.node) {
-                nodes.push(&seat.node);
-            }
-        }
         let Ok(text) = std::str::from_utf8(&payload) else {
             return;
         };
-        for node in nodes {
+        for node in super::roster::nodes(&seats) {
             let probe = Envelope {
                 origin: self.node.clone(),
                 route: Route::Probe,

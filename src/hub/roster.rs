@@ -24,6 +24,17 @@ pub struct Seat {
     pub node: NodeId,
 }
 
+/// The nodes `seats` are on, each once.
+pub fn nodes(seats: &[Seat]) -> Vec<&NodeId> {
+    let mut nodes: Vec<&NodeId> = Vec::new();
+    for seat in seats {
+        if !nodes.contains(&&seat.node) {
+            nodes.push(&seat.node);
+        }
+    }
+    nodes
+}
+
 impl Seat {
     fn of(member: &Member) -> Self {
         Self {
@@ -144,17 +155,7 @@ impl Rosters {
 
     /// How many other nodes hold members of `room`, as far as this node knows.
     pub fn nodes_of(&self, room: &RoomId) -> usize {
-        let rooms = self.read();
-        let Some(seats) = rooms.get(room) else {
-            return 0;
-        };
-        let mut nodes: Vec<&NodeId> = Vec::new();
-        for seat in seats {
-            if !nodes.contains(&&seat.node) {
-                nodes.push(&seat.node);
-            }
-        }
-        nodes.len()
+        self.read().get(room).map_or(0, |seats| nodes(seats).len())
     }
 
     /// Rooms with a roster.

@@ -101,6 +101,25 @@ async fn dying_node(
     (node, addr)
 }
 
+/// A cluster config on `redis` whose dead nodes are taken over soon (lease 1 s).
+fn crash_config(redis: &Redis) -> switchboard::config::Config {
+    let mut config = redis_config(&redis.url());
+    config.lease_ttl = Duration::from_secs(1);
+    config
+}
+
+/// `survivors` nodes in this process and a `switchboard serve` process to kill (and its
+/// address), all on `config`.
+async fn killable_cluster(
+    redis: &Redis,
+    config: &switchboard::config::Config,
+    survivors: usize,
+) -> (Vec<TestNode>, NodeProcess, std::net::SocketAddr) {
+    let nodes = crate::cluster::spawn_cluster(survivors, config);
+    let (dying, addr) = dying_node(redis, config).await;
+    (nodes, dying, addr)
+}
+
 /// Joins `room` on the process at `addr` as `user` with `client_id`.
 async fn join_process(
     addr: std::net::SocketAddr,
@@ -129,10 +148,7 @@ async fn join_process(
 #[ignore = "needs Redis: run scripts/test"]
 async fn sessions_of_a_node_killed_mid_call_resume_on_the_survivors() {
     for redis in [Redis::Standalone, Redis::Cluster] {
-        let mut config = redis_config(&redis.url());
-        config.lease_ttl = Duration::from_secs(1);
-        let survivors = crate::cluster::spawn_cluster(2, &config);
-        let (mut dying, addr) = dying_node(&redis, &config).await;
+        let (survivors, mut dying, addr) = killable_cluster(&redis, &crash_config(&redis), 2).await;
         let mut bob = join_process(addr, "r", "bob", "b1").await;
         let mut dave = join_process(addr, "d", "dave", "d1").await;
         let (mut alice, _) = Client::join(&survivors[0], "r", "alice", "a1").await;
@@ -222,11 +238,10 @@ async fn sessions_of_a_node_killed_mid_call_resume_on_the_survivors() {
 #[ignore = "needs Redis: run scripts/test"]
 async fn a_session_of_a_killed_node_leaves_when_its_window_ends() {
     let redis = Redis::Standalone;
-    let mut config = redis_config(&redis.url());
-    config.lease_ttl = Duration::from_secs(1);
+    let mut config = crash_config(&redis);
     config.resume_window = Duration::from_secs(2);
-    let survivor = crate::cluster::spawn_cluster(1, &config).remove(0);
-    let (dying, addr) = dying_node(&redis, &config).await;
+    let (mut survivors, dying, addr) = killable_cluster(&redis, &config, 1).await;
+    let survivor = survivors.remove(0);
     let _bob = join_process(addr, "r", "bob", "b1").await;
     let (mut alice, _) = Client::join(&survivor, "r", "alice", "a1").await;
     let killed = Instant::now();
@@ -261,10 +276,7 @@ async fn a_session_of_a_killed_node_leaves_when_its_window_ends() {
 async fn signals_sent_through_a_takeover_wait_for_the_session() {
     const PAIRS: usize = 24;
     let redis = Redis::Standalone;
-    let mut config = redis_config(&redis.url());
-    config.lease_ttl = Duration::from_secs(1);
-    let survivors = crate::cluster::spawn_cluster(2, &config);
-    let (mut dying, addr) = dying_node(&redis, &config).await;
+    let (survivors, mut dying, addr) = killable_cluster(&redis, &crash_config(&redis), 2).await;
     let (mut alices, mut bobs) = (Vec::new(), Vec::new());
     for i in 0..PAIRS {
         let room = format!("r{i}");
@@ -328,10 +340,7 @@ async fn signals_sent_through_a_takeover_wait_for_the_session() {
 #[ignore = "needs Redis: run scripts/test"]
 async fn room_broadcasts_reach_the_sessions_of_a_killed_node() {
     for redis in [Redis::Standalone, Redis::Cluster] {
-        let mut config = redis_config(&redis.url());
-        config.lease_ttl = Duration::from_secs(1);
-        let survivors = crate::cluster::spawn_cluster(2, &config);
-        let (mut dying, addr) = dying_node(&redis, &config).await;
+        let (survivors, mut dying, addr) = killable_cluster(&redis, &crash_config(&redis), 2).await;
         let mut bob = join_process(addr, "r", "bob", "b1").await;
         let (mut alice, _) = Client::join(&survivors[0], "r", "alice", "a1").await;
         let (mut carol, _) = Client::join(&survivors[1], "r", "carol", "c1").await;
